@@ -279,6 +279,25 @@ class NACConfig(PretrainedConfig):
             )
 
     @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "NACConfig":
+        model_type = config_dict.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ValueError(
+                f"expected a NAC configuration (model_type={cls.model_type!r}), got model_type={model_type!r}; "
+                "load this checkpoint with its own model class, or build a NAC with NACConfig.from_preset(...)"
+            )
+        return super().from_dict(config_dict, **kwargs)
+
+    def architecture_differences(self, other: "NACConfig") -> list[str]:
+        """The fields that make `other`'s weights differ in shape from this config's, as readable lines."""
+        names = [name for name in self.__dataclass_fields__ if name in PRESET_FIELDS] + ["num_labels"]
+        return [
+            f"{name}: {getattr(self, name)!r} vs {getattr(other, name)!r}"
+            for name in names
+            if getattr(self, name) != getattr(other, name)
+        ]
+
+    @classmethod
     def from_preset(cls, name: str, **overrides) -> "NACConfig":
         """Build a config from a named preset (see `NACConfig.presets()`), with any field overridden by keyword."""
         if name not in PRESETS:
@@ -292,6 +311,15 @@ class NACConfig(PretrainedConfig):
         """Names accepted by `NACConfig.from_preset`."""
         return sorted(PRESETS)
 
+
+# Fields that shape the weights (everything but training-time behaviour and labels).
+PRESET_FIELDS = (
+    "tokenizer_type", "image_size", "patch_size", "num_channels", "conv_position_channels", "vocab_size",
+    "max_position_embeddings", "num_fourier_features", "num_input_modules", "num_processor_modules",
+    "num_output_modules", "hidden_size", "code_dim", "signature_dim", "num_hidden_layers", "share_propagator_weights",
+    "num_attention_heads", "attention_head_dim", "num_read_in_heads", "intermediate_size", "hidden_act", "share_kernel",
+    "seeder_noise", "freeze_signatures", "output_pooling",
+)
 
 PRESETS: dict[str, dict] = {
     # A few thousand parameters' worth of work: a forward/backward well under a second on a CPU.

@@ -1,0 +1,1032 @@
+"""Neural Attentive Circuits (Rahaman et al., NeurIPS 2022) as a transformers model.
+
+A NAC is a set of modules, each with a code (what it computes), a signature (where it sits in the connectivity
+graph) and a state. The circuit generator holds codes and signatures and seeds the states; the circuit executor
+tokenizes the input, lets the input modules read it (read-in), runs propagator layers of sparse, kernel-modulated
+message passing among modules, and reads the result out through the output modules.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_nac import NACConfig
+from .graph_priors import build_prior_graph, fit_signatures, graph_regularizer_loss, graphon
+
+
+# The classes a saved folder maps to, so that it loads with `trust_remote_code=True` where nac_hf is not installed.
+AUTO_MAP = {
+    "AutoConfig": "configuration_nac.NACConfig",
+    "AutoModel": "modeling_nac.NACModel",
+    "AutoModelForImageClassification": "modeling_nac.NACForClassification",
+    "AutoModelForSequenceClassification": "modeling_nac.NACForClassification",
+}
+
+
+@dataclass
+class NACModelOutput(ModelOutput):
+    """
+    Output of [`NACModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_modules, hidden_size)`):
+            Final states of all modules, in the order input, processor, output modules.
+        pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            The output modules' states pooled into one vector (the state itself for one output module).
+        connectivity (`torch.FloatTensor` of shape `(num_kernels, num_receivers, num_senders)`):
+            The truncated signature kernel K of every propagator layer and of the read-out (one row when
+            `config.share_kernel`). Receivers are the processor then output modules, senders the input then
+            processor modules; 0 where a pair never talks.
+        graph_regularizer_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            Unweighted distance of the learned link probabilities among processors to the configured graphon.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+            States of all modules `(batch_size, num_modules, hidden_size)` as seeded, after the read-in, after each
+            propagator layer and after the read-out.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True`):
+            Attention weights of the read-in `(batch_size, num_read_in_heads, num_input_modules, num_tokens)`, of
+            each propagator layer `(batch_size, num_heads, num_processor_modules, num_senders)` and of the read-out
+            `(batch_size, num_heads, num_output_modules, num_senders)`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
+    connectivity: torch.FloatTensor | None = None
+    graph_regularizer_loss: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class NACClassifierOutput(ModelOutput):
+    """
+    Output of [`NACForClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            Task loss plus `config.graph_regularizer_weight` × `graph_regularizer_loss`.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Classification (or regression) scores.
+        graph_regularizer_loss, connectivity, hidden_states, attentions: as in [`NACModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    graph_regularizer_loss: torch.FloatTensor | None = None
+    connectivity: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class ModFC(nn.Module):
+    """The modulated linear layer: `ModFC(x; c) = W (x ⊙ LN(W_c c)) + b`.
+
+    `W`, `b` are shared by all modules; each module's code scales the input features, so each module computes with
+    its own effective weight `W · diag(LN(W_c c))`.
+    """
+
+    def __init__(self, in_features: int, out_features: int, code_dim: int, eps: float = 1e-5, bias: bool = True):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features, bias=bias)
+        self.code_proj = nn.Linear(code_dim, in_features, bias=False)
+        self.eps = eps
+
+    def modulation(self, code: torch.Tensor) -> torch.Tensor:
+        """`LN(W_c c)`: one scale per input feature, `(..., code_dim) -> (..., in_features)`."""
+        return F.layer_norm(self.code_proj(code), (self.code_proj.out_features,), eps=self.eps)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        # x: (B, U, in); code: (U, code_dim) or (B, U, code_dim)
+        return self.linear(x * self.modulation(code))
+
+
+class ModFFN(nn.Module):
+    """Pre-LN feed-forward network of modulated layers (ModFC → GEGLU or GELU → ModFC), on the module's own code."""
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.gated = config.hidden_act == "geglu"
+        width = config.intermediate_size * (2 if self.gated else 1)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.fc_in = ModFC(config.hidden_size, width, config.code_dim, config.layer_norm_eps)
+        self.fc_out = ModFC(config.intermediate_size, config.hidden_size, config.code_dim, config.layer_norm_eps)
+
+    def forward(self, states: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        hidden = self.fc_in(self.norm(states), codes)
+        if self.gated:
+            value, gate = hidden.chunk(2, dim=-1)
+            hidden = value * F.gelu(gate)
+        else:
+            hidden = F.gelu(hidden)
+        return self.fc_out(hidden, codes)
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init_value: float):
+        super().__init__()
+        self.init_value = init_value
+        self.gamma = nn.Parameter(torch.full((dim,), init_value))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth per example. Always a multiplication, so the branch stays in the autograd graph."""
+    if not training or rate == 0.0:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - rate)
+    return x * keep / (1.0 - rate)
+
+
+class ResidualBranch(nn.Module):
+    """`x + drop_path(LayerScale(branch))`: the residual form shared by the read-in, propagators and read-out."""
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.layer_scale = LayerScale(config.hidden_size, config.layer_scale_init_value)
+
+    def forward(self, states: torch.Tensor, update: torch.Tensor, drop_rate: float) -> torch.Tensor:
+        return states + drop_path(self.layer_scale(update), drop_rate, self.training)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input tokenizers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _interpolate_grid(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize a learned (1, C, h, w) grid to (1, C, height, width)."""
+    if grid.shape[-2:] == (height, width):
+        return grid
+    return F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
+
+
+def _check_pixel_values(config: NACConfig, pixel_values: torch.Tensor | None) -> None:
+    if pixel_values is None:
+        raise ValueError(f"this NAC reads images (config.tokenizer_type={config.tokenizer_type!r}): pass pixel_values")
+    if pixel_values.dim() != 4:
+        raise ValueError(
+            f"expected pixel_values of shape (batch, {config.num_channels}, height, width), "
+            f"got shape {tuple(pixel_values.shape)}"
+        )
+    if pixel_values.shape[1] != config.num_channels:
+        raise ValueError(
+            f"expected pixel_values with {config.num_channels} channels (config.num_channels), "
+            f"got {pixel_values.shape[1]}"
+        )
+    height, width = pixel_values.shape[-2:]
+    if height % config.patch_size or width % config.patch_size or height < config.patch_size:
+        raise ValueError(
+            f"image size {height}x{width} cannot be served by the position embedding: height and width must be "
+            f"positive multiples of config.patch_size={config.patch_size} (the model was made for "
+            f"{config.image_size}x{config.image_size}); resize the images, e.g. with NACImageProcessor"
+        )
+    if not pixel_values.is_floating_point():
+        raise ValueError(f"expected floating-point pixel_values, got dtype {pixel_values.dtype}")
+
+
+class PatchTokenizer(nn.Module):
+    """Non-overlapping patches (Conv2d, kernel = stride = patch size) plus a learned, interpolable 2-D position grid."""
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.config = config
+        self.token_dim = config.hidden_size
+        grid = config.image_size // config.patch_size
+        self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size)
+        self.position_embedding = nn.Parameter(torch.zeros(1, config.hidden_size, grid, grid))
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, None]:
+        _check_pixel_values(self.config, pixel_values)
+        features = self.projection(pixel_values.to(self.projection.weight.dtype))  # (B, D, h, w)
+        features = features + _interpolate_grid(self.position_embedding, *features.shape[-2:])
+        return features.flatten(2).transpose(1, 2), None  # (B, h*w, D)
+
+
+class ConvNeXtBlock(nn.Module):
+    def __init__(self, dim: int, eps: float, layer_scale_init_value: float):
+        super().__init__()
+        self.depthwise = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.fc_in = nn.Linear(dim, 4 * dim)
+        self.fc_out = nn.Linear(4 * dim, dim)
+        self.layer_scale = LayerScale(dim, layer_scale_init_value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.depthwise(x).permute(0, 2, 3, 1)  # (B, h, w, D)
+        hidden = self.layer_scale(self.fc_out(F.gelu(self.fc_in(self.norm(hidden)))))
+        return x + hidden.permute(0, 3, 1, 2)
+
+
+class ConvTokenizer(nn.Module):
+    """ConvNeXt-style stem: a patchify conv (stride = patch size), one ConvNeXt block, and a learned positional grid
+    concatenated as extra channels."""
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.config = config
+        self.token_dim = config.hidden_size + config.conv_position_channels
+        grid = config.image_size // config.patch_size
+        self.stem = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size)
+        self.stem_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.block = ConvNeXtBlock(config.hidden_size, config.layer_norm_eps, config.layer_scale_init_value)
+        self.position_grid = nn.Parameter(torch.zeros(1, config.conv_position_channels, grid, grid))
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, None]:
+        _check_pixel_values(self.config, pixel_values)
+        features = self.stem(pixel_values.to(self.stem.weight.dtype))
+        features = self.stem_norm(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        features = self.block(features)  # (B, D, h, w)
+        grid = _interpolate_grid(self.position_grid, *features.shape[-2:]).expand(features.shape[0], -1, -1, -1)
+        features = torch.cat([features, grid], dim=1)  # (B, D + P, h, w)
+        return features.flatten(2).transpose(1, 2), None
+
+
+class ByteTokenizer(nn.Module):
+    """UTF-8 byte ids (shifted by the special tokens) → embedding + learned positions; padding masked in the read-in."""
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.config = config
+        self.token_dim = config.hidden_size
+        self.embedding = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+
+    def forward(
+        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        config = self.config
+        if input_ids is None:
+            raise ValueError("this NAC reads bytes (config.tokenizer_type='byte'): pass input_ids (and attention_mask)")
+        if input_ids.dim() != 2:
+            raise ValueError(f"expected input_ids of shape (batch, length), got shape {tuple(input_ids.shape)}")
+        if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+            raise ValueError(f"expected integer input_ids, got dtype {input_ids.dtype}")
+        if input_ids.shape[1] > config.max_position_embeddings:
+            raise ValueError(
+                f"input_ids has {input_ids.shape[1]} tokens but config.max_position_embeddings is "
+                f"{config.max_position_embeddings}; truncate the text (NACByteTokenizer(..., truncation=True, "
+                f"max_length={config.max_position_embeddings}))"
+            )
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+            raise ValueError(
+                f"input_ids must lie in [0, {config.vocab_size}) (config.vocab_size), got values in "
+                f"[{int(input_ids.min())}, {int(input_ids.max())}]; encode text with NACByteTokenizer"
+            )
+        if attention_mask is None:
+            attention_mask = input_ids != config.pad_token_id
+        elif attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"expected attention_mask of the shape of input_ids {tuple(input_ids.shape)}, "
+                f"got {tuple(attention_mask.shape)}"
+            )
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        tokens = self.embedding(input_ids) + self.position_embedding(positions)  # (B, V, D)
+        return tokens, attention_mask.bool()
+
+
+class PointTokenizer(nn.Module):
+    """Per-point MLP over (x, y, z) and its random Fourier features; no positions, so the order of points is free."""
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.config = config
+        self.token_dim = config.hidden_size
+        # Fixed random frequencies, kept in the checkpoint so a loaded model sees the same features.
+        self.register_buffer("frequencies", torch.zeros(3, config.num_fourier_features))
+        features = 2 * config.num_fourier_features + 3
+        self.mlp = nn.Sequential(
+            nn.Linear(features, config.hidden_size), nn.GELU(), nn.Linear(config.hidden_size, config.hidden_size)
+        )
+
+    def forward(
+        self, points: torch.Tensor | None, points_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if points is None:
+            raise ValueError("this NAC reads point clouds (config.tokenizer_type='point'): pass points (B, N, 3)")
+        if points.dim() != 3 or points.shape[-1] != 3:
+            raise ValueError(f"expected points of shape (batch, num_points, 3), got shape {tuple(points.shape)}")
+        if not points.is_floating_point():
+            raise ValueError(f"expected floating-point points, got dtype {points.dtype}")
+        if points_mask is not None and points_mask.shape != points.shape[:2]:
+            raise ValueError(
+                f"expected points_mask of shape {tuple(points.shape[:2])} (batch, num_points), "
+                f"got {tuple(points_mask.shape)}"
+            )
+        points = points.to(self.frequencies.dtype)
+        angles = 2 * math.pi * points @ self.frequencies  # (B, N, F)
+        features = torch.cat([points, angles.sin(), angles.cos()], dim=-1)
+        return self.mlp(features), (None if points_mask is None else points_mask.bool())
+
+
+INPUT_TOKENIZERS = {"patch": PatchTokenizer, "conv": ConvTokenizer, "byte": ByteTokenizer, "point": PointTokenizer}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Circuit generator
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Seeder(nn.Module):
+    """Initial states from codes: `x⁰ = Linear(LN(c)) + ε ⊙ exp(½ Linear(LN(c)))`; the mean alone in evaluation."""
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.code_dim, eps=config.layer_norm_eps)
+        self.mean = nn.Linear(config.code_dim, config.hidden_size)
+        self.log_variance = nn.Linear(config.code_dim, config.hidden_size) if config.seeder_noise else None
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        normed = self.norm(codes)
+        states = self.mean(normed)
+        if self.log_variance is not None and self.training:
+            states = states + torch.randn_like(states) * torch.exp(0.5 * self.log_variance(normed))
+        return states
+
+
+class CircuitGenerator(nn.Module):
+    """Holds every module's code and signature (input, processor, output modules in that order) and seeds states.
+
+    Processor signatures are fit to the configured graph prior when a model is created from its config
+    (`NACPreTrainedModel._init_weights`); a loaded checkpoint keeps its own.
+    """
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.config = config
+        total = config.num_input_modules + config.num_processor_modules + config.num_output_modules
+        self.codes = nn.Parameter(torch.zeros(total, config.code_dim))  # (U, C)
+        signatures = torch.zeros(total, config.signature_dim)  # (U, S)
+        if config.freeze_signatures:
+            # A buffer, not a parameter: saved and loaded under the same name, and never handed to an optimizer.
+            self.register_buffer("signatures", signatures)
+        else:
+            self.signatures = nn.Parameter(signatures)
+        self.seeder = Seeder(config)
+
+    def prior_signatures(self) -> torch.Tensor:
+        """Processor signatures whose truncated kernel reproduces the configured graph prior."""
+        config = self.config
+        graph = build_prior_graph(
+            config.graph_prior,
+            config.num_processor_modules,
+            num_groups=config.graph_num_groups,
+            p_in=config.graph_p_in,
+            p_out=config.graph_p_out,
+            edges_per_node=config.graph_edges_per_node,
+            edge_prob=config.graph_edge_prob,
+            num_neighbors=config.graph_num_neighbors,
+            seed=config.graph_seed,
+        )
+        adjacency = torch.zeros(config.num_processor_modules, config.num_processor_modules, dtype=torch.bool)
+        for u, v in graph.edges():
+            adjacency[u, v] = adjacency[v, u] = True
+        return fit_signatures(
+            adjacency,
+            config.signature_dim,
+            config.kernel_truncation,
+            steps=config.graph_fit_steps,
+            lr=config.graph_fit_lr,
+            seed=config.graph_seed,
+        )
+
+    def noisy_codes(self, batch_size: int) -> torch.Tensor:
+        """Per-example codes with the multiplicative training noise: `(B, U, C)`, or the plain `(U, C)`."""
+        if not self.training or self.config.code_noise == 0:
+            return self.codes
+        noise = torch.randn(batch_size, *self.codes.shape, device=self.codes.device, dtype=self.codes.dtype)
+        return self.codes * (1.0 + self.config.code_noise * noise)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Signature kernel and SKMDPA
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def module_distance(receivers: torch.Tensor, senders: torch.Tensor) -> torch.Tensor:
+    """`d_uv = 1 − cos(s_u, s_v)` between receiver and sender signatures: `(R, S)`."""
+    return 1.0 - F.normalize(receivers, dim=-1) @ F.normalize(senders, dim=-1).transpose(0, 1)
+
+
+def truncate(kernel: torch.Tensor, talks: torch.Tensor) -> torch.Tensor:
+    """Zero the kernel where modules do not talk, in the forward pass only (straight-through gradient)."""
+    return kernel + (kernel * talks - kernel).detach()
+
+
+class SignatureKernel(nn.Module):
+    """`K_uv = exp(−d_uv / τ)` with a learnable bandwidth τ; pairs with `d_uv ≥ ε` do not talk.
+
+    Returns the untruncated kernel; the truncation (`talks = d < ε`) is applied with `truncate`, in the forward pass
+    only, so the gradient flows as if K were untruncated and signatures of pairs that do not talk yet keep learning.
+    """
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.bandwidth_init = config.kernel_bandwidth_init
+        self.log_bandwidth = nn.Parameter(torch.tensor(math.log(config.kernel_bandwidth_init)))
+
+    def forward(self, distance: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-distance / self.log_bandwidth.exp())
+
+
+class ModulatedAttention(nn.Module):
+    """Stochastic Kernel Modulated Dot-Product Attention between modules.
+
+    Receiver u attends to sender v with `softmax_v(q_u·k_v/√D + log K̃_uv)`. Queries and outputs use the receiver's
+    code, keys and values the sender's. K̃ is drawn per example from a relaxed Bernoulli with probability K in
+    training (`config.stochastic_kernel`), and is K (or K thresholded at 0.5) otherwise.
+    """
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.config = config
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.attention_head_dim
+        inner = self.num_heads * self.head_dim
+        eps = config.layer_norm_eps
+        self.query = ModFC(config.hidden_size, inner, config.code_dim, eps)
+        # q·b_k is constant over senders and cancels in the softmax: keys carry no bias.
+        self.key = ModFC(config.hidden_size, inner, config.code_dim, eps, bias=False)
+        self.value = ModFC(config.hidden_size, inner, config.code_dim, eps)
+        self.output = ModFC(inner, config.hidden_size, config.code_dim, eps)
+
+    def sample_kernel(self, kernel: torch.Tensor, talks: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """K̃ for this forward pass, 0 where modules do not talk: `(B, R, S)` when sampled, else `(R, S)`."""
+        config = self.config
+        if self.training and config.stochastic_kernel:
+            # Relaxed Bernoulli with probability K, reparameterised; drawn from the untruncated kernel, then cut
+            # where modules do not talk (straight-through, like the kernel itself).
+            probs = kernel.clamp(1e-6, 1 - 1e-6)
+            uniform = torch.rand(batch_size, *kernel.shape, device=kernel.device, dtype=kernel.dtype)
+            uniform = uniform.clamp(1e-6, 1 - 1e-6)
+            logits = (probs.log() - (-probs).log1p() + uniform.log() - (-uniform).log1p()) / config.kernel_temperature
+            return truncate(torch.sigmoid(logits), talks)
+        if not self.training and config.kernel_eval_mode == "threshold":
+            return ((kernel * talks) > 0.5).to(kernel.dtype)
+        return truncate(kernel, talks)
+
+    def forward(
+        self,
+        receivers: torch.Tensor,
+        receiver_codes: torch.Tensor,
+        senders: torch.Tensor,
+        sender_codes: torch.Tensor,
+        kernel: torch.Tensor,
+        talks: torch.Tensor,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # receivers: (B, R, D), senders: (B, S, D), kernel (untruncated) and talks: (R, S)
+        batch, num_receivers, _ = receivers.shape
+        num_senders = senders.shape[1]
+        query = self.query(receivers, receiver_codes).view(batch, num_receivers, self.num_heads, self.head_dim)
+        key = self.key(senders, sender_codes).view(batch, num_senders, self.num_heads, self.head_dim)
+        value = self.value(senders, sender_codes).view(batch, num_senders, self.num_heads, self.head_dim)
+        query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, H, ·, Dh)
+        modulation = self.sample_kernel(kernel, talks, batch)  # (B, R, S) or (R, S)
+        if modulation.dim() == 2:
+            modulation = modulation.unsqueeze(0)
+        modulation = modulation.unsqueeze(1)  # (B|1, 1, R, S)
+
+        if output_attentions or modulation.requires_grad:
+            # Kernel-modulated softmax written out: K̃ ⊙ exp(s) / Σ K̃ ⊙ exp(s). Equal to softmax(s + log K̃), and the
+            # straight-through gradient reaches K̃ also where K̃ is 0 in the forward pass.
+            scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, R, S)
+            talks = modulation > 0
+            peak = scores.masked_fill(~talks, float("-inf")).amax(-1, keepdim=True)
+            peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)).detach()
+            weights = modulation * torch.exp((scores - peak).clamp(max=30.0))
+            weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+            context = weights @ value
+        else:
+            bias = modulation.log()  # -inf where a pair does not talk
+            silent = torch.isneginf(bias).all(-1, keepdim=True)  # receivers with no sender at all
+            bias = bias.masked_fill(silent, 0.0)
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
+            context = context.masked_fill(silent, 0.0)
+            weights = None
+        context = context.transpose(1, 2).reshape(batch, num_receivers, self.num_heads * self.head_dim)
+        return self.output(context, receiver_codes), weights
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Circuit executor: read-in, propagator, read-out
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class ReadIn(nn.Module):
+    """Input modules cross-attend to the tokens, each through its own modulated key/value projection.
+
+    Exact fast form (no (B, V, U, d) tensor): with `a_u = LN(W_{c,k} c_u)`,
+    `q_u·k_{u,v} = ((W_kᵀ q_u) ⊙ a_u)·x_v` (keys carry no bias: `q_u·b_k` would be constant over v and cancel),
+    and `Σ_v α_uv (W_v (x_v ⊙ b_u) + b_v) = W_v ((Σ_v α_uv x_v) ⊙ b_u) + b_v`.
+    """
+
+    def __init__(self, config: NACConfig, token_dim: int):
+        super().__init__()
+        self.num_heads = config.num_read_in_heads
+        self.head_dim = config.attention_head_dim
+        inner = self.num_heads * self.head_dim
+        eps = config.layer_norm_eps
+        self.state_norm = nn.LayerNorm(config.hidden_size, eps=eps)
+        self.token_norm = nn.LayerNorm(token_dim, eps=eps)
+        self.query = ModFC(config.hidden_size, inner, config.code_dim, eps)
+        self.key = ModFC(token_dim, inner, config.code_dim, eps, bias=False)
+        self.value = ModFC(token_dim, inner, config.code_dim, eps)
+        self.output = ModFC(inner, config.hidden_size, config.code_dim, eps)
+        self.attention_residual = ResidualBranch(config)
+        self.ffn = ModFFN(config)
+        self.ffn_residual = ResidualBranch(config)
+
+    def attend(
+        self,
+        states: torch.Tensor,
+        codes: torch.Tensor,
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor | None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # states: (B, U, D), codes: (U, C) or (B, U, C), tokens: (B, V, T), token_mask: (B, V) or None
+        batch, num_modules, _ = states.shape
+        token_dim = tokens.shape[-1]
+        heads, head_dim = self.num_heads, self.head_dim
+        tokens = self.token_norm(tokens)
+        query = self.query(self.state_norm(states), codes).view(batch, num_modules, heads, head_dim)
+        key_scale = self.key.modulation(codes)  # a_u: (U, T) or (B, U, T)
+        value_scale = self.value.modulation(codes)  # b_u
+        if key_scale.dim() == 2:
+            key_scale, value_scale = key_scale.unsqueeze(0), value_scale.unsqueeze(0)
+        key_weight = self.key.linear.weight.view(heads, head_dim, token_dim)
+        # q̃_{u,h} = (W_{k,h}ᵀ q_{u,h}) ⊙ a_u
+        query_tokens = torch.einsum("buhd,hdt->bhut", query, key_weight) * key_scale.unsqueeze(1)  # (B, H, U, T)
+        keys = tokens.unsqueeze(1).expand(batch, heads, -1, token_dim)  # (B, H, V, T), a view
+        mask = None if token_mask is None else token_mask[:, None, None, :]  # (B, 1, 1, V)
+        if output_attentions:
+            scores = query_tokens @ keys.transpose(-1, -2) / math.sqrt(head_dim)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(-1)  # (B, H, U, V)
+            pooled = weights @ keys
+        else:
+            weights = None
+            pooled = F.scaled_dot_product_attention(
+                query_tokens, keys, keys, attn_mask=mask, scale=1.0 / math.sqrt(head_dim)
+            )  # (B, H, U, T): Σ_v α_uv x_v per head
+        value_weight = self.value.linear.weight.view(heads, head_dim, token_dim)
+        values = torch.einsum("bhut,hdt->buhd", pooled * value_scale.unsqueeze(1), value_weight)
+        values = values.reshape(batch, num_modules, heads * head_dim) + self.value.linear.bias
+        return self.output(values, codes), weights
+
+    def forward(self, states, codes, tokens, token_mask, drop_rate: float, output_attentions: bool = False):
+        update, weights = self.attend(states, codes, tokens, token_mask, output_attentions)
+        states = self.attention_residual(states, update, drop_rate)
+        states = self.ffn_residual(states, self.ffn(states, codes), drop_rate)
+        return states, weights
+
+
+class Propagator(GradientCheckpointingLayer):
+    """One round of message passing: receivers attend to senders through SKMDPA, then a ModFFN (both pre-LN, with
+    LayerScale and drop-path). Used for the propagator layers (processor receivers) and the read-out (output
+    receivers); senders are always the input and processor modules."""
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = ModulatedAttention(config)
+        self.attention_residual = ResidualBranch(config)
+        self.ffn = ModFFN(config)
+        self.ffn_residual = ResidualBranch(config)
+
+    def forward(
+        self,
+        receivers: torch.Tensor,
+        senders: torch.Tensor,
+        receiver_codes: torch.Tensor,
+        sender_codes: torch.Tensor,
+        kernel: torch.Tensor,
+        talks: torch.Tensor,
+        drop_rate: float = 0.0,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        update, weights = self.attention(
+            self.norm(receivers), receiver_codes, self.norm(senders), sender_codes, kernel, talks, output_attentions
+        )
+        receivers = self.attention_residual(receivers, update, drop_rate)
+        receivers = self.ffn_residual(receivers, self.ffn(receivers, receiver_codes), drop_rate)
+        return receivers, weights
+
+
+class OutputPooling(nn.Module):
+    """Pools several output modules by a softmaxed confidence score (Gumbel-softmax in training) or the mean."""
+
+    def __init__(self, config: NACConfig):
+        super().__init__()
+        self.config = config
+        use_score = config.num_output_modules > 1 and config.output_pooling == "confidence"
+        self.score = nn.Linear(config.hidden_size, 1) if use_score else None
+
+    def forward(self, outputs: torch.Tensor) -> torch.Tensor:
+        # outputs: (B, O, D) -> (B, D)
+        if outputs.shape[1] == 1:
+            return outputs[:, 0]
+        if self.score is None:
+            return outputs.mean(1)
+        scores = self.score(outputs).squeeze(-1)  # (B, O)
+        if self.training:
+            weights = F.gumbel_softmax(scores, tau=self.config.output_gumbel_temperature, dim=-1)
+        else:
+            weights = scores.softmax(-1)
+        return (weights.unsqueeze(-1) * outputs).sum(1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class NACPreTrainedModel(PreTrainedModel):
+    """Weight initialisation, graph-prior fitting at creation, and saving with the code for `trust_remote_code`."""
+
+    config_class = NACConfig
+    base_model_prefix = "nac"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["Propagator", "ReadIn"]
+
+    def __init__(self, config: NACConfig, *inputs, **kwargs):
+        super().__init__(config, *inputs, **kwargs)
+        self.main_input_name = {"byte": "input_ids", "point": "points"}.get(config.tokenizer_type, "pixel_values")
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        config = self.config
+        std = config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, LayerScale):
+            init.constant_(module.gamma, module.init_value)
+        elif isinstance(module, SignatureKernel):
+            init.constant_(module.log_bandwidth, math.log(module.bandwidth_init))
+        elif isinstance(module, (PatchTokenizer, ConvTokenizer)):
+            grid = module.position_embedding if isinstance(module, PatchTokenizer) else module.position_grid
+            init.trunc_normal_(grid, std=std)
+        elif isinstance(module, PointTokenizer):
+            init.normal_(module.frequencies, std=config.fourier_feature_scale)
+        elif isinstance(module, Seeder):
+            if module.log_variance is not None:
+                init.zeros_(module.log_variance.weight)
+                init.constant_(module.log_variance.bias, config.seeder_logvar_init)
+        elif isinstance(module, CircuitGenerator):
+            init.normal_(module.codes, std=1.0)
+            if not getattr(module.signatures, "_is_hf_initialized", False):
+                # Random signatures everywhere; the processors' then fit to the graph prior. This runs when a model
+                # is created from its config only: a loaded checkpoint brings its signatures.
+                signatures = torch.randn(module.signatures.shape)
+                if config.graph_prior != "none":
+                    start = config.num_input_modules
+                    signatures[start : start + config.num_processor_modules] = module.prior_signatures()
+                init.copy_(module.signatures, signatures)
+        elif isinstance(module, NACModel) and module.graph_target is not None:
+            init.copy_(module.graph_target, module.make_graph_target())
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            # Name the config fields that make the weights not fit, instead of a list of tensor shapes.
+            saved = NACConfig.from_pretrained(pretrained_model_name_or_path)
+            requested = kwargs.get("config")
+            if not isinstance(requested, NACConfig):
+                overrides = {k: v for k, v in kwargs.items() if k in saved.__dataclass_fields__ or k == "num_labels"}
+                requested = NACConfig.from_dict({**saved.to_dict(), **overrides})
+            differences = "; ".join(saved.architecture_differences(requested)) or "see the load report above"
+            raise ValueError(
+                f"the checkpoint at {pretrained_model_name_or_path!r} does not match the requested config "
+                f"(checkpoint vs requested: {differences}); load it with its own config, or pass "
+                "ignore_mismatched_sizes=True to re-initialise the weights that differ (e.g. a new head)"
+            ) from error
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # One saved folder serves every Auto class this model is registered for, also without nac_hf installed.
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class NACModel(NACPreTrainedModel):
+    """The bare Neural Attentive Circuit: circuit generator and executor, returning module states, the pooled output
+    of the output modules and the connectivity that was used.
+
+    Inputs, by `config.tokenizer_type`: `pixel_values` (B, C, H, W) for `"patch"`/`"conv"`; `input_ids` (B, V) and
+    `attention_mask` for `"byte"`; `points` (B, N, 3) and an optional `points_mask` (B, N) for `"point"`.
+    """
+
+    def __init__(self, config: NACConfig):
+        super().__init__(config)
+        self.input_tokenizer = INPUT_TOKENIZERS[config.tokenizer_type](config)
+        self.generator = CircuitGenerator(config)
+        self.read_in = ReadIn(config, self.input_tokenizer.token_dim)
+        num_weight_sets = 1 if config.share_propagator_weights else config.num_hidden_layers
+        self.propagators = nn.ModuleList(Propagator(config) for _ in range(num_weight_sets))
+        self.read_out = Propagator(config)
+        num_kernels = 1 if config.share_kernel else config.num_hidden_layers + 1
+        self.kernels = nn.ModuleList(SignatureKernel(config) for _ in range(num_kernels))
+        self.pooling = OutputPooling(config)
+        if config.graph_regularizer != "none":
+            n = config.num_processor_modules
+            self.register_buffer("graph_target", torch.zeros(n, n), persistent=False)
+        else:
+            self.graph_target = None
+        # Drop-path rises linearly: 0 in the read-in, the full rate in the read-out.
+        self.drop_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers + 2).tolist()
+        self.post_init()
+
+    def make_graph_target(self) -> torch.Tensor:
+        """The graphon the regulariser pulls the processors' link probabilities towards: `(P, P)`."""
+        config = self.config
+        return graphon(
+            config.graph_regularizer,
+            config.num_processor_modules,
+            num_groups=config.graph_num_groups,
+            p_in=config.graph_p_in,
+            p_out=config.graph_p_out,
+            edges_per_node=config.graph_edges_per_node,
+            num_neighbors=config.graph_num_neighbors,
+            edge_prob=config.graph_edge_prob,
+        )
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.input_tokenizer
+
+    def circuit(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Untruncated kernels `(num_kernels, P + O, I + P)` and where modules talk `(P + O, I + P)`: receivers are
+        the processor then output modules, senders the input then processor modules."""
+        config = self.config
+        signatures = self.generator.signatures
+        num_in = config.num_input_modules
+        distance = module_distance(signatures[num_in:], signatures[: num_in + config.num_processor_modules])
+        kernels = torch.stack([kernel(distance) for kernel in self.kernels])
+        return kernels, distance < config.kernel_truncation
+
+    def connectivity(self) -> torch.Tensor:
+        """The truncated kernels `(num_kernels, P + O, I + P)`: 0 where modules never talk."""
+        return truncate(*self.circuit())
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        points_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> NACModelOutput | tuple:
+        config = self.config
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else config.return_dict
+
+        tokens, token_mask = self.tokenize(pixel_values, input_ids, attention_mask, points, points_mask)
+        batch = tokens.shape[0]
+        num_in, num_proc = config.num_input_modules, config.num_processor_modules
+        codes = self.generator.noisy_codes(batch)  # (U, C) or (B, U, C)
+        states = self.generator.seeder(codes)  # (U, D) or (B, U, D)
+        states = states.expand(batch, -1, -1) if states.dim() == 2 else states
+        codes_in, codes_proc, codes_out = codes.split([num_in, num_proc, config.num_output_modules], dim=-2)
+        codes_send = codes[..., : num_in + num_proc, :]
+        inputs, processors, outputs = states.split([num_in, num_proc, config.num_output_modules], dim=1)
+
+        all_states = (states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+
+        inputs, weights = self.read_in(inputs, codes_in, tokens, token_mask, self.drop_rates[0], output_attentions)
+        if output_hidden_states:
+            all_states += (torch.cat([inputs, processors, outputs], dim=1),)
+        if output_attentions:
+            all_attentions += (weights,)
+
+        kernels, talks = self.circuit()  # (K, P + O, I + P), (P + O, I + P)
+        for layer in range(config.num_hidden_layers):
+            propagator = self.propagators[0 if config.share_propagator_weights else layer]
+            kernel = kernels[0 if config.share_kernel else layer, :num_proc]
+            senders = torch.cat([inputs, processors], dim=1)
+            processors, weights = propagator(
+                processors,
+                senders,
+                codes_proc,
+                codes_send,
+                kernel,
+                talks[:num_proc],
+                self.drop_rates[layer + 1],
+                output_attentions,
+            )
+            if output_hidden_states:
+                all_states += (torch.cat([inputs, processors, outputs], dim=1),)
+            if output_attentions:
+                all_attentions += (weights,)
+
+        kernel = kernels[0 if config.share_kernel else config.num_hidden_layers, num_proc:]
+        senders = torch.cat([inputs, processors], dim=1)
+        outputs, weights = self.read_out(
+            outputs, senders, codes_out, codes_send, kernel, talks[num_proc:], self.drop_rates[-1], output_attentions
+        )
+        connectivity = truncate(kernels, talks)
+        last_hidden_state = torch.cat([inputs, processors, outputs], dim=1)  # (B, U, D)
+        if output_hidden_states:
+            all_states += (last_hidden_state,)
+        if output_attentions:
+            all_attentions += (weights,)
+
+        regularizer = None
+        if self.graph_target is not None:
+            links = connectivity[:, :num_proc, num_in:]  # (K, P, P) among processors
+            regularizer = torch.stack(
+                [graph_regularizer_loss(k, self.graph_target, config.graph_regularizer_loss) for k in links]
+            ).mean()
+
+        output = NACModelOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=self.pooling(outputs),
+            connectivity=connectivity,
+            graph_regularizer_loss=regularizer,
+            hidden_states=all_states,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def tokenize(self, pixel_values, input_ids, attention_mask, points, points_mask):
+        """Run the configured input tokenizer: tokens `(B, V, T)` and a padding mask `(B, V)` or None."""
+        kind = self.config.tokenizer_type
+        given = {
+            "pixel_values": pixel_values is not None,
+            "input_ids": input_ids is not None,
+            "points": points is not None,
+        }
+        wanted = self.main_input_name
+        stray = [name for name, present in given.items() if present and name != wanted]
+        if stray:
+            raise ValueError(
+                f"this NAC reads {wanted} (config.tokenizer_type={kind!r}) but got {stray}; pass {wanted} only"
+            )
+        if kind == "byte":
+            tokens, mask = self.input_tokenizer(input_ids, attention_mask)
+        elif kind == "point":
+            tokens, mask = self.input_tokenizer(points, points_mask)
+        else:
+            tokens, mask = self.input_tokenizer(pixel_values)
+        if mask is not None and not bool(mask.any(-1).all()):
+            raise ValueError("every example needs at least one unmasked token, but an attention mask is all zeros")
+        return tokens, mask
+
+
+class NACForClassification(NACPreTrainedModel):
+    """A NAC with a classification (or regression) head on its output modules.
+
+    With one output module the head is `LN → ModFC(code of the output module)`, so the output module's code
+    shapes the read-out; with several, their pooled state goes through `LN → Linear`. The loss follows
+    `config.problem_type` (`"single_label_classification"`, `"multi_label_classification"`, `"regression"`,
+    inferred from `num_labels` and the labels' dtype when unset) and adds the weighted graph-prior regulariser.
+    """
+
+    def __init__(self, config: NACConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.nac = NACModel(config)
+        self.head_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        if config.num_output_modules == 1:
+            self.classifier = ModFC(config.hidden_size, config.num_labels, config.code_dim, config.layer_norm_eps)
+        else:
+            self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        points_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> NACClassifierOutput | tuple:
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.nac(
+            pixel_values=pixel_values,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            points=points,
+            points_mask=points_mask,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        pooled = self.head_norm(outputs.pooler_output)  # (B, D)
+        if isinstance(self.classifier, ModFC):
+            output_code = self.nac.generator.codes[-1:]  # (1, C): the output module's code
+            logits = self.classifier(pooled.unsqueeze(1), output_code).squeeze(1)
+        else:
+            logits = self.classifier(pooled)
+
+        loss = None
+        if labels is not None:
+            loss = self.classification_loss(logits, labels)
+            if outputs.graph_regularizer_loss is not None:
+                loss = loss + self.config.graph_regularizer_weight * outputs.graph_regularizer_loss
+
+        output = NACClassifierOutput(
+            loss=loss,
+            logits=logits,
+            graph_regularizer_loss=outputs.graph_regularizer_loss,
+            connectivity=outputs.connectivity,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss by `config.problem_type`, as transformers' classification heads compute it, with checked labels."""
+        config = self.config
+        batch, num_labels = logits.shape
+        labels = labels.to(logits.device)
+        if config.problem_type is None:
+            if num_labels == 1:
+                config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+                config.problem_type = "single_label_classification"
+            else:
+                config.problem_type = "multi_label_classification"
+
+        if config.problem_type == "single_label_classification":
+            if labels.is_floating_point() or labels.dtype == torch.bool:
+                raise ValueError(
+                    f"single-label classification expects integer class ids, got labels of dtype {labels.dtype}"
+                )
+            if labels.shape != (batch,):
+                raise ValueError(
+                    f"single-label classification expects labels of shape ({batch},), got {tuple(labels.shape)}"
+                )
+            if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
+                raise ValueError(
+                    f"labels must be class ids in [0, {num_labels}) (config.num_labels), got values in "
+                    f"[{int(labels.min())}, {int(labels.max())}]"
+                )
+            return F.cross_entropy(logits, labels.long())
+        if config.problem_type == "multi_label_classification":
+            if labels.shape != (batch, num_labels):
+                raise ValueError(
+                    f"multi-label classification expects labels of shape ({batch}, {num_labels}) "
+                    f"(batch, config.num_labels), got {tuple(labels.shape)}"
+                )
+            return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        if config.problem_type == "regression":
+            if not labels.is_floating_point():
+                raise ValueError(f"regression expects floating-point labels, got dtype {labels.dtype}")
+            if labels.shape not in ((batch, num_labels), (batch,) * (num_labels == 1)):
+                expected = f"({batch},)" if num_labels == 1 else f"({batch}, {num_labels})"
+                raise ValueError(f"regression expects labels of shape {expected}, got {tuple(labels.shape)}")
+            return F.mse_loss(logits, labels.reshape(batch, num_labels).to(logits.dtype))
+        raise ValueError(
+            f"config.problem_type must be 'single_label_classification', 'multi_label_classification' or "
+            f"'regression', got {config.problem_type!r}"
+        )
+
+
+__all__ = [
+    "ModFC",
+    "NACClassifierOutput",
+    "NACForClassification",
+    "NACModel",
+    "NACModelOutput",
+    "NACPreTrainedModel",
+]

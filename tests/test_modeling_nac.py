@@ -1,0 +1,509 @@
+import math
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import nac_hf.modeling_nac as modeling
+from nac_hf import NACConfig, NACForClassification, NACModel
+from nac_test_utils import example_inputs
+
+
+TOKENIZERS = ["patch", "conv", "byte", "point"]
+
+
+def tiny(**overrides) -> NACConfig:
+    return NACConfig.from_preset("tiny", **{"num_labels": 3, **overrides})
+
+
+def labels_for(batch_size: int = 3) -> torch.Tensor:
+    return torch.arange(batch_size) % 3
+
+
+def trainable_without_grad(model) -> list[str]:
+    return [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+
+
+@pytest.mark.parametrize("tokenizer_type", TOKENIZERS)
+def test_forward_backward_each_tokenizer(tokenizer_type):
+    torch.manual_seed(0)
+    config = tiny(tokenizer_type=tokenizer_type)
+    model = NACForClassification(config).train()
+    inputs = example_inputs(config)
+    start = time.perf_counter()
+    output = model(**inputs, labels=labels_for())
+    output.loss.backward()
+    elapsed = time.perf_counter() - start
+    assert output.logits.shape == (3, 3)
+    assert torch.isfinite(output.loss)
+    assert trainable_without_grad(model) == []
+    assert elapsed < 1.0, f"tiny forward/backward took {elapsed:.2f}s"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"num_output_modules": 3, "output_pooling": "confidence"},
+        {"num_output_modules": 2, "output_pooling": "mean"},
+        {"hidden_act": "gelu"},
+        {"share_propagator_weights": True, "share_kernel": True},
+        {"seeder_noise": False, "code_noise": 0.0, "stochastic_kernel": False},
+        {"freeze_signatures": True},
+        {"graph_regularizer": "planted-partition", "graph_regularizer_weight": 0.5},
+        {"graph_prior": "none", "num_read_in_heads": 2},
+    ],
+)
+def test_every_trainable_parameter_gets_a_gradient(overrides):
+    # DDP runs with find_unused_parameters=False: a parameter left out of the graph would hang training.
+    torch.manual_seed(0)
+    config = tiny(**overrides)
+    model = NACForClassification(config).train()
+    model(**example_inputs(config), labels=labels_for()).loss.backward()
+    assert trainable_without_grad(model) == []
+    if overrides.get("freeze_signatures"):
+        assert "nac.generator.signatures" not in dict(model.named_parameters())
+
+
+def test_loss_for_each_problem_type():
+    torch.manual_seed(0)
+    inputs = example_inputs(tiny())
+    single = NACForClassification(tiny()).eval()
+    out = single(**inputs, labels=labels_for())
+    assert single.config.problem_type == "single_label_classification"
+    assert torch.allclose(out.loss, F.cross_entropy(out.logits, labels_for()))
+
+    multi = NACForClassification(tiny(problem_type="multi_label_classification")).eval()
+    targets = torch.tensor([[1.0, 0, 1], [0, 1, 0], [0, 0, 0]])
+    out = multi(**inputs, labels=targets)
+    assert torch.allclose(out.loss, F.binary_cross_entropy_with_logits(out.logits, targets))
+
+    regression = NACForClassification(tiny(num_labels=1)).eval()
+    values = torch.tensor([0.5, -1.0, 2.0])
+    out = regression(**inputs, labels=values)
+    assert regression.config.problem_type == "regression"
+    assert torch.allclose(out.loss, F.mse_loss(out.logits.squeeze(-1), values))
+    assert torch.allclose(regression(**inputs, labels=values[:, None]).loss, out.loss)
+
+    inferred = NACForClassification(tiny()).eval()
+    out = inferred(**inputs, labels=targets)  # float labels of shape (B, num_labels): multi-label, as transformers
+    assert inferred.config.problem_type == "multi_label_classification"
+
+
+def test_eval_is_deterministic_and_training_is_stochastic(tiny_config):
+    model = NACForClassification(tiny_config)
+    inputs = example_inputs(tiny_config)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, model(**inputs).logits)
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(**inputs).logits, model(**inputs).logits)
+
+
+@pytest.mark.parametrize("tokenizer_type", TOKENIZERS)
+def test_save_load_round_trip_gives_equal_outputs(tmp_path, tokenizer_type):
+    config = tiny(tokenizer_type=tokenizer_type, freeze_signatures=tokenizer_type == "conv")
+    model = NACForClassification(config).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    loaded = NACForClassification.from_pretrained(tmp_path).eval()
+    inputs = example_inputs(config)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).logits, loaded(**inputs).logits, rtol=0, atol=1e-6)
+    if config.freeze_signatures:
+        assert not any("signatures" in name for name, _ in loaded.named_parameters())
+
+
+def test_graph_prior_is_fit_at_creation_and_not_on_load(tmp_path, monkeypatch):
+    config = tiny(graph_prior="ring-of-cliques")
+    calls = []
+    original = modeling.fit_signatures
+    monkeypatch.setattr(modeling, "fit_signatures", lambda *a, **k: calls.append(1) or original(*a, **k))
+    model = NACModel(config)
+    assert calls == [1]
+    model.save_pretrained(tmp_path)
+    loaded = NACModel.from_pretrained(tmp_path)
+    assert calls == [1], "the graph prior was fit again while loading a checkpoint"
+    assert torch.equal(loaded.generator.signatures, model.generator.signatures)
+    # The fitted processors talk exactly along the ring of cliques.
+    num_in, num_proc = config.num_input_modules, config.num_processor_modules
+    processors = model.generator.signatures[num_in : num_in + num_proc]
+    talks = modeling.module_distance(processors, processors) < config.kernel_truncation
+    import networkx as nx
+
+    ring = torch.tensor(nx.to_numpy_array(nx.ring_of_cliques(2, 4))) > 0
+    assert torch.equal(talks & ~torch.eye(num_proc, dtype=torch.bool), ring)
+
+
+def naive_read_in(read_in, states, codes, tokens, token_mask):
+    """The reference form of the read-in: every input module projects every token (a (B, U, V, H, Dh) tensor)."""
+    batch, num_modules, _ = states.shape
+    heads, head_dim = read_in.num_heads, read_in.head_dim
+    tokens = read_in.token_norm(tokens)
+    query = read_in.query(read_in.state_norm(states), codes).view(batch, num_modules, heads, head_dim)
+    codes_b = codes.expand(batch, -1, -1) if codes.dim() == 2 else codes
+    # k_{u,v} = W_k (x_v ⊙ a_u) + b_k for every (u, v)
+    per_pair = tokens[:, None, :, :] * read_in.key.modulation(codes_b)[:, :, None, :]  # (B, U, V, T)
+    keys = read_in.key.linear(per_pair).view(batch, num_modules, -1, heads, head_dim)
+    per_pair_v = tokens[:, None, :, :] * read_in.value.modulation(codes_b)[:, :, None, :]
+    values = read_in.value.linear(per_pair_v).view(batch, num_modules, -1, heads, head_dim)
+    scores = torch.einsum("buhd,buvhd->buhv", query, keys) / math.sqrt(head_dim)
+    if token_mask is not None:
+        scores = scores.masked_fill(~token_mask[:, None, None, :], float("-inf"))
+    weights = scores.softmax(-1)
+    context = torch.einsum("buhv,buvhd->buhd", weights, values).reshape(batch, num_modules, heads * head_dim)
+    return read_in.output(context, codes)
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+@pytest.mark.parametrize("per_example_codes", [False, True])
+def test_fast_read_in_equals_naive_oracle(heads, per_example_codes):
+    torch.manual_seed(0)
+    config = tiny(tokenizer_type="byte", num_read_in_heads=heads)
+    model = NACModel(config).double().eval()
+    # Give the read-in non-trivial weights (the init is small) so that the comparison means something.
+    with torch.no_grad():
+        for p in model.read_in.parameters():
+            p.normal_(0, 0.3)
+    batch, num_in = 4, config.num_input_modules
+    states = torch.randn(batch, num_in, config.hidden_size, dtype=torch.float64)
+    codes = torch.randn(batch if per_example_codes else 1, num_in, config.code_dim, dtype=torch.float64)
+    codes = codes if per_example_codes else codes[0]
+    tokens = torch.randn(batch, 10, config.hidden_size, dtype=torch.float64)
+    mask = torch.ones(batch, 10, dtype=torch.bool)
+    mask[1, 6:] = False
+    fast, _ = model.read_in.attend(states, codes, tokens, mask)
+    naive = naive_read_in(model.read_in, states, codes, tokens, mask)
+    assert (fast - naive).abs().max().item() < 1e-5
+    fast_eager, _ = model.read_in.attend(states, codes, tokens, mask, output_attentions=True)
+    assert (fast_eager - naive).abs().max().item() < 1e-5
+    # In single precision as well.
+    model.float()
+    args32 = (states.float(), codes.float(), tokens.float(), mask)
+    fast32, _ = model.read_in.attend(*args32)
+    assert (fast32 - naive_read_in(model.read_in, *args32)).abs().max().item() < 1e-5
+
+
+def test_read_in_never_builds_a_token_by_module_tensor():
+    config = tiny(tokenizer_type="byte", num_input_modules=16, hidden_size=64)
+    model = NACModel(config).eval()
+    batch, length = 2, 200
+    limit = batch * length * config.num_input_modules * config.hidden_size
+    largest = []
+
+    class Sizes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(tensor, torch.Tensor):
+                    largest.append(tensor.numel())
+            return out
+
+    inputs = {"input_ids": torch.randint(5, 261, (batch, length))}
+    with torch.no_grad(), Sizes():
+        tokens, mask = model.tokenize(None, inputs["input_ids"], None, None, None)
+        states = torch.randn(batch, config.num_input_modules, config.hidden_size)
+        model.read_in.attend(states, model.generator.codes[: config.num_input_modules], tokens, mask)
+    assert max(largest) < limit / 4, f"a tensor of {max(largest)} elements (B·V·U·d = {limit}) was built"
+
+
+def test_point_cloud_order_does_not_matter():
+    config = tiny(tokenizer_type="point")
+    model = NACForClassification(config).eval()
+    points = torch.randn(2, 50, 3)
+    permuted = points[:, torch.randperm(50)]
+    with torch.no_grad():
+        assert torch.allclose(model(points=points).logits, model(points=permuted).logits, atol=1e-5)
+
+
+def test_point_mask_hides_points():
+    config = tiny(tokenizer_type="point")
+    model = NACForClassification(config).eval()
+    points = torch.randn(2, 30, 3)
+    padded = torch.cat([points, 100 * torch.randn(2, 10, 3)], dim=1)
+    mask = torch.cat([torch.ones(2, 30), torch.zeros(2, 10)], dim=1)
+    with torch.no_grad():
+        assert torch.allclose(model(points=points).logits, model(points=padded, points_mask=mask).logits, atol=1e-5)
+
+
+def test_byte_padding_does_not_change_the_output():
+    config = tiny(tokenizer_type="byte")
+    model = NACForClassification(config).eval()
+    input_ids = torch.randint(5, 261, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    padded_ids = torch.cat([input_ids, torch.zeros(2, 7, dtype=torch.long)], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros(2, 7, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        short = model(input_ids=input_ids, attention_mask=mask).logits
+        long = model(input_ids=padded_ids, attention_mask=padded_mask).logits
+        assert torch.allclose(short, long, atol=1e-6)
+        # Without a mask, the pad id marks the padding.
+        assert torch.allclose(short, model(input_ids=padded_ids).logits, atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_truncated_pairs_get_exactly_zero_attention(training):
+    torch.manual_seed(0)
+    config = tiny(graph_prior="none", signature_dim=4)
+    model = NACModel(config).train(training)
+    out = model(**example_inputs(config), output_attentions=True)
+    num_proc = config.num_processor_modules
+    silent = out.connectivity[0] == 0  # (P + O, I + P)
+    assert silent.any() and (~silent).any()
+    for layer in range(config.num_hidden_layers):
+        weights = out.attentions[1 + layer]  # (B, H, P, I + P)
+        assert torch.all(weights[..., silent[:num_proc]] == 0)
+        assert torch.all(weights[..., ~silent[:num_proc]] > 0) or training
+    readout = out.attentions[-1]
+    assert torch.all(readout[..., silent[num_proc:]] == 0)
+
+
+def test_signatures_learn_through_truncated_pairs():
+    # The truncation is forward-only: a pair that does not talk still passes gradient to the signatures.
+    torch.manual_seed(0)
+    config = tiny(graph_prior="none", signature_dim=4, num_hidden_layers=1, stochastic_kernel=False)
+    model = NACModel(config).train()
+    kernels, talks = model.circuit()
+    kernels.retain_grad()
+    model.circuit = lambda: (kernels, talks)  # hand the forward these tensors, to read their gradient
+    model(**example_inputs(config)).last_hidden_state.pow(2).sum().backward()
+    silent = ~talks[: config.num_processor_modules]
+    assert silent.any()
+    assert kernels.grad[0, : config.num_processor_modules][silent].abs().sum() > 0
+
+
+def test_sdpa_and_explicit_attention_agree_in_eval(tiny_config):
+    model = NACForClassification(tiny_config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_scale" in name:
+                p.fill_(1.0)
+    inputs = example_inputs(tiny_config)
+    with torch.no_grad():
+        fused = model(**inputs).logits  # SDPA everywhere
+    explicit = model(**inputs, output_attentions=True).logits  # the kernel-modulated softmax written out
+    assert torch.allclose(fused, explicit, atol=1e-5)
+
+
+def test_threshold_eval_mode_uses_a_binary_kernel():
+    config = tiny(kernel_eval_mode="threshold", graph_prior="none")
+    model = NACModel(config).eval()
+    attention = model.propagators[0].attention
+    kernel = torch.tensor([[0.2, 0.7], [0.95, 0.4]])
+    talks = torch.tensor([[True, True], [False, True]])
+    assert torch.equal(attention.sample_kernel(kernel, talks, 2), torch.tensor([[0.0, 1.0], [0.0, 0.0]]))
+    attention.config.kernel_eval_mode = "expected"
+    assert torch.equal(attention.sample_kernel(kernel, talks, 2), torch.tensor([[0.2, 0.7], [0.0, 0.4]]))
+
+
+def test_stochastic_kernel_is_drawn_per_example_in_training():
+    torch.manual_seed(0)
+    model = NACModel(tiny()).train()
+    attention = model.propagators[0].attention
+    kernel = torch.full((3, 4), 0.5)
+    talks = torch.ones(3, 4, dtype=torch.bool)
+    talks[0, 0] = False
+    sample = attention.sample_kernel(kernel, talks, 5)
+    assert sample.shape == (5, 3, 4)
+    assert torch.all(sample[:, 0, 0] == 0)
+    assert not torch.allclose(sample[0], sample[1])
+    assert torch.all((sample > 0) & (sample < 1) | ~talks)
+    model.config.stochastic_kernel = False
+    assert torch.equal(attention.sample_kernel(kernel, talks, 5), kernel * talks)
+
+
+def test_graph_regularizer_falls_under_optimisation():
+    torch.manual_seed(0)
+    config = tiny(
+        graph_prior="none",
+        graph_regularizer="planted-partition",
+        graph_regularizer_weight=1.0,
+        graph_p_in=1.0,
+        graph_p_out=0.0,
+    )
+    model = NACModel(config).train()
+    optimizer = torch.optim.Adam([model.generator.signatures] + list(model.kernels.parameters()), lr=0.05)
+    values = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = model(**example_inputs(config)).graph_regularizer_loss
+        loss.backward()
+        optimizer.step()
+        values.append(loss.item())
+    assert values[-1] < 0.5 * values[0], values[:: 10]
+
+
+def test_regularizer_is_added_to_the_loss():
+    config = tiny(graph_regularizer="scale-free", graph_regularizer_weight=0.3, graph_edges_per_node=2)
+    model = NACForClassification(config).eval()
+    inputs = example_inputs(config)
+    out = model(**inputs, labels=labels_for())
+    task = F.cross_entropy(out.logits, labels_for())
+    assert out.graph_regularizer_loss > 0
+    assert torch.allclose(out.loss, task + 0.3 * out.graph_regularizer_loss)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
+    inputs = example_inputs(tiny_config)
+
+    def gradients(checkpointing: bool) -> dict:
+        torch.manual_seed(0)
+        model = NACForClassification(tiny_config)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        model.train()
+        torch.manual_seed(1)
+        model(**inputs, labels=labels_for()).loss.backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
+
+
+def test_outputs_carry_states_attentions_and_connectivity(tiny_config):
+    model = NACModel(tiny_config).eval()
+    out = model(**example_inputs(tiny_config), output_hidden_states=True, output_attentions=True)
+    c = tiny_config
+    total = c.num_input_modules + c.num_processor_modules + c.num_output_modules
+    assert out.last_hidden_state.shape == (3, total, c.hidden_size)
+    assert out.pooler_output.shape == (3, c.hidden_size)
+    assert len(out.hidden_states) == c.num_hidden_layers + 3
+    assert len(out.attentions) == c.num_hidden_layers + 2
+    assert out.attentions[0].shape == (3, c.num_read_in_heads, c.num_input_modules, (c.image_size // c.patch_size) ** 2)
+    receivers = c.num_processor_modules + c.num_output_modules
+    senders = c.num_input_modules + c.num_processor_modules
+    assert out.connectivity.shape == (c.num_hidden_layers + 1, receivers, senders)
+    for weights in out.attentions:
+        assert torch.allclose(weights.sum(-1), torch.ones(()), atol=1e-5)
+    as_tuple = model(**example_inputs(tiny_config), return_dict=False, output_attentions=True)
+    assert torch.equal(as_tuple[0], out.last_hidden_state)
+
+
+def test_other_image_sizes_interpolate_the_position_embedding():
+    for kind in ("patch", "conv"):
+        model = NACForClassification(tiny(tokenizer_type=kind)).eval()
+        assert model(pixel_values=torch.randn(2, 3, 24, 32)).logits.shape == (2, 3)
+
+
+def test_head_swap_with_ignore_mismatched_sizes(tmp_path, tiny_config):
+    model = NACForClassification(tiny_config)
+    model.save_pretrained(tmp_path)
+    swapped = NACForClassification.from_pretrained(tmp_path, num_labels=7, ignore_mismatched_sizes=True)
+    assert swapped.classifier.linear.weight.shape == (7, tiny_config.hidden_size)
+    assert torch.equal(swapped.nac.generator.codes, model.nac.generator.codes)
+    assert swapped(**example_inputs(tiny_config)).logits.shape == (3, 7)
+
+
+def test_presets():
+    assert {"tiny", "small", "paper-tiny-imagenet"} <= set(NACConfig.presets())
+    paper = NACConfig.from_preset("paper-tiny-imagenet", graph_fit_steps=10)
+    assert (paper.tokenizer_type, paper.image_size, paper.num_labels) == ("conv", 64, 200)
+    assert (paper.num_input_modules, paper.num_processor_modules, paper.hidden_size) == (64, 256, 384)
+    with torch.device("meta"):
+        count = sum(p.numel() for p in NACForClassification(paper).parameters())
+    assert 21.0e6 < count < 23.0e6, count
+    with pytest.raises(ValueError, match="unknown NAC preset"):
+        NACConfig.from_preset("huge")
+    assert NACConfig.from_preset("tiny", hidden_size=48).hidden_size == 48
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Bad input
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind, inputs, message",
+    [
+        ("patch", {"pixel_values": torch.randn(2, 1, 16, 16)}, "3 channels"),
+        ("patch", {"pixel_values": torch.randn(2, 3, 18, 16)}, "cannot be served by the position embedding"),
+        ("patch", {"pixel_values": torch.randn(3, 16, 16)}, "expected pixel_values of shape"),
+        ("conv", {"pixel_values": torch.randint(0, 255, (2, 3, 16, 16))}, "floating-point pixel_values"),
+        ("patch", {"input_ids": torch.randint(5, 261, (2, 5))}, "reads pixel_values"),
+        ("byte", {"input_ids": torch.tensor([[5, 300]])}, r"must lie in \[0, 261\)"),
+        ("byte", {"input_ids": torch.tensor([[5, -1]])}, r"must lie in \[0, 261\)"),
+        ("byte", {"input_ids": torch.randint(5, 261, (1, 300))}, "max_position_embeddings"),
+        ("byte", {"input_ids": torch.randn(2, 5)}, "integer input_ids"),
+        ("byte", {"input_ids": torch.randint(5, 9, (2, 5)), "attention_mask": torch.ones(2, 4)}, "attention_mask"),
+        ("byte", {"input_ids": torch.randint(5, 9, (2, 5)), "attention_mask": torch.zeros(2, 5)}, "at least one"),
+        ("byte", {}, "pass input_ids"),
+        ("point", {"points": torch.randn(2, 10, 2)}, r"\(batch, num_points, 3\)"),
+        ("point", {"points": torch.randn(10, 3)}, r"\(batch, num_points, 3\)"),
+        ("point", {"points": torch.randn(2, 10, 3), "points_mask": torch.ones(2, 9)}, "points_mask"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(kind, inputs, message):
+    model = NACForClassification(tiny(tokenizer_type=kind)).eval()
+    with pytest.raises(ValueError, match=message):
+        model(**inputs)
+
+
+@pytest.mark.parametrize(
+    "overrides, labels, message",
+    [
+        ({}, torch.tensor([0, 1]), r"labels of shape \(3,\)"),
+        ({}, torch.tensor([0, 1, 3]), r"class ids in \[0, 3\)"),
+        ({"problem_type": "single_label_classification"}, torch.tensor([0.0, 1, 2]), "integer class ids"),
+        ({"problem_type": "multi_label_classification"}, torch.ones(3, 2), r"labels of shape \(3, 3\)"),
+        ({"num_labels": 1}, torch.tensor([1, 2, 3]), "floating-point labels"),
+        ({"num_labels": 1}, torch.ones(3, 2), r"labels of shape \(3,\)"),
+    ],
+)
+def test_bad_labels_raise_clear_errors(overrides, labels, message):
+    config = tiny(**overrides)
+    model = NACForClassification(config).eval()
+    with pytest.raises(ValueError, match=message):
+        model(**example_inputs(config), labels=labels)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"tokenizer_type": "audio"}, "tokenizer_type"),
+        ({"image_size": 18}, "image_size"),
+        ({"hidden_size": 0}, "hidden_size"),
+        ({"graph_num_groups": 3}, "graph_num_groups"),
+        ({"graph_prior": "star"}, "graph_prior"),
+        ({"kernel_truncation": 0.0}, "kernel_truncation"),
+        ({"drop_path_rate": 1.5}, "drop_path_rate"),
+        ({"graph_regularizer": "scale-free"}, "graph_regularizer_weight"),
+        ({"graph_regularizer_weight": 0.1}, "graph_regularizer_weight"),
+        ({"freeze_signatures": True, "graph_regularizer": "scale-free", "graph_regularizer_weight": 1.0}, "freeze"),
+        ({"tokenizer_type": "byte", "vocab_size": 100}, "vocab_size"),
+        ({"graph_prior": "watts-strogatz", "graph_num_neighbors": 8}, "graph_num_neighbors"),
+        ({"kernel_eval_mode": "sample"}, "kernel_eval_mode"),
+        ({"output_pooling": "max"}, "output_pooling"),
+    ],
+)
+def test_inconsistent_config_raises_naming_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field):
+        tiny(**overrides)
+
+
+def test_checkpoint_with_another_config_raises_a_clear_error(tmp_path, tiny_config):
+    NACForClassification(tiny_config).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"hidden_size: 32 vs 64"):
+        NACForClassification.from_pretrained(tmp_path, config=tiny(hidden_size=64))
+    with pytest.raises(ValueError, match=r"num_labels: 3 vs 5.*ignore_mismatched_sizes=True"):
+        NACForClassification.from_pretrained(tmp_path, num_labels=5)
+
+
+def test_non_nac_checkpoint_is_refused(tmp_path):
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
+        tmp_path
+    )
+    with pytest.raises(ValueError, match="model_type='vit'"):
+        NACForClassification.from_pretrained(tmp_path)
+
+
+def test_missing_checkpoint_raises_the_transformers_error(tmp_path):
+    with pytest.raises(OSError):
+        NACForClassification.from_pretrained(tmp_path / "nowhere")
