@@ -55,6 +55,7 @@ def test_forward_backward_each_tokenizer(tokenizer_type):
         {"freeze_signatures": True},
         {"graph_regularizer": "planted-partition", "graph_regularizer_weight": 0.5},
         {"graph_prior": "none", "num_read_in_heads": 2},
+        {"conditioning_dim": 6, "conditional_signatures": True},
     ],
 )
 def test_every_trainable_parameter_gets_a_gradient(overrides):
@@ -62,10 +63,57 @@ def test_every_trainable_parameter_gets_a_gradient(overrides):
     torch.manual_seed(0)
     config = tiny(**overrides)
     model = NACForClassification(config).train()
-    model(**example_inputs(config), labels=labels_for()).loss.backward()
+    inputs = example_inputs(config)
+    if config.conditioning_dim:
+        inputs["conditioning"] = torch.randn(3, 5, config.conditioning_dim)
+    model(**inputs, labels=labels_for()).loss.backward()
     assert trainable_without_grad(model) == []
     if overrides.get("freeze_signatures"):
         assert "nac.generator.signatures" not in dict(model.named_parameters())
+
+
+def test_conditional_generator_gives_each_example_its_own_circuit():
+    torch.manual_seed(0)
+    config = tiny(conditioning_dim=6, conditional_signatures=True, graph_prior="none")
+    model = NACForClassification(config).eval()
+    with torch.no_grad():
+        for p in model.nac.generator.parameters():
+            p.normal_(0, 0.5)
+    pixels = torch.randn(1, 3, 16, 16).expand(2, -1, -1, -1)  # the same image twice
+    tokens = torch.randn(2, 4, 6)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    out = model(pixel_values=pixels, conditioning=tokens, conditioning_mask=mask)
+    assert out.connectivity.shape[:2] == (config.num_hidden_layers + 1, 2)
+    assert not torch.allclose(out.connectivity[:, 0], out.connectivity[:, 1])
+    assert not torch.allclose(out.logits[0], out.logits[1])
+    # Masked conditioning tokens are not read.
+    changed = tokens.clone()
+    changed[0, 3] = 100.0
+    again = model(pixel_values=pixels, conditioning=changed, conditioning_mask=mask)
+    torch.testing.assert_close(again.logits, out.logits)
+    # One vector per example works too, and codes only (signatures shared) keeps one connectivity.
+    codes_only = NACModel(tiny(conditioning_dim=6)).eval()
+    out = codes_only(pixel_values=pixels, conditioning=torch.randn(2, 6))
+    assert out.connectivity.dim() == 3
+
+
+@pytest.mark.parametrize(
+    "conditioning, mask, message",
+    [
+        (None, None, "pass conditioning"),
+        (torch.randn(3, 5), None, r"expected conditioning of shape"),
+        (torch.randn(2, 6), None, r"expected conditioning of shape"),
+        (torch.randn(3, 4, 6), torch.ones(3, 5), "conditioning_mask"),
+        (torch.randn(3, 4, 6), torch.zeros(3, 4), "at least one unmasked"),
+    ],
+)
+def test_bad_conditioning_raises_clear_errors(conditioning, mask, message):
+    config = tiny(conditioning_dim=6)
+    model = NACForClassification(config).eval()
+    with pytest.raises(ValueError, match=message):
+        model(**example_inputs(config), conditioning=conditioning, conditioning_mask=mask)
+    with pytest.raises(ValueError, match="unconditional"):
+        NACForClassification(tiny()).eval()(**example_inputs(config), conditioning=torch.randn(3, 6))
 
 
 def test_loss_for_each_problem_type():
@@ -269,7 +317,7 @@ def test_signatures_learn_through_truncated_pairs():
     model = NACModel(config).train()
     kernels, talks = model.circuit()
     kernels.retain_grad()
-    model.circuit = lambda: (kernels, talks)  # hand the forward these tensors, to read their gradient
+    model.circuit = lambda signatures: (kernels, talks)  # hand the forward these tensors, to read their gradient
     model(**example_inputs(config)).last_hidden_state.pow(2).sum().backward()
     silent = ~talks[: config.num_processor_modules]
     assert silent.any()
@@ -350,17 +398,21 @@ def test_regularizer_is_added_to_the_loss():
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
     inputs = example_inputs(tiny_config)
 
-    def gradients(checkpointing: bool) -> dict:
+    def gradients(checkpointing: bool) -> tuple[dict, int]:
         torch.manual_seed(0)
         model = NACForClassification(tiny_config)
+        assert model.supports_gradient_checkpointing
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         model.train()
+        calls = []
+        model.nac.propagators[0].attention.register_forward_hook(lambda *_: calls.append(1))
         torch.manual_seed(1)
         model(**inputs, labels=labels_for()).loss.backward()
-        return {name: p.grad.clone() for name, p in model.named_parameters()}
+        return {name: p.grad.clone() for name, p in model.named_parameters()}, len(calls)
 
-    plain, checkpointed = gradients(False), gradients(True)
+    (plain, plain_calls), (checkpointed, checkpointed_calls) = gradients(False), gradients(True)
+    assert (plain_calls, checkpointed_calls) == (1, 2), "the propagator was not recomputed in the backward pass"
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
@@ -479,6 +531,8 @@ def test_bad_labels_raise_clear_errors(overrides, labels, message):
         ({"graph_prior": "watts-strogatz", "graph_num_neighbors": 8}, "graph_num_neighbors"),
         ({"kernel_eval_mode": "sample"}, "kernel_eval_mode"),
         ({"output_pooling": "max"}, "output_pooling"),
+        ({"conditional_signatures": True}, "conditioning_dim"),
+        ({"conditioning_dim": -1}, "conditioning_dim"),
     ],
 )
 def test_inconsistent_config_raises_naming_the_field(overrides, field):

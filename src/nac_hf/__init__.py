@@ -34,7 +34,7 @@ AutoConfig.register(NACConfig.model_type, NACConfig, exist_ok=True)
 AutoModel.register(NACConfig, NACModel, exist_ok=True)
 AutoModelForImageClassification.register(NACConfig, NACForClassification, exist_ok=True)
 AutoModelForSequenceClassification.register(NACConfig, NACForClassification, exist_ok=True)
-AutoTokenizer.register(NACConfig, slow_tokenizer_class=NACByteTokenizer, exist_ok=True)
+AutoTokenizer.register(NACConfig, tokenizer_class=NACByteTokenizer, exist_ok=True)
 AutoImageProcessor.register(NACConfig, slow_image_processor_class=NACImageProcessor, exist_ok=True)
 
 NACConfig.register_for_auto_class()

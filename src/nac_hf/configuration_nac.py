@@ -101,6 +101,13 @@ class NACConfig(PretrainedConfig):
         graph_fit_steps (`int`, defaults to 1000), graph_fit_lr (`float`, defaults to 1e-3): Adam steps and learning
             rate of the signature fit.
         freeze_signatures (`bool`, defaults to `False`): keep the signatures fixed during training.
+        conditioning_dim (`int`, defaults to 0): 0 for the unconditional generator (learned codes). A positive size
+            makes the generator conditional: the model then takes `conditioning` vectors `(B, conditioning_dim)` or
+            tokens `(B, L, conditioning_dim)` (with an optional `conditioning_mask`), and every module's code is its
+            learned code plus what it reads from them by cross-attention, so each example gets its own circuit
+            while the executor reads the main input.
+        conditional_signatures (`bool`, defaults to `False`): with a conditional generator, let the conditioning
+            shift the signatures too, so the connectivity is per example.
         graph_regularizer (`str`, defaults to `"none"`): graphon the learned link probabilities among processor
             modules are pulled towards: `"none"`, `"planted-partition"`, `"scale-free"`, `"watts-strogatz"`,
             `"ring-of-cliques"` (with the `graph_*` parameters above).
@@ -169,6 +176,8 @@ class NACConfig(PretrainedConfig):
     graph_fit_steps: int = 1000
     graph_fit_lr: float = 1e-3
     freeze_signatures: bool = False
+    conditioning_dim: int = 0
+    conditional_signatures: bool = False
     graph_regularizer: str = "none"
     graph_regularizer_weight: float = 0.0
     graph_regularizer_loss: str = "mse"
@@ -222,7 +231,9 @@ class NACConfig(PretrainedConfig):
                 "NACConfig.kernel_truncation is a cosine distance and must lie in (0, 2], "
                 f"got {self.kernel_truncation!r}"
             )
-        for name in ("code_noise", "layer_scale_init_value", "graph_regularizer_weight", "graph_fit_steps"):
+        for name in (
+            "code_noise", "layer_scale_init_value", "graph_regularizer_weight", "graph_fit_steps", "conditioning_dim"
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"NACConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if self.tokenizer_type in ("patch", "conv") and self.image_size % self.patch_size != 0:
@@ -262,6 +273,12 @@ class NACConfig(PretrainedConfig):
                     f"NACConfig.graph_num_neighbors ({self.graph_num_neighbors}) must be smaller than "
                     f"num_processor_modules ({self.num_processor_modules})"
                 )
+        if self.conditional_signatures and self.conditioning_dim == 0:
+            raise ValueError(
+                "NACConfig.conditional_signatures=True needs a conditional generator: set conditioning_dim > 0"
+            )
+        if self.conditional_signatures and self.freeze_signatures:
+            raise ValueError("NACConfig.conditional_signatures=True contradicts freeze_signatures=True; choose one")
         if self.graph_regularizer != "none" and self.graph_regularizer_weight <= 0:
             raise ValueError(
                 f"NACConfig.graph_regularizer_weight must be > 0 when graph_regularizer={self.graph_regularizer!r}; "
@@ -318,7 +335,7 @@ PRESET_FIELDS = (
     "max_position_embeddings", "num_fourier_features", "num_input_modules", "num_processor_modules",
     "num_output_modules", "hidden_size", "code_dim", "signature_dim", "num_hidden_layers", "share_propagator_weights",
     "num_attention_heads", "attention_head_dim", "num_read_in_heads", "intermediate_size", "hidden_act", "share_kernel",
-    "seeder_noise", "freeze_signatures", "output_pooling",
+    "seeder_noise", "freeze_signatures", "conditioning_dim", "conditional_signatures", "output_pooling",
 )
 
 PRESETS: dict[str, dict] = {

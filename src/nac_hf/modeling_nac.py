@@ -20,7 +20,14 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_nac import NACConfig
-from .graph_priors import build_prior_graph, fit_signatures, graph_regularizer_loss, graphon
+from .graph_priors import (
+    build_prior_graph,
+    fit_signatures,
+    graph_adjacency,
+    graph_regularizer_loss,
+    graphon,
+    match_nodes,
+)
 
 
 # The classes a saved folder maps to, so that it loads with `trust_remote_code=True` where nac_hf is not installed.
@@ -44,7 +51,8 @@ class NACModelOutput(ModelOutput):
             The output modules' states pooled into one vector (the state itself for one output module).
         connectivity (`torch.FloatTensor` of shape `(num_kernels, num_receivers, num_senders)`):
             The truncated signature kernel K of every propagator layer and of the read-out (one row when
-            `config.share_kernel`). Receivers are the processor then output modules, senders the input then
+            `config.share_kernel`); with `config.conditional_signatures`, per example:
+            `(num_kernels, batch_size, num_receivers, num_senders)`. Receivers are the processor then output modules, senders the input then
             processor modules; 0 where a pair never talks.
         graph_regularizer_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Unweighted distance of the learned link probabilities among processors to the configured graphon.
@@ -359,9 +367,13 @@ class Seeder(nn.Module):
 
 
 class CircuitGenerator(nn.Module):
-    """Holds every module's code and signature (input, processor, output modules in that order) and seeds states.
+    """Produces the circuit: every module's code and signature (input, processor, output modules in that order),
+    from which the seeder makes the initial states.
 
-    Processor signatures are fit to the configured graph prior when a model is created from its config
+    Unconditional (`config.conditioning_dim == 0`): codes and signatures are learned parameters. Conditional: each
+    module also reads the example's conditioning (vectors or tokens) by cross-attention, queried by its code, and
+    the result shifts its code (and, with `config.conditional_signatures`, its signature), so every example gets its
+    own circuit. Processor signatures are fit to the configured graph prior when a model is created from its config
     (`NACPreTrainedModel._init_weights`); a loaded checkpoint keeps its own.
     """
 
@@ -377,6 +389,19 @@ class CircuitGenerator(nn.Module):
         else:
             self.signatures = nn.Parameter(signatures)
         self.seeder = Seeder(config)
+        if config.conditioning_dim:
+            eps = config.layer_norm_eps
+            self.code_norm = nn.LayerNorm(config.code_dim, eps=eps)
+            self.conditioning_norm = nn.LayerNorm(config.conditioning_dim, eps=eps)
+            self.conditioning_reader = nn.MultiheadAttention(
+                config.code_dim, 1, kdim=config.conditioning_dim, vdim=config.conditioning_dim, batch_first=True
+            )
+            self.code_shift = nn.Linear(config.code_dim, config.code_dim)
+            self.signature_shift = (
+                nn.Linear(config.code_dim, config.signature_dim) if config.conditional_signatures else None
+            )
+        else:
+            self.conditioning_reader = None
 
     def prior_signatures(self) -> torch.Tensor:
         """Processor signatures whose truncated kernel reproduces the configured graph prior."""
@@ -392,11 +417,8 @@ class CircuitGenerator(nn.Module):
             num_neighbors=config.graph_num_neighbors,
             seed=config.graph_seed,
         )
-        adjacency = torch.zeros(config.num_processor_modules, config.num_processor_modules, dtype=torch.bool)
-        for u, v in graph.edges():
-            adjacency[u, v] = adjacency[v, u] = True
         return fit_signatures(
-            adjacency,
+            graph_adjacency(graph),
             config.signature_dim,
             config.kernel_truncation,
             steps=config.graph_fit_steps,
@@ -404,12 +426,60 @@ class CircuitGenerator(nn.Module):
             seed=config.graph_seed,
         )
 
-    def noisy_codes(self, batch_size: int) -> torch.Tensor:
-        """Per-example codes with the multiplicative training noise: `(B, U, C)`, or the plain `(U, C)`."""
-        if not self.training or self.config.code_noise == 0:
-            return self.codes
-        noise = torch.randn(batch_size, *self.codes.shape, device=self.codes.device, dtype=self.codes.dtype)
-        return self.codes * (1.0 + self.config.code_noise * noise)
+    def read_conditioning(
+        self, conditioning: torch.Tensor | None, conditioning_mask: torch.Tensor | None, batch_size: int
+    ) -> torch.Tensor:
+        """What each module reads from the example's conditioning: `(B, U, C)`."""
+        dim = self.config.conditioning_dim
+        if conditioning is None:
+            raise ValueError(
+                f"this NAC has a conditional circuit generator (config.conditioning_dim={dim}): pass conditioning "
+                f"of shape (batch, {dim}) or (batch, length, {dim})"
+            )
+        if conditioning.dim() == 2:
+            conditioning = conditioning.unsqueeze(1)
+        if conditioning.dim() != 3 or conditioning.shape[-1] != dim or conditioning.shape[0] != batch_size:
+            raise ValueError(
+                f"expected conditioning of shape ({batch_size}, {dim}) or ({batch_size}, length, {dim}) "
+                f"(config.conditioning_dim={dim}), got {tuple(conditioning.shape)}"
+            )
+        ignore = None
+        if conditioning_mask is not None:
+            if conditioning_mask.shape != conditioning.shape[:2]:
+                raise ValueError(
+                    f"expected conditioning_mask of shape {tuple(conditioning.shape[:2])}, "
+                    f"got {tuple(conditioning_mask.shape)}"
+                )
+            if not bool(conditioning_mask.bool().any(-1).all()):
+                raise ValueError("every example needs at least one unmasked conditioning token")
+            ignore = ~conditioning_mask.bool()
+        queries = self.code_norm(self.codes).expand(batch_size, -1, -1)  # (B, U, C)
+        context = self.conditioning_norm(conditioning.to(queries.dtype))
+        read, _ = self.conditioning_reader(queries, context, context, key_padding_mask=ignore, need_weights=False)
+        return read
+
+    def forward(
+        self,
+        batch_size: int,
+        conditioning: torch.Tensor | None = None,
+        conditioning_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes `(U, C)` or per example `(B, U, C)`, and signatures `(U, S)` or per example `(B, U, S)`."""
+        codes, signatures = self.codes, self.signatures
+        if self.conditioning_reader is not None:
+            read = self.read_conditioning(conditioning, conditioning_mask, batch_size)
+            codes = codes + self.code_shift(read)
+            if self.signature_shift is not None:
+                signatures = signatures + self.signature_shift(read)
+        elif conditioning is not None or conditioning_mask is not None:
+            raise ValueError(
+                "got conditioning but this NAC's circuit generator is unconditional (config.conditioning_dim=0)"
+            )
+        if self.training and self.config.code_noise > 0:
+            # Multiplicative code noise, drawn per example.
+            noise = torch.randn((batch_size,) + self.codes.shape, device=codes.device, dtype=codes.dtype)
+            codes = codes * (1.0 + self.config.code_noise * noise)
+        return codes, signatures
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -418,8 +488,8 @@ class CircuitGenerator(nn.Module):
 
 
 def module_distance(receivers: torch.Tensor, senders: torch.Tensor) -> torch.Tensor:
-    """`d_uv = 1 − cos(s_u, s_v)` between receiver and sender signatures: `(R, S)`."""
-    return 1.0 - F.normalize(receivers, dim=-1) @ F.normalize(senders, dim=-1).transpose(0, 1)
+    """`d_uv = 1 − cos(s_u, s_v)` between receiver and sender signatures: `([B,] R, S)`."""
+    return 1.0 - F.normalize(receivers, dim=-1) @ F.normalize(senders, dim=-1).transpose(-1, -2)
 
 
 def truncate(kernel: torch.Tensor, talks: torch.Tensor) -> torch.Tensor:
@@ -465,13 +535,15 @@ class ModulatedAttention(nn.Module):
         self.output = ModFC(inner, config.hidden_size, config.code_dim, eps)
 
     def sample_kernel(self, kernel: torch.Tensor, talks: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """K̃ for this forward pass, 0 where modules do not talk: `(B, R, S)` when sampled, else `(R, S)`."""
+        """K̃ for this forward pass, 0 where modules do not talk: `(B, R, S)` when sampled or when the kernel is per
+        example, else `(R, S)`."""
         config = self.config
         if self.training and config.stochastic_kernel:
             # Relaxed Bernoulli with probability K, reparameterised; drawn from the untruncated kernel, then cut
             # where modules do not talk (straight-through, like the kernel itself).
             probs = kernel.clamp(1e-6, 1 - 1e-6)
-            uniform = torch.rand(batch_size, *kernel.shape, device=kernel.device, dtype=kernel.dtype)
+            shape = (batch_size,) + kernel.shape[-2:]
+            uniform = torch.rand(shape, device=kernel.device, dtype=kernel.dtype)
             uniform = uniform.clamp(1e-6, 1 - 1e-6)
             logits = (probs.log() - (-probs).log1p() + uniform.log() - (-uniform).log1p()) / config.kernel_temperature
             return truncate(torch.sigmoid(logits), talks)
@@ -489,7 +561,7 @@ class ModulatedAttention(nn.Module):
         talks: torch.Tensor,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        # receivers: (B, R, D), senders: (B, S, D), kernel (untruncated) and talks: (R, S)
+        # receivers: (B, R, D), senders: (B, S, D), kernel (untruncated) and talks: ([B,] R, S)
         batch, num_receivers, _ = receivers.shape
         num_senders = senders.shape[1]
         query = self.query(receivers, receiver_codes).view(batch, num_receivers, self.num_heads, self.head_dim)
@@ -679,6 +751,12 @@ class NACPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.MultiheadAttention):
+            for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                if getattr(module, name) is not None:
+                    init.trunc_normal_(getattr(module, name), std=std)
+            if module.in_proj_bias is not None:
+                init.zeros_(module.in_proj_bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, std=std)
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
@@ -743,7 +821,9 @@ class NACModel(NACPreTrainedModel):
     of the output modules and the connectivity that was used.
 
     Inputs, by `config.tokenizer_type`: `pixel_values` (B, C, H, W) for `"patch"`/`"conv"`; `input_ids` (B, V) and
-    `attention_mask` for `"byte"`; `points` (B, N, 3) and an optional `points_mask` (B, N) for `"point"`.
+    `attention_mask` for `"byte"`; `points` (B, N, 3) and an optional `points_mask` (B, N) for `"point"`. With a
+    conditional circuit generator (`config.conditioning_dim > 0`), also `conditioning` (B, conditioning_dim) or
+    (B, L, conditioning_dim) and an optional `conditioning_mask` (B, L).
     """
 
     def __init__(self, config: NACConfig):
@@ -763,7 +843,8 @@ class NACModel(NACPreTrainedModel):
         else:
             self.graph_target = None
         # Drop-path rises linearly: 0 in the read-in, the full rate in the read-out.
-        self.drop_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers + 2).tolist()
+        steps = config.num_hidden_layers + 1
+        self.drop_rates = [config.drop_path_rate * step / steps for step in range(steps + 1)]
         self.post_init()
 
     def make_graph_target(self) -> torch.Tensor:
@@ -783,19 +864,21 @@ class NACModel(NACPreTrainedModel):
     def get_input_embeddings(self) -> nn.Module:
         return self.input_tokenizer
 
-    def circuit(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Untruncated kernels `(num_kernels, P + O, I + P)` and where modules talk `(P + O, I + P)`: receivers are
-        the processor then output modules, senders the input then processor modules."""
+    def circuit(self, signatures: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Untruncated kernels `(num_kernels, [B,] P + O, I + P)` and where modules talk `([B,] P + O, I + P)`:
+        receivers are the processor then output modules, senders the input then processor modules. The batch axis
+        is there only for per-example signatures (`config.conditional_signatures`)."""
         config = self.config
-        signatures = self.generator.signatures
+        signatures = self.generator.signatures if signatures is None else signatures
         num_in = config.num_input_modules
-        distance = module_distance(signatures[num_in:], signatures[: num_in + config.num_processor_modules])
+        senders = signatures[..., : num_in + config.num_processor_modules, :]
+        distance = module_distance(signatures[..., num_in:, :], senders)
         kernels = torch.stack([kernel(distance) for kernel in self.kernels])
         return kernels, distance < config.kernel_truncation
 
-    def connectivity(self) -> torch.Tensor:
-        """The truncated kernels `(num_kernels, P + O, I + P)`: 0 where modules never talk."""
-        return truncate(*self.circuit())
+    def connectivity(self, signatures: torch.Tensor | None = None) -> torch.Tensor:
+        """The truncated kernels `(num_kernels, [B,] P + O, I + P)`: 0 where modules never talk."""
+        return truncate(*self.circuit(signatures))
 
     def forward(
         self,
@@ -804,6 +887,8 @@ class NACModel(NACPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         points: torch.Tensor | None = None,
         points_mask: torch.Tensor | None = None,
+        conditioning: torch.Tensor | None = None,
+        conditioning_mask: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -818,7 +903,7 @@ class NACModel(NACPreTrainedModel):
         tokens, token_mask = self.tokenize(pixel_values, input_ids, attention_mask, points, points_mask)
         batch = tokens.shape[0]
         num_in, num_proc = config.num_input_modules, config.num_processor_modules
-        codes = self.generator.noisy_codes(batch)  # (U, C) or (B, U, C)
+        codes, signatures = self.generator(batch, conditioning, conditioning_mask)  # ([B,] U, C), ([B,] U, S)
         states = self.generator.seeder(codes)  # (U, D) or (B, U, D)
         states = states.expand(batch, -1, -1) if states.dim() == 2 else states
         codes_in, codes_proc, codes_out = codes.split([num_in, num_proc, config.num_output_modules], dim=-2)
@@ -834,10 +919,10 @@ class NACModel(NACPreTrainedModel):
         if output_attentions:
             all_attentions += (weights,)
 
-        kernels, talks = self.circuit()  # (K, P + O, I + P), (P + O, I + P)
+        kernels, talks = self.circuit(signatures)  # (K, [B,] P + O, I + P), ([B,] P + O, I + P)
         for layer in range(config.num_hidden_layers):
             propagator = self.propagators[0 if config.share_propagator_weights else layer]
-            kernel = kernels[0 if config.share_kernel else layer, :num_proc]
+            kernel = kernels[0 if config.share_kernel else layer][..., :num_proc, :]
             senders = torch.cat([inputs, processors], dim=1)
             processors, weights = propagator(
                 processors,
@@ -845,7 +930,7 @@ class NACModel(NACPreTrainedModel):
                 codes_proc,
                 codes_send,
                 kernel,
-                talks[:num_proc],
+                talks[..., :num_proc, :],
                 self.drop_rates[layer + 1],
                 output_attentions,
             )
@@ -854,10 +939,10 @@ class NACModel(NACPreTrainedModel):
             if output_attentions:
                 all_attentions += (weights,)
 
-        kernel = kernels[0 if config.share_kernel else config.num_hidden_layers, num_proc:]
+        kernel = kernels[0 if config.share_kernel else config.num_hidden_layers][..., num_proc:, :]
         senders = torch.cat([inputs, processors], dim=1)
         outputs, weights = self.read_out(
-            outputs, senders, codes_out, codes_send, kernel, talks[num_proc:], self.drop_rates[-1], output_attentions
+            outputs, senders, codes_out, codes_send, kernel, talks[..., num_proc:, :], self.drop_rates[-1], output_attentions
         )
         connectivity = truncate(kernels, talks)
         last_hidden_state = torch.cat([inputs, processors, outputs], dim=1)  # (B, U, D)
@@ -868,9 +953,12 @@ class NACModel(NACPreTrainedModel):
 
         regularizer = None
         if self.graph_target is not None:
-            links = connectivity[:, :num_proc, num_in:]  # (K, P, P) among processors
+            links = connectivity[..., :num_proc, num_in:]  # (K, [B,] P, P) among processors
+            links = links.mean(1) if links.dim() == 4 else links
+            # One node matching for all layers (the signatures, hence the graph, are shared; only bandwidths differ).
+            perm = match_nodes(links.detach().mean(0), self.graph_target)
             regularizer = torch.stack(
-                [graph_regularizer_loss(k, self.graph_target, config.graph_regularizer_loss) for k in links]
+                [graph_regularizer_loss(k, self.graph_target, config.graph_regularizer_loss, perm=perm) for k in links]
             ).mean()
 
         output = NACModelOutput(
@@ -935,6 +1023,8 @@ class NACForClassification(NACPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         points: torch.Tensor | None = None,
         points_mask: torch.Tensor | None = None,
+        conditioning: torch.Tensor | None = None,
+        conditioning_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -947,6 +1037,8 @@ class NACForClassification(NACPreTrainedModel):
             attention_mask=attention_mask,
             points=points,
             points_mask=points_mask,
+            conditioning=conditioning,
+            conditioning_mask=conditioning_mask,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
