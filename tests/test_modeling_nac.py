@@ -1,14 +1,13 @@
-import math
 import time
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import nac_hf.modeling_nac as modeling
 from nac_hf import NACConfig, NACForClassification, NACModel
+from nac_hf.testing import LargestTensor, naive_read_in
 from nac_test_utils import example_inputs
 
 
@@ -187,26 +186,6 @@ def test_graph_prior_is_fit_at_creation_and_not_on_load(tmp_path, monkeypatch):
     assert torch.equal(talks & ~torch.eye(num_proc, dtype=torch.bool), ring)
 
 
-def naive_read_in(read_in, states, codes, tokens, token_mask):
-    """The reference form of the read-in: every input module projects every token (a (B, U, V, H, Dh) tensor)."""
-    batch, num_modules, _ = states.shape
-    heads, head_dim = read_in.num_heads, read_in.head_dim
-    tokens = read_in.token_norm(tokens)
-    query = read_in.query(read_in.state_norm(states), codes).view(batch, num_modules, heads, head_dim)
-    codes_b = codes.expand(batch, -1, -1) if codes.dim() == 2 else codes
-    # k_{u,v} = W_k (x_v ⊙ a_u) + b_k for every (u, v)
-    per_pair = tokens[:, None, :, :] * read_in.key.modulation(codes_b)[:, :, None, :]  # (B, U, V, T)
-    keys = read_in.key.linear(per_pair).view(batch, num_modules, -1, heads, head_dim)
-    per_pair_v = tokens[:, None, :, :] * read_in.value.modulation(codes_b)[:, :, None, :]
-    values = read_in.value.linear(per_pair_v).view(batch, num_modules, -1, heads, head_dim)
-    scores = torch.einsum("buhd,buvhd->buhv", query, keys) / math.sqrt(head_dim)
-    if token_mask is not None:
-        scores = scores.masked_fill(~token_mask[:, None, None, :], float("-inf"))
-    weights = scores.softmax(-1)
-    context = torch.einsum("buhv,buvhd->buhd", weights, values).reshape(batch, num_modules, heads * head_dim)
-    return read_in.output(context, codes)
-
-
 @pytest.mark.parametrize("heads", [1, 3])
 @pytest.mark.parametrize("per_example_codes", [False, True])
 def test_fast_read_in_equals_naive_oracle(heads, per_example_codes):
@@ -240,23 +219,17 @@ def test_read_in_never_builds_a_token_by_module_tensor():
     config = tiny(tokenizer_type="byte", num_input_modules=16, hidden_size=64)
     model = NACModel(config).eval()
     batch, length = 2, 200
-    limit = batch * length * config.num_input_modules * config.hidden_size
-    largest = []
-
-    class Sizes(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for tensor in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(tensor, torch.Tensor):
-                    largest.append(tensor.numel())
-            return out
-
-    inputs = {"input_ids": torch.randint(5, 261, (batch, length))}
-    with torch.no_grad(), Sizes():
-        tokens, mask = model.tokenize(None, inputs["input_ids"], None, None, None)
-        states = torch.randn(batch, config.num_input_modules, config.hidden_size)
-        model.read_in.attend(states, model.generator.codes[: config.num_input_modules], tokens, mask)
-    assert max(largest) < limit / 4, f"a tensor of {max(largest)} elements (B·V·U·d = {limit}) was built"
+    tokens, mask = model.tokenize(None, torch.randint(5, 261, (batch, length)), None, None, None)
+    states = torch.randn(batch, config.num_input_modules, config.hidden_size)
+    codes = model.generator.codes[: config.num_input_modules]
+    with torch.no_grad():
+        with LargestTensor() as fast:
+            model.read_in.attend(states, codes, tokens, mask)
+        with LargestTensor() as naive:
+            naive_read_in(model.read_in, states, codes, tokens, mask)
+    token_by_module = batch * length * config.num_input_modules * config.hidden_size * 4  # bytes of B·V·U·d
+    assert naive.largest >= token_by_module  # the measurement sees such a tensor when one is built
+    assert fast.largest < token_by_module / 8, f"the read-in built a tensor of {fast.largest} bytes"
 
 
 def test_point_cloud_order_does_not_matter():

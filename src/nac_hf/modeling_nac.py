@@ -403,10 +403,10 @@ class CircuitGenerator(nn.Module):
         else:
             self.conditioning_reader = None
 
-    def prior_signatures(self) -> torch.Tensor:
-        """Processor signatures whose truncated kernel reproduces the configured graph prior."""
+    def prior_graph(self):
+        """The configured graph prior over the processor modules, as a networkx graph."""
         config = self.config
-        graph = build_prior_graph(
+        return build_prior_graph(
             config.graph_prior,
             config.num_processor_modules,
             num_groups=config.graph_num_groups,
@@ -417,8 +417,12 @@ class CircuitGenerator(nn.Module):
             num_neighbors=config.graph_num_neighbors,
             seed=config.graph_seed,
         )
+
+    def prior_signatures(self) -> torch.Tensor:
+        """Processor signatures whose truncated kernel reproduces the configured graph prior."""
+        config = self.config
         return fit_signatures(
-            graph_adjacency(graph),
+            graph_adjacency(self.prior_graph()),
             config.signature_dim,
             config.kernel_truncation,
             steps=config.graph_fit_steps,
