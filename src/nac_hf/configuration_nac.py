@@ -124,6 +124,8 @@ class NACConfig(PretrainedConfig):
     """
 
     model_type = "nac"
+    # Outputs that Trainer's evaluation loop must not gather as predictions (not per example, or a scalar).
+    keys_to_ignore_at_inference = ["graph_regularizer_loss", "connectivity"]
 
     tokenizer_type: str = "patch"
     image_size: int = 64

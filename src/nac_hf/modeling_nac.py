@@ -544,8 +544,9 @@ class ModulatedAttention(nn.Module):
         config = self.config
         if self.training and config.stochastic_kernel:
             # Relaxed Bernoulli with probability K, reparameterised; drawn from the untruncated kernel, then cut
-            # where modules do not talk (straight-through, like the kernel itself).
-            probs = kernel.clamp(1e-6, 1 - 1e-6)
+            # where modules do not talk (straight-through, like the kernel itself). The bounds keep the gradient
+            # through logit(K), which grows like 1 / (1 - K), finite for near-identical signatures.
+            probs = kernel.clamp(1e-6, 1 - 1e-3)
             shape = (batch_size,) + kernel.shape[-2:]
             uniform = torch.rand(shape, device=kernel.device, dtype=kernel.dtype)
             uniform = uniform.clamp(1e-6, 1 - 1e-6)
@@ -582,9 +583,13 @@ class ModulatedAttention(nn.Module):
             # straight-through gradient reaches K̃ also where K̃ is 0 in the forward pass.
             scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, R, S)
             talks = modulation > 0
-            peak = scores.masked_fill(~talks, float("-inf")).amax(-1, keepdim=True)
+            logits = scores + modulation.clamp_min(torch.finfo(scores.dtype).tiny).log()
+            peak = logits.masked_fill(~talks, float("-inf")).amax(-1, keepdim=True)
             peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)).detach()
-            weights = modulation * torch.exp((scores - peak).clamp(max=30.0))
+            # Pairs that do not talk weigh 0 in the forward pass; their exp(s - peak) only scales the gradient that
+            # reaches their kernel, and is capped at 1 (a score at most the strongest talking pair's) to bound it.
+            shifted = torch.where(talks, scores - peak, (scores - peak).clamp(max=0.0))
+            weights = modulation * torch.exp(shifted)
             weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
             context = weights @ value
         else:

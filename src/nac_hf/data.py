@@ -1,0 +1,246 @@
+"""Classification data for training NACs: Hub datasets, image folders, csv/json/parquet text files, and the
+handwritten digits that ship with scikit-learn (the default, which needs no download)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset
+
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMNS = ("image", "img", "picture", "photo")
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question")
+LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target", "category")
+VALIDATION_SPLITS = ("validation", "valid", "val", "dev", "test")
+FILE_FORMATS = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}
+
+# The digits default: a fixed, stratified 20 % held out for evaluation.
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+@dataclass
+class DataArguments:
+    """Where the training data comes from and how it is read. With no source given, the handwritten digits of
+    scikit-learn are used (1,797 8×8 images, 10 labels; 20 % held out for evaluation)."""
+
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "A dataset on the Hub (e.g. uoft-cs/cifar10, stanfordnlp/imdb) or a local one."}
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of that dataset."})
+    train_dir: str | None = field(default=None, metadata={"help": "An image folder (one sub-folder per label)."})
+    validation_dir: str | None = field(default=None, metadata={"help": "An image folder for evaluation."})
+    train_file: str | None = field(default=None, metadata={"help": "A csv / tsv / json / jsonl / parquet file."})
+    validation_file: str | None = field(default=None, metadata={"help": "A file of the same format for evaluation."})
+    image_column: str | None = field(default=None, metadata={"help": "Column of the images (detected if unset)."})
+    text_column: str | None = field(default=None, metadata={"help": "Column of the texts (detected if unset)."})
+    label_column: str | None = field(default=None, metadata={"help": "Column of the labels (detected if unset)."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    validation_split: str | None = field(
+        default=None, metadata={"help": "Split to evaluate on (detected among validation/valid/val/dev/test if unset)."}
+    )
+    validation_split_percentage: float = field(
+        default=10.0, metadata={"help": "Percentage of the training split held out when there is no evaluation split."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation examples."})
+    augment: bool = field(
+        default=False, metadata={"help": "Random crops (padding 1/8) and horizontal flips of training images."}
+    )
+    max_length: int | None = field(
+        default=None, metadata={"help": "Truncate texts to this many bytes (default: the model's max_position_embeddings)."}
+    )
+
+    def __post_init__(self):
+        if self.dataset_name and (self.train_dir or self.train_file):
+            raise ValueError("give one data source: --dataset_name, --train_dir or --train_file, not several")
+        if self.train_dir and self.train_file:
+            raise ValueError("give one data source: --train_dir (images) or --train_file (texts), not both")
+        if self.validation_dir and not self.train_dir:
+            raise ValueError("--validation_dir needs --train_dir")
+        if self.validation_file and not self.train_file:
+            raise ValueError("--validation_file needs --train_file")
+        if not 0 < self.validation_split_percentage < 100:
+            raise ValueError(
+                f"--validation_split_percentage must lie in (0, 100), got {self.validation_split_percentage}"
+            )
+
+
+@dataclass
+class ClassificationData:
+    """Train and evaluation splits with the columns that matter and the label names."""
+
+    dataset: DatasetDict  # "train", "validation"
+    modality: str  # "image" or "text"
+    input_column: str
+    label_column: str
+    label_names: list[str]
+    source: str
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: index for index, name in enumerate(self.label_names)}
+
+
+def digits_dataset() -> DatasetDict:
+    """scikit-learn's handwritten digits as 8×8 grayscale images: a stratified train / test split fixed by seed."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
+    train_idx, test_idx = train_test_split(
+        np.arange(len(images)),
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_SPLIT_SEED,
+        stratify=digits.target,
+    )
+    features = Features({"image": Image(), "label": ClassLabel(names=[str(d) for d in range(10)])})
+
+    def split(indices):
+        return Dataset.from_dict(
+            {"image": [images[i] for i in indices], "label": [int(digits.target[i]) for i in indices]},
+            features=features,
+        )
+
+    return DatasetDict(train=split(train_idx), test=split(test_idx))
+
+
+def _first_of(names, candidates):
+    lowered = {name.lower(): name for name in names}
+    return next((lowered[c] for c in candidates if c in lowered), None)
+
+
+def _file_format(path: str) -> str:
+    extension = path.rsplit(".", 1)[-1].lower()
+    if extension not in FILE_FORMATS:
+        raise ValueError(f"cannot read {path!r}: expected a file ending in one of {sorted(FILE_FORMATS)}")
+    return FILE_FORMATS[extension]
+
+
+def load_raw(args: DataArguments, cache_dir: str | None = None) -> tuple[DatasetDict, str]:
+    """The dataset as it comes, with a description of where it came from."""
+    if args.dataset_name:
+        return load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=cache_dir), args.dataset_name
+    if args.train_dir:
+        files = {"train": f"{args.train_dir}/**"}
+        if args.validation_dir:
+            files["validation"] = f"{args.validation_dir}/**"
+        return load_dataset("imagefolder", data_files=files, cache_dir=cache_dir), args.train_dir
+    if args.train_file:
+        fmt = _file_format(args.train_file)
+        files = {"train": args.train_file}
+        if args.validation_file:
+            if _file_format(args.validation_file) != fmt:
+                raise ValueError("--train_file and --validation_file must have the same format")
+            files["validation"] = args.validation_file
+        options = {"delimiter": "\t"} if args.train_file.endswith(".tsv") else {}
+        return load_dataset(fmt, data_files=files, cache_dir=cache_dir, **options), args.train_file
+    return digits_dataset(), "scikit-learn digits"
+
+
+def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str | None = None) -> ClassificationData:
+    """Load the data the arguments name, find its columns, label names and evaluation split."""
+    raw, source = load_raw(args, cache_dir)
+    if args.train_split not in raw:
+        raise ValueError(f"no split {args.train_split!r} in {source}; it has {sorted(raw)} (--train_split)")
+    train = raw[args.train_split]
+    columns = train.column_names
+
+    image_column = args.image_column or next(
+        (name for name, feature in train.features.items() if isinstance(feature, Image)), None
+    ) or _first_of(columns, IMAGE_COLUMNS)
+    if args.image_column and args.image_column not in columns:
+        raise ValueError(f"--image_column {args.image_column!r} is not a column of {source}: {columns}")
+    label_column = args.label_column or next(
+        (name for name, feature in train.features.items() if isinstance(feature, ClassLabel)), None
+    ) or _first_of(columns, LABEL_COLUMNS)
+    if label_column is None or label_column not in columns:
+        raise ValueError(f"cannot find the label column of {source} among {columns}; name it with --label_column")
+    if image_column is not None and not args.text_column:
+        modality, input_column = "image", image_column
+    else:
+        text_column = args.text_column or _first_of(columns, TEXT_COLUMNS) or next(
+            (
+                name
+                for name, feature in train.features.items()
+                if name != label_column and isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+            ),
+            None,
+        )
+        if text_column is None or text_column not in columns:
+            raise ValueError(
+                f"cannot find an image or text column in {source} among {columns}; "
+                "name it with --image_column or --text_column"
+            )
+        modality, input_column = "text", text_column
+
+    split_name = args.validation_split or next((name for name in VALIDATION_SPLITS if name in raw), None)
+    if args.validation_split and args.validation_split not in raw:
+        raise ValueError(f"no split {args.validation_split!r} in {source}; it has {sorted(raw)}")
+    dataset = DatasetDict(train=train, validation=raw[split_name]) if split_name else DatasetDict(train=train)
+
+    if not isinstance(dataset["train"].features[label_column], ClassLabel):
+        # Plain labels (ints or strings) become a ClassLabel, so that names reach id2label.
+        names = _label_names(dataset, label_column)
+        dataset = dataset.map(
+            lambda batch: {label_column: [_label_id(value, names) for value in batch[label_column]]},
+            batched=True,
+            desc="label ids",
+        )
+        dataset = dataset.cast_column(label_column, ClassLabel(names=names))
+    label_names = list(dataset["train"].features[label_column].names)
+
+    if "validation" not in dataset:
+        held_out = dataset["train"].train_test_split(
+            test_size=args.validation_split_percentage / 100.0, seed=seed, stratify_by_column=label_column
+        )
+        dataset = DatasetDict(train=held_out["train"], validation=held_out["test"])
+        logger.info("no evaluation split in %s: held out %s%% of the training split", source, args.validation_split_percentage)
+
+    if args.max_train_samples is not None:
+        dataset["train"] = dataset["train"].shuffle(seed=seed).select(range(min(args.max_train_samples, len(dataset["train"]))))
+    if args.max_eval_samples is not None:
+        dataset["validation"] = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
+    dataset = DatasetDict({name: split.select_columns([input_column, label_column]) for name, split in dataset.items()})
+    return ClassificationData(dataset, modality, input_column, label_column, label_names, source)
+
+
+def _label_names(dataset: DatasetDict, label_column: str) -> list[str]:
+    feature = dataset["train"].features[label_column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    values = set()
+    for split in dataset.values():
+        values.update(split.unique(label_column))
+    if all(isinstance(v, (int, np.integer)) for v in values):
+        return [str(v) for v in range(max(values) + 1)]  # integer labels keep their ids
+    return sorted(str(v) for v in values)
+
+
+def _label_id(value, label_names: list[str]) -> int:
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return label_names.index(str(value))
+
+
+def augment_images(pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard light augmentation of a (C, H, W) image: a random crop of the image padded by 1/8 of its size
+    (reflection), and a horizontal flip with probability 1/2."""
+    _, height, width = pixel_values.shape
+    pad = max(1, min(height, width) // 8)
+    padded = torch.nn.functional.pad(pixel_values[None], (pad, pad, pad, pad), mode="reflect")[0]
+    top, left = (int(torch.randint(0, 2 * pad + 1, (1,), generator=generator)) for _ in range(2))
+    cropped = padded[:, top : top + height, left : left + width]
+    if torch.rand((), generator=generator) < 0.5:
+        cropped = cropped.flip(-1)
+    return cropped

@@ -1,0 +1,337 @@
+"""Training NACs with `Trainer`: the model arguments, the model and processor a run starts from, the transforms,
+offline top-k metrics, and resuming from the last complete checkpoint. `scripts/train.py` is a thin entry point over
+`train`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import evaluate
+import torch
+from safetensors import safe_open
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    DefaultDataCollator,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .configuration_nac import NACConfig
+from .data import ClassificationData, DataArguments, augment_images, load_classification_data
+from .image_processing_nac import NACImageProcessor
+from .modeling_nac import NACForClassification
+from .tokenization_nac import NACByteTokenizer
+
+
+logger = logging.getLogger(__name__)
+
+# The top-k accuracy metric ships inside the package: `evaluate.load` reads it from this path, with no network.
+TOP_K_ACCURACY = str(Path(__file__).parent / "metrics" / "top_k_accuracy")
+
+IMAGE_TOKENIZERS = ("patch", "conv")
+
+
+@dataclass
+class ModelArguments:
+    """Which NAC a run starts from: a checkpoint (folder or Hub id), or a preset with overrides."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A saved NAC folder or Hub id to start from (its head is resized to the labels)."}
+    )
+    preset: str = field(default="small", metadata={"help": f"Preset of a new model: {NACConfig.presets()}."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "Config fields to override, as 'k=v,k=v' (e.g. 'hidden_size=96,num_hidden_layers=2')."},
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and datasets are kept."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Load a checkpoint's own code (for folders saved where nac_hf is absent)."}
+    )
+
+
+def parse_config_overrides(text: str | None) -> dict:
+    """`"hidden_size=96,graph_prior=none,freeze_signatures=true"` → config fields, typed like their defaults."""
+    if not text:
+        return {}
+    fields = NACConfig.__dataclass_fields__
+    overrides = {}
+    for item in text.split(","):
+        if "=" not in item:
+            raise ValueError(f"--config_overrides expects 'key=value' pairs separated by commas, got {item!r}")
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key == "num_labels":
+            overrides[key] = int(value)
+            continue
+        if key not in fields:
+            raise ValueError(f"--config_overrides: {key!r} is not a NACConfig field")
+        overrides[key] = _typed(key, value, fields[key].default)
+    return overrides
+
+
+def _typed(key: str, value: str, default):
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"--config_overrides: {key} takes true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    if isinstance(default, str):
+        return value
+    if default is None:  # an optional number
+        return None if value.lower() in ("none", "null") else int(value)
+    try:
+        return type(default)(value)
+    except ValueError:
+        raise ValueError(f"--config_overrides: {key} takes a {type(default).__name__}, got {value!r}") from None
+
+
+def build_model(model_args: ModelArguments, data: ClassificationData) -> NACForClassification:
+    """A NAC for the data's labels: loaded from a checkpoint (with a new head when the labels differ) or new."""
+    labels = {"num_labels": len(data.label_names), "id2label": data.id2label, "label2id": data.label2id}
+    overrides = parse_config_overrides(model_args.config_overrides)
+    if model_args.model_name_or_path:
+        source = model_args.model_name_or_path
+        common = {"cache_dir": model_args.cache_dir, "trust_remote_code": model_args.trust_remote_code}
+        config = AutoConfig.from_pretrained(source, **common, **overrides, **labels)
+        check_modality(config, data)
+        auto = AutoModelForImageClassification if data.modality == "image" else AutoModelForSequenceClassification
+        return auto.from_pretrained(source, config=config, ignore_mismatched_sizes=True, **common)
+    if data.modality == "text" and "tokenizer_type" not in overrides:
+        overrides["tokenizer_type"] = "byte"
+    config = NACConfig.from_preset(model_args.preset, **{**overrides, **labels})
+    check_modality(config, data)
+    return NACForClassification(config)
+
+
+def check_modality(config, data: ClassificationData) -> None:
+    reads_images = config.tokenizer_type in IMAGE_TOKENIZERS
+    if (data.modality == "image") != reads_images or (data.modality == "text" and config.tokenizer_type != "byte"):
+        raise ValueError(
+            f"{data.source} holds {data.modality} data but the model reads tokenizer_type={config.tokenizer_type!r}; "
+            f"use a {'patch or conv' if data.modality == 'image' else 'byte'} model"
+        )
+
+
+def build_processor(model_args: ModelArguments, config, data: ClassificationData):
+    """The checkpoint's image processor or tokenizer when it has one, else one made for the config."""
+    if model_args.model_name_or_path:
+        auto = AutoImageProcessor if data.modality == "image" else AutoTokenizer
+        try:
+            return auto.from_pretrained(
+                model_args.model_name_or_path,
+                cache_dir=model_args.cache_dir,
+                trust_remote_code=model_args.trust_remote_code,
+            )
+        except (OSError, ValueError):
+            logger.info("%s has no processor: making one for its config", model_args.model_name_or_path)
+    if data.modality == "image":
+        size = {"height": config.image_size, "width": config.image_size}
+        return NACImageProcessor(size=size, num_channels=config.num_channels)
+    return NACByteTokenizer(model_max_length=config.max_position_embeddings)
+
+
+def prepare_datasets(data: ClassificationData, processor, data_args: DataArguments, config):
+    """Train and evaluation datasets that yield model inputs and `labels`, and the collator that batches them."""
+    column, label = data.input_column, data.label_column
+    if data.modality == "image":
+
+        def transform(augment: bool):
+            def apply(batch):
+                pixels = processor([image for image in batch[column]], return_tensors="pt")["pixel_values"]
+                if augment:
+                    pixels = torch.stack([augment_images(image) for image in pixels])
+                return {"pixel_values": list(pixels), "labels": batch[label]}
+
+            return apply
+
+        train = data.dataset["train"].with_transform(transform(data_args.augment))
+        evaluation = data.dataset["validation"].with_transform(transform(False))
+        return train, evaluation, DefaultDataCollator()
+
+    max_length = min(data_args.max_length or config.max_position_embeddings, config.max_position_embeddings)
+
+    def tokenize(batch):
+        encoded = processor(batch[column], truncation=True, max_length=max_length)
+        return {**encoded, "labels": batch[label]}
+
+    tokenized = data.dataset.map(tokenize, batched=True, remove_columns=[column, label], desc="bytes")
+    return tokenized["train"], tokenized["validation"], DataCollatorWithPadding(processor)
+
+
+def make_compute_metrics(num_labels: int):
+    """Top-1 (and top-5 with 10 or more labels) accuracy through `evaluate`, from the bundled metric."""
+    metric = evaluate.load(TOP_K_ACCURACY)
+    ks = (1, 5) if num_labels >= 10 else (1,)
+
+    def compute_metrics(prediction) -> dict:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        results = {}
+        for k in ks:
+            score = metric.compute(predictions=logits, references=prediction.label_ids, k=k)[f"top_{k}_accuracy"]
+            results[f"top{k}_accuracy"] = score
+        return results
+
+    return compute_metrics
+
+
+def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
+    """A checkpoint folder `Trainer` finished writing: its trainer state (written last) parses and its weights open."""
+    folder = Path(folder)
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+        with safe_open(folder / "model.safetensors", framework="pt") as weights:
+            weights.keys()
+    except (OSError, ValueError, json.JSONDecodeError, Exception):  # safetensors raises its own error type
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest complete `checkpoint-N` in `output_dir`. Folders a killed run left half-written are moved aside
+    (renamed `*.incomplete`) so that neither `Trainer` nor a later resume picks them up."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    steps = []
+    for folder in output_dir.iterdir():
+        prefix, _, step = folder.name.partition("-")
+        if prefix == PREFIX_CHECKPOINT_DIR and step.isdigit() and folder.is_dir():
+            steps.append((int(step), folder))
+    for _, folder in sorted(steps, reverse=True):
+        if is_complete_checkpoint(folder):
+            return str(folder)
+        aside = folder.with_name(folder.name + ".incomplete")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+        logger.warning("%s was not completely written (the run stopped while saving): moved to %s", folder, aside)
+    return None
+
+
+def resolve_resume(training_args: TrainingArguments) -> str | None:
+    """`--resume_from_checkpoint` as `Trainer` needs it: a folder, or `last`/`true` for the newest complete
+    checkpoint in the output folder."""
+    resume = training_args.resume_from_checkpoint
+    if resume is None or str(resume).lower() in ("false", "no"):
+        return None
+    if str(resume).lower() in ("last", "true", "yes"):
+        found = None
+        if training_args.process_index == 0:
+            found = last_complete_checkpoint(training_args.output_dir)
+        if training_args.world_size > 1:
+            found = _broadcast(found)
+        if found is None:
+            logger.warning("no complete checkpoint in %s: starting from scratch", training_args.output_dir)
+        return found
+    if not is_complete_checkpoint(resume):
+        raise ValueError(
+            f"--resume_from_checkpoint {resume!r} is not a complete checkpoint (it needs trainer_state.json and "
+            "model.safetensors); pass another, or 'last' for the newest complete one in --output_dir"
+        )
+    return str(resume)
+
+
+def _broadcast(value):
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+    """Train (and evaluate) a NAC; write the model, its processor, metrics JSON files and a model card to
+    `training_args.output_dir`. Returns the metrics."""
+    set_seed(training_args.seed)
+    # The transforms produce the model inputs themselves, so Trainer must not drop the raw columns first.
+    training_args.remove_unused_columns = False
+    with training_args.main_process_first(desc="loading data"):
+        data = load_classification_data(data_args, seed=training_args.seed, cache_dir=model_args.cache_dir)
+    model = build_model(model_args, data)
+    processor = build_processor(model_args, model.config, data)
+    train_dataset, eval_dataset, collator = prepare_datasets(data, processor, data_args, model.config)
+    logger.info(
+        "%s: %d train / %d evaluation examples, %d labels; model with %.2f M parameters",
+        data.source,
+        len(train_dataset),
+        len(eval_dataset),
+        len(data.label_names),
+        model.num_parameters() / 1e6,
+    )
+
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        data_collator=collator,
+        compute_metrics=make_compute_metrics(len(data.label_names)),
+    )
+    metrics = {}
+    if training_args.do_train:
+        result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
+        trainer.save_model()
+        train_metrics = {**result.metrics, "train_samples": len(train_dataset)}
+        trainer.log_metrics("train", train_metrics)
+        trainer.save_metrics("train", train_metrics)
+        trainer.save_state()
+        metrics.update(train_metrics)
+    if training_args.do_eval:
+        eval_metrics = {**trainer.evaluate(), "eval_samples": len(eval_dataset)}
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+
+    if trainer.is_world_process_zero():
+        card = {"finetuned_from": model_args.model_name_or_path, "tasks": f"{data.modality}-classification"}
+        if data_args.dataset_name:
+            card["dataset"] = data_args.dataset_name
+        trainer.create_model_card(**card)
+    return metrics
+
+
+def training_arguments_defaults() -> dict:
+    """The `TrainingArguments` defaults of `scripts/train.py`: the settings of its main job (the digits default)."""
+    return dict(
+        output_dir="outputs/nac-digits",
+        do_train=True,
+        do_eval=True,
+        num_train_epochs=30,
+        per_device_train_batch_size=64,
+        per_device_eval_batch_size=256,
+        learning_rate=2e-3,
+        weight_decay=0.05,
+        warmup_steps=0.05,
+        lr_scheduler_type="cosine",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        logging_steps=10,
+        report_to="none",
+        ddp_find_unused_parameters=False,
+        seed=42,
+    )
+
+
+__all__ = [
+    "ModelArguments",
+    "DataArguments",
+    "TOP_K_ACCURACY",
+    "build_model",
+    "build_processor",
+    "last_complete_checkpoint",
+    "make_compute_metrics",
+    "parse_config_overrides",
+    "prepare_datasets",
+    "resolve_resume",
+    "train",
+    "training_arguments_defaults",
+]
