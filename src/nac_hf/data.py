@@ -15,13 +15,14 @@ logger = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("image", "img", "picture", "photo")
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question")
-LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target", "category")
+LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target", "category", "sentiment")
 VALIDATION_SPLITS = ("validation", "valid", "val", "dev", "test")
 FILE_FORMATS = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}
 
 # The digits default: a fixed, stratified 20 % held out for evaluation.
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
+DIGITS_SOURCE = "scikit-learn digits"
 
 
 @dataclass
@@ -46,6 +47,10 @@ class DataArguments:
     )
     validation_split_percentage: float = field(
         default=10.0, metadata={"help": "Percentage of the training split held out when there is no evaluation split."}
+    )
+    keep_labels: str | None = field(
+        default=None,
+        metadata={"help": "Keep only these labels, by name, comma-separated (e.g. '0,1,2,3,4'); ids follow this order."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation examples."})
@@ -145,7 +150,7 @@ def load_raw(args: DataArguments, cache_dir: str | None = None) -> tuple[Dataset
             files["validation"] = args.validation_file
         options = {"delimiter": "\t"} if args.train_file.endswith(".tsv") else {}
         return load_dataset(fmt, data_files=files, cache_dir=cache_dir, **options), args.train_file
-    return digits_dataset(), "scikit-learn digits"
+    return digits_dataset(), DIGITS_SOURCE
 
 
 def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str | None = None) -> ClassificationData:
@@ -200,6 +205,9 @@ def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str
         dataset = dataset.cast_column(label_column, ClassLabel(names=names))
     label_names = list(dataset["train"].features[label_column].names)
 
+    if args.keep_labels:
+        dataset, label_names = _keep_labels(dataset, label_column, label_names, args.keep_labels.split(","))
+
     if "validation" not in dataset:
         held_out = dataset["train"].train_test_split(
             test_size=args.validation_split_percentage / 100.0, seed=seed, stratify_by_column=label_column
@@ -213,6 +221,19 @@ def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str
         dataset["validation"] = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
     dataset = DatasetDict({name: split.select_columns([input_column, label_column]) for name, split in dataset.items()})
     return ClassificationData(dataset, modality, input_column, label_column, label_names, source)
+
+
+def _keep_labels(dataset: DatasetDict, label_column: str, names: list[str], keep: list[str]):
+    """Only the examples of the labels in `keep`, relabelled 0..len(keep)-1 in that order."""
+    keep = [name.strip() for name in keep]
+    unknown = [name for name in keep if name not in names]
+    if unknown:
+        raise ValueError(f"--keep_labels names labels {unknown} that the data does not have; it has {names}")
+    new_id = {names.index(name): index for index, name in enumerate(keep)}
+    dataset = dataset.filter(lambda batch: [i in new_id for i in batch[label_column]], batched=True)
+    dataset = dataset.cast_column(label_column, Value("int64"))
+    dataset = dataset.map(lambda batch: {label_column: [new_id[i] for i in batch[label_column]]}, batched=True)
+    return dataset.cast_column(label_column, ClassLabel(names=keep)), keep
 
 
 def _label_names(dataset: DatasetDict, label_column: str) -> list[str]:

@@ -757,13 +757,15 @@ class NACPreTrainedModel(PreTrainedModel):
         config = self.config
         std = config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv2d)):
-            init.trunc_normal_(module.weight, std=std)
+            # Fan-in scaled: each branch starts with outputs of the size of its (normalised) inputs, so the input's
+            # signal is not lost under the seeder's noise and the LayerScale of 0.1 at the start of training.
+            init.lecun_normal_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.MultiheadAttention):
             for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
                 if getattr(module, name) is not None:
-                    init.trunc_normal_(getattr(module, name), std=std)
+                    init.lecun_normal_(getattr(module, name))
             if module.in_proj_bias is not None:
                 init.zeros_(module.in_proj_bias)
         elif isinstance(module, nn.Embedding):

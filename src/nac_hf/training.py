@@ -29,7 +29,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .configuration_nac import NACConfig
-from .data import ClassificationData, DataArguments, augment_images, load_classification_data
+from .data import DIGITS_SOURCE, ClassificationData, DataArguments, augment_images, load_classification_data
 from .image_processing_nac import NACImageProcessor
 from .modeling_nac import NACForClassification
 from .tokenization_nac import NACByteTokenizer
@@ -50,7 +50,13 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A saved NAC folder or Hub id to start from (its head is resized to the labels)."}
     )
-    preset: str = field(default="small", metadata={"help": f"Preset of a new model: {NACConfig.presets()}."})
+    preset: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Preset of a new model, one of {NACConfig.presets()}; by default 'digits' for the digits default "
+            "data and 'small' for any other."
+        },
+    )
     config_overrides: str | None = field(
         default=None,
         metadata={"help": "Config fields to override, as 'k=v,k=v' (e.g. 'hidden_size=96,num_hidden_layers=2')."},
@@ -108,7 +114,8 @@ def build_model(model_args: ModelArguments, data: ClassificationData) -> NACForC
         return auto.from_pretrained(source, config=config, ignore_mismatched_sizes=True, **common)
     if data.modality == "text" and "tokenizer_type" not in overrides:
         overrides["tokenizer_type"] = "byte"
-    config = NACConfig.from_preset(model_args.preset, **{**overrides, **labels})
+    preset = model_args.preset or ("digits" if data.source == DIGITS_SOURCE else "small")
+    config = NACConfig.from_preset(preset, **{**overrides, **labels})
     check_modality(config, data)
     return NACForClassification(config)
 
@@ -246,9 +253,10 @@ def _broadcast(value):
     return box[0]
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
-    """Train (and evaluate) a NAC; write the model, its processor, metrics JSON files and a model card to
-    `training_args.output_dir`. Returns the metrics."""
+def build_trainer(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> tuple[Trainer, ClassificationData]:
+    """The `Trainer` of a run: data, model, processor, collator and metrics, all set up."""
     set_seed(training_args.seed)
     # The transforms produce the model inputs themselves, so Trainer must not drop the raw columns first.
     training_args.remove_unused_columns = False
@@ -265,7 +273,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         len(data.label_names),
         model.num_parameters() / 1e6,
     )
-
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -275,6 +282,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         data_collator=collator,
         compute_metrics=make_compute_metrics(len(data.label_names)),
     )
+    return trainer, data
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+    """Train (and evaluate) a NAC; write the model, its processor, metrics JSON files and a model card to
+    `training_args.output_dir`. Returns the metrics."""
+    trainer, data = build_trainer(model_args, data_args, training_args)
+    train_dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset
     metrics = {}
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
@@ -317,6 +332,9 @@ def training_arguments_defaults() -> dict:
         logging_steps=10,
         report_to="none",
         ddp_find_unused_parameters=False,
+        # Without an accelerator, say so: multi-process runs then use DDP over gloo (torchrun/accelerate on CPUs),
+        # where otherwise every process would train its own copy.
+        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         seed=42,
     )
 
@@ -326,6 +344,7 @@ __all__ = [
     "DataArguments",
     "TOP_K_ACCURACY",
     "build_model",
+    "build_trainer",
     "build_processor",
     "last_complete_checkpoint",
     "make_compute_metrics",

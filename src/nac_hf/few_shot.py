@@ -1,0 +1,463 @@
+"""Few-shot adaptation of a pretrained classifier to a new label set with `Trainer`.
+
+From a checkpoint, each run samples `k` training examples per label of the new task (stratified, fixed by a seed),
+swaps the head for one of the new labels, trains in one of three modes and evaluates top-1 on the full evaluation
+split of the new task:
+
+- `full`: every parameter trains;
+- `head`: a linear probe; only the head (a NAC's `head_norm` and `classifier`) trains;
+- `codes`: only the module codes (`nac.generator.codes`) and the head train. This is how a NAC adapts: the shared
+  weights stay as they are and the modules change the functions they compute through their codes.
+
+Runs repeat over seeds, and the results are reported as mean ± standard deviation over the seeds.
+`scripts/few_shot.py` is the command-line entry point; `scripts/few_shot_demo.py` runs the digits demo of the README.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict
+from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from .data import ClassificationData, DataArguments, load_classification_data
+from .training import ModelArguments, build_model, build_processor, make_compute_metrics, prepare_datasets
+
+
+logger = logging.getLogger(__name__)
+
+MODES = ("full", "head", "codes")
+RESULTS_FILE = "few_shot_results.json"
+
+# The module codes of a NAC: what `codes` mode trains besides the head.
+CODES_PARAMETER = "nac.generator.codes"
+
+
+@dataclass(frozen=True)
+class Head:
+    """Where a model type keeps its classification head.
+
+    `trainable`: name prefixes of the parameters that train in `head` mode (the final norm and the classifier).
+    `classifier`: the submodule that maps to the labels; it is re-initialised for a new label set.
+    """
+
+    trainable: tuple[str, ...]
+    classifier: str
+
+
+# One entry per supported model type (`config.model_type`); a model type missing here cannot be adapted in `head`
+# or `codes` mode, and gets a ValueError that says so.
+HEADS: dict[str, Head] = {
+    "nac": Head(trainable=("head_norm.", "classifier."), classifier="classifier"),
+    "vit": Head(trainable=("vit.layernorm.", "classifier."), classifier="classifier"),
+}
+
+# Learning rate of each mode when none is given. Chosen on held-out training images of the digits demo (labels 5-9,
+# images outside the sampled shots), not on its test split; see the README.
+DEFAULT_LEARNING_RATES = {"full": 3e-4, "head": 1e-2, "codes": 1e-2}
+
+
+@dataclass
+class FewShotArguments:
+    """What to adapt, to how many shots, in which modes, and how often."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "The pretrained checkpoint (folder or Hub id) to adapt; its head is replaced."}
+    )
+    shots: str = field(default="1,5,10", metadata={"help": "Training examples per label, comma-separated (e.g. '1,5,10')."})
+    seeds: int = field(
+        default=5,
+        metadata={"help": "Runs per mode and shot count, with seeds --seed, --seed + 1, ...; reported as mean ± std."},
+    )
+    modes: str = field(
+        default="full,head,codes",
+        metadata={
+            "help": "Adaptation modes, comma-separated: 'full' (all parameters), 'head' (linear probe: the final norm "
+            "and the classifier), 'codes' (a NAC's module codes and the head)."
+        },
+    )
+    full_learning_rate: float = field(
+        default=DEFAULT_LEARNING_RATES["full"], metadata={"help": "Learning rate of 'full' mode."}
+    )
+    head_learning_rate: float = field(
+        default=DEFAULT_LEARNING_RATES["head"], metadata={"help": "Learning rate of 'head' mode."}
+    )
+    codes_learning_rate: float = field(
+        default=DEFAULT_LEARNING_RATES["codes"], metadata={"help": "Learning rate of 'codes' mode."}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and datasets are kept."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Load a checkpoint's own code (for folders saved where nac_hf is absent)."}
+    )
+
+    def __post_init__(self):
+        self.shot_counts = parse_int_list(self.shots, "--shots")
+        if min(self.shot_counts) < 1:
+            raise ValueError(f"--shots must be positive counts of examples per label, got {self.shots!r}")
+        self.mode_list = [mode.strip() for mode in self.modes.split(",") if mode.strip()]
+        unknown = [mode for mode in self.mode_list if mode not in MODES]
+        if unknown or not self.mode_list:
+            raise ValueError(f"--modes takes a comma-separated subset of {list(MODES)}, got {self.modes!r}")
+        if self.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
+        for mode in MODES:
+            if self.learning_rate(mode) <= 0:
+                raise ValueError(f"--{mode}_learning_rate must be positive, got {self.learning_rate(mode)}")
+
+    def learning_rate(self, mode: str) -> float:
+        return getattr(self, f"{mode}_learning_rate")
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated integers (e.g. '1,5,10'), got {text!r}") from None
+
+
+def few_shot_training_defaults() -> dict:
+    """The `TrainingArguments` defaults of `scripts/few_shot.py`.
+
+    Every run takes a fixed number of optimizer steps (100) whatever the number of shots, in batches of up to 32
+    examples, at a constant learning rate (the mode's) without weight decay: with 5 to 50 training images, a schedule
+    counted in epochs would give the 1-shot runs 10x fewer updates than the 10-shot ones. Nothing is saved or
+    evaluated during training; each run is evaluated once at the end, on the full evaluation split.
+    """
+    return dict(
+        output_dir="outputs/nac-few-shot",
+        do_train=True,
+        do_eval=True,
+        max_steps=100,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=256,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
+        seed=0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shots
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sample_shots(dataset: Dataset, label_column: str, shots: int, seed: int) -> Dataset:
+    """`shots` examples of every label, drawn without replacement with a seed.
+
+    Deterministic for a seed; for one seed, the k-shot set is contained in every larger one (each label's examples
+    are shuffled once and the first k are taken), so results across shot counts differ by the added examples only.
+    Every label of the dataset's `ClassLabel` must have at least `shots` examples.
+    """
+    labels = np.asarray(dataset[label_column])
+    feature = dataset.features[label_column]
+    label_ids = range(feature.num_classes) if isinstance(feature, ClassLabel) else np.unique(labels)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in label_ids:
+        candidates = np.flatnonzero(labels == label)
+        if len(candidates) < shots:
+            raise ValueError(
+                f"label {label} has {len(candidates)} training examples, fewer than --shots {shots}; "
+                "ask for fewer shots"
+            )
+        chosen.extend(rng.permutation(candidates)[:shots].tolist())
+    return dataset.select(sorted(chosen))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models: loading with a new head, freezing by mode
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def head_of(model: PreTrainedModel) -> Head:
+    model_type = model.config.model_type
+    if model_type not in HEADS:
+        raise ValueError(
+            f"nac_hf.few_shot does not know where a {model_type!r} model keeps its head; supported model types: "
+            f"{sorted(HEADS)} (add an entry to nac_hf.few_shot.HEADS)"
+        )
+    return HEADS[model_type]
+
+
+def trainable_parameter_names(model: PreTrainedModel, mode: str) -> list[str]:
+    """Names of the parameters that train in `mode`."""
+    names = [name for name, _ in model.named_parameters()]
+    if mode == "full":
+        return names
+    if mode not in MODES:
+        raise ValueError(f"unknown adaptation mode {mode!r}; choose one of {list(MODES)}")
+    head = head_of(model)
+    selected = [name for name in names if name.startswith(head.trainable)]
+    if not selected:
+        raise ValueError(f"no parameter of this {model.config.model_type!r} model starts with {head.trainable}")
+    if mode == "codes":
+        if CODES_PARAMETER not in names:
+            raise ValueError(
+                f"mode 'codes' trains the module codes ({CODES_PARAMETER}) and this {model.config.model_type!r} "
+                "model has none; use mode 'full' or 'head' for it"
+            )
+        selected.append(CODES_PARAMETER)
+    return selected
+
+
+def freeze_for_mode(model: PreTrainedModel, mode: str) -> list[str]:
+    """Let exactly the parameters of `mode` require gradients; returns their names."""
+    trainable = set(trainable_parameter_names(model, mode))
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in trainable)
+    return sorted(trainable)
+
+
+@torch.no_grad()
+def reset_classifier(model: PreTrainedModel) -> None:
+    """Draw the classifier afresh with the model's own initialisation.
+
+    `ignore_mismatched_sizes` re-initialises the classifier only when the number of labels changes; a new task with
+    as many labels as the old one (digits 0-4 -> 5-9) would keep the old task's classifier, whose rows mean other
+    labels. So the classifier is always re-drawn here.
+    """
+    classifier = model.get_submodule(head_of(model).classifier)
+    for module in classifier.modules():
+        # Loaded weights are flagged as initialised, and transformers' initialisers skip flagged tensors.
+        module._is_hf_initialized = False
+        for parameter in module.parameters(recurse=False):
+            parameter._is_hf_initialized = False
+    classifier.apply(model._init_weights)
+
+
+def load_for_labels(
+    model_name_or_path: str,
+    data: ClassificationData,
+    cache_dir: str | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """The checkpoint with a freshly drawn classifier for the data's labels (draws from the global RNG: seed first)."""
+    common = {"cache_dir": cache_dir, "trust_remote_code": trust_remote_code}
+    config = AutoConfig.from_pretrained(model_name_or_path, **common)
+    if config.model_type == "nac":
+        model_args = ModelArguments(model_name_or_path=model_name_or_path, **common)
+        model = build_model(model_args, data)
+    else:
+        auto = AutoModelForImageClassification if data.modality == "image" else AutoModelForSequenceClassification
+        model = auto.from_pretrained(
+            model_name_or_path,
+            num_labels=len(data.label_names),
+            id2label=data.id2label,
+            label2id=data.label2id,
+            ignore_mismatched_sizes=True,
+            **common,
+        )
+    reset_classifier(model)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def few_shot_run(
+    args: FewShotArguments,
+    data: ClassificationData,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    processor,
+    mode: str,
+    shots: int,
+    seed: int,
+    compute_metrics=None,
+) -> dict:
+    """One adaptation: sample the shots, load the model with a new classifier, freeze by mode, train, evaluate."""
+    run_args = copy.copy(training_args)
+    run_args.seed = seed
+    run_args.data_seed = seed
+    run_args.learning_rate = args.learning_rate(mode)
+    run_args.remove_unused_columns = False  # the transforms produce the model inputs from the raw columns
+    set_seed(seed)
+    train_split = sample_shots(data.dataset["train"], data.label_column, shots, seed)
+    run_data = dataclasses.replace(
+        data, dataset=DatasetDict(train=train_split, validation=data.dataset["validation"])
+    )
+    model = load_for_labels(args.model_name_or_path, run_data, args.cache_dir, args.trust_remote_code)
+    trainable = freeze_for_mode(model, mode)
+    train_dataset, eval_dataset, collator = prepare_datasets(run_data, processor, data_args, model.config)
+    trainer = Trainer(
+        model=model,
+        args=run_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        data_collator=collator,
+        compute_metrics=compute_metrics or make_compute_metrics(len(data.label_names)),
+    )
+    result = trainer.train()
+    metrics = trainer.evaluate()
+    return {
+        "seed": seed,
+        "top1_accuracy": metrics["eval_top1_accuracy"],
+        "eval_loss": metrics["eval_loss"],
+        "train_loss": result.training_loss,
+        "train_examples": len(train_split),
+        "trainable_parameters": sum(model.get_parameter(name).numel() for name in trainable),
+    }
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); the deviation of a single value is 0."""
+    values = np.asarray(values, dtype=float)
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), std
+
+
+def run_few_shot(
+    args: FewShotArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> dict:
+    """Every mode × shot count × seed; writes `few_shot_results.json` to `training_args.output_dir` and returns it.
+
+    The results hold, per mode, its settings and, per shot count, the top-1 accuracy of each seed with their mean and
+    standard deviation (fractions in [0, 1]).
+    """
+    data = load_classification_data(data_args, seed=training_args.seed, cache_dir=args.cache_dir)
+    if "validation" not in data.dataset:
+        raise ValueError("few-shot evaluation needs an evaluation split")
+    config = AutoConfig.from_pretrained(
+        args.model_name_or_path, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code
+    )
+    model_args = ModelArguments(
+        model_name_or_path=args.model_name_or_path, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code
+    )
+    processor = build_processor(model_args, config, data)
+    compute_metrics = make_compute_metrics(len(data.label_names))
+    seeds = [training_args.seed + offset for offset in range(args.seeds)]
+    if "codes" in args.mode_list and config.model_type != "nac":
+        raise ValueError(
+            f"mode 'codes' trains the module codes of a NAC, and {args.model_name_or_path} is a "
+            f"{config.model_type!r} model; leave 'codes' out of --modes"
+        )
+
+    results = {
+        "model_name_or_path": args.model_name_or_path,
+        "model_type": config.model_type,
+        "data": data.source,
+        "labels": data.label_names,
+        "eval_examples": len(data.dataset["validation"]),
+        "seeds": seeds,
+        "settings": {
+            "max_steps": training_args.max_steps,
+            "per_device_train_batch_size": training_args.per_device_train_batch_size,
+            "lr_scheduler_type": str(getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type)),
+            "warmup_steps": training_args.warmup_steps,
+            "weight_decay": training_args.weight_decay,
+        },
+        "modes": {},
+    }
+    for mode in args.mode_list:
+        per_shots = {}
+        trainable = None
+        for shots in args.shot_counts:
+            runs = []
+            for seed in seeds:
+                run = few_shot_run(args, data, data_args, training_args, processor, mode, shots, seed, compute_metrics)
+                logger.info("%s, %d-shot, seed %d: top-1 %.4f", mode, shots, seed, run["top1_accuracy"])
+                runs.append(run)
+                trainable = run["trainable_parameters"]
+            accuracies = [run["top1_accuracy"] for run in runs]
+            mean, std = mean_std(accuracies)
+            per_shots[str(shots)] = {"accuracies": accuracies, "mean": mean, "std": std, "runs": runs}
+            logger.info("%s, %d-shot: top-1 %.2f ± %.2f %%", mode, shots, 100 * mean, 100 * std)
+        results["modes"][mode] = {
+            "settings": {"learning_rate": args.learning_rate(mode), "trainable_parameters": trainable},
+            "shots": per_shots,
+        }
+
+    if training_args.process_index == 0:
+        output_dir = Path(training_args.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    return results
+
+
+def pretrain(model: PreTrainedModel, processor, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+    """Train a ready-made classifier (a baseline that is not a NAC, or a NAC built by hand) on the data of
+    `data_args` exactly as `nac_hf.training.train` trains a NAC: same data, transforms, collator, metrics and
+    `Trainer`. Saves the model and its processor to `training_args.output_dir`; returns the final evaluation
+    metrics. Seed before building the model: its initialisation draws from the global RNG."""
+    training_args.remove_unused_columns = False
+    data = load_classification_data(data_args, seed=training_args.seed)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if names != data.label_names:
+        raise ValueError(f"the model's labels {names} are not the data's {data.label_names}; build it with "
+                         "num_labels, id2label and label2id of the data")
+    train_dataset, eval_dataset, collator = prepare_datasets(data, processor, data_args, model.config)
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        data_collator=collator,
+        compute_metrics=make_compute_metrics(len(data.label_names)),
+    )
+    trainer.train()
+    trainer.save_model()
+    return trainer.evaluate()
+
+
+def results_table(rows: dict[str, dict], shot_counts: list[int]) -> str:
+    """A Markdown table of top-1 accuracy (%): one row per name (e.g. 'NAC, codes'), one column per shot count.
+
+    `rows` maps a row name to a mode's entry of `run_few_shot`'s results (its `"shots"` mapping is read).
+    """
+    header = "| model, mode | " + " | ".join(f"{k}-shot" for k in shot_counts) + " |"
+    lines = [header, "|---|" + "---|" * len(shot_counts)]
+    for name, entry in rows.items():
+        cells = []
+        for k in shot_counts:
+            cell = entry["shots"].get(str(k))
+            cells.append("—" if cell is None else f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CODES_PARAMETER",
+    "DEFAULT_LEARNING_RATES",
+    "FewShotArguments",
+    "HEADS",
+    "Head",
+    "MODES",
+    "RESULTS_FILE",
+    "few_shot_run",
+    "few_shot_training_defaults",
+    "freeze_for_mode",
+    "load_for_labels",
+    "mean_std",
+    "pretrain",
+    "reset_classifier",
+    "results_table",
+    "run_few_shot",
+    "sample_shots",
+    "trainable_parameter_names",
+]

@@ -1,0 +1,39 @@
+"""Run under `torchrun --nproc_per_node 2`: train a tiny NAC with DDP and record, per rank, which training examples
+its dataloader serves in the first epoch and a checksum of its final weights."""
+
+import hashlib
+import json
+import sys
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from nac_hf.training import DataArguments, ModelArguments, build_trainer, training_arguments_defaults
+
+
+def main() -> None:
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser.set_defaults(**training_arguments_defaults())
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    trainer, _ = build_trainer(model_args, data_args, training_args)
+    # The examples this rank is served in an epoch: Accelerate shards the batches by rank.
+    indices = [i for batch in trainer.get_train_dataloader().batch_sampler for i in batch]
+    trainer.train()
+    digest = hashlib.sha256()
+    for name, tensor in sorted(trainer.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    record = {
+        "rank": training_args.process_index,
+        "world_size": training_args.world_size,
+        "indices": [int(i) for i in indices],
+        "global_step": trainer.state.global_step,
+        "weights": digest.hexdigest(),
+        "parallel_mode": str(training_args.parallel_mode),
+        "find_unused_parameters": training_args.ddp_find_unused_parameters,
+    }
+    with open(f"{training_args.output_dir}/rank{training_args.process_index}.json", "w") as handle:
+        json.dump(record, handle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import evaluate
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageClassification, TrainingArguments, pipeline
+
+from nac_hf import NACConfig, NACForClassification
+from nac_hf.data import DataArguments, augment_images, digits_dataset, load_classification_data
+from nac_hf.training import (
+    TOP_K_ACCURACY,
+    ModelArguments,
+    build_model,
+    last_complete_checkpoint,
+    make_compute_metrics,
+    parse_config_overrides,
+    resolve_resume,
+    train,
+    training_arguments_defaults,
+)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "image_size=8,patch_size=2,num_channels=1,graph_fit_steps=50"
+
+
+def training_args(output_dir, **overrides) -> TrainingArguments:
+    settings = {
+        **training_arguments_defaults(),
+        "output_dir": str(output_dir),
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 32,
+        "logging_steps": 5,
+        "disable_tqdm": True,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        **overrides,
+    }
+    return TrainingArguments(**settings)
+
+
+def test_digits_default_is_fixed_and_stratified():
+    first, second = digits_dataset(), digits_dataset()
+    assert (len(first["train"]), len(first["test"])) == (1437, 360)
+    assert first["test"]["label"] == second["test"]["label"]
+    counts = np.bincount(first["test"]["label"], minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37
+    data = load_classification_data(DataArguments())
+    assert data.modality == "image" and data.label_names == [str(d) for d in range(10)]
+    assert len(data.dataset["validation"]) == 360  # the held-out test split is the evaluation split
+
+
+def test_text_file_with_string_labels_gets_names_and_a_validation_split(tmp_path):
+    rows = [{"sentence": f"text number {i}", "sentiment": ["neg", "pos"][i % 2]} for i in range(40)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    data = load_classification_data(DataArguments(train_file=str(path), validation_split_percentage=25))
+    assert data.modality == "text" and data.input_column == "sentence" and data.label_column == "sentiment"
+    assert data.label_names == ["neg", "pos"]
+    assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (30, 10)
+
+
+def test_csv_with_explicit_columns(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("body,y\n" + "\n".join(f"row {i},{i % 3}" for i in range(30)))
+    data = load_classification_data(DataArguments(train_file=str(path), text_column="body", label_column="y"))
+    assert data.label_names == ["0", "1", "2"] and data.input_column == "body"
+    with pytest.raises(ValueError, match="label column"):
+        load_classification_data(DataArguments(train_file=str(path), label_column="missing"))
+
+
+def test_image_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 2)):
+        for label in ("circle", "square"):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    args = DataArguments(train_dir=str(tmp_path / "train"), validation_dir=str(tmp_path / "val"))
+    data = load_classification_data(args)
+    assert data.modality == "image" and data.label_names == ["circle", "square"]
+    assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (12, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"dataset_name": "x", "train_file": "y.csv"}, "one data source"),
+        ({"validation_file": "v.csv"}, "needs --train_file"),
+        ({"validation_split_percentage": 0}, "validation_split_percentage"),
+    ],
+)
+def test_bad_data_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DataArguments(**kwargs)
+
+
+def test_unknown_file_format(tmp_path):
+    with pytest.raises(ValueError, match="expected a file ending in one of"):
+        load_classification_data(DataArguments(train_file=str(tmp_path / "data.xlsx")))
+
+
+def test_config_overrides_are_typed():
+    assert parse_config_overrides("hidden_size=64, graph_prior=none, freeze_signatures=true, kernel_truncation=0.8") == {
+        "hidden_size": 64,
+        "graph_prior": "none",
+        "freeze_signatures": True,
+        "kernel_truncation": 0.8,
+    }
+    for text, message in (("hidden=3", "not a NACConfig field"), ("hidden_size", "key=value"), ("hidden_size=big", "int")):
+        with pytest.raises(ValueError, match=message):
+            parse_config_overrides(text)
+
+
+def test_model_modality_must_match_the_data(tmp_path):
+    data = load_classification_data(DataArguments(max_train_samples=20, max_eval_samples=10))
+    with pytest.raises(ValueError, match="holds image data"):
+        build_model(ModelArguments(preset="tiny", config_overrides="tokenizer_type=byte"), data)
+    model = build_model(ModelArguments(preset="tiny", config_overrides=TINY), data)
+    assert model.config.id2label[3] == "3" and model.config.num_labels == 10
+
+
+def test_metric_is_offline_and_correct(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    metric = evaluate.load(TOP_K_ACCURACY)
+    scores = [[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5]]
+    assert metric.compute(predictions=scores, references=[1, 2, 0], k=1) == {"top_1_accuracy": pytest.approx(1 / 3)}
+    assert metric.compute(predictions=scores, references=[1, 2, 0], k=2) == {"top_2_accuracy": pytest.approx(1 / 3)}
+    assert metric.compute(predictions=scores, references=[1, 1, 0], k=2) == {"top_2_accuracy": pytest.approx(2 / 3)}
+    assert metric.compute(predictions=scores, references=[1, 2, 0], k=3) == {"top_3_accuracy": 1.0}
+    with pytest.raises(ValueError, match="k must lie"):
+        metric.compute(predictions=scores, references=[1, 2, 0], k=4)
+
+    class Prediction:
+        predictions = np.eye(10)[[3, 1, 2]] + 0.01 * np.arange(10)
+        label_ids = np.array([3, 9, 0])
+
+    assert make_compute_metrics(10)(Prediction()) == {"top1_accuracy": pytest.approx(1 / 3), "top5_accuracy": pytest.approx(2 / 3)}
+    assert set(make_compute_metrics(3)(Prediction())) == {"top1_accuracy"}
+
+
+def test_augmentation_keeps_shape_and_varies():
+    image = torch.arange(3 * 16 * 16, dtype=torch.float32).view(3, 16, 16)
+    generator = torch.Generator().manual_seed(0)
+    outputs = [augment_images(image, generator) for _ in range(6)]
+    assert all(out.shape == image.shape for out in outputs)
+    assert len({out.sum().item() for out in outputs}) > 1
+
+
+def test_a_few_trainer_steps_lower_the_loss(tmp_path):
+    data_args = DataArguments(max_train_samples=256, max_eval_samples=64)
+    model_args = ModelArguments(preset="tiny", config_overrides=TINY)
+    args = training_args(tmp_path, max_steps=40, learning_rate=3e-3, logging_steps=10)
+    train(model_args, data_args, args)
+    history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses) == 4 and losses[-1] < losses[0], losses
+
+
+def test_train_writes_a_loadable_model_results_and_card(tmp_path):
+    data_args = DataArguments(max_train_samples=128, max_eval_samples=40)
+    model_args = ModelArguments(preset="tiny", config_overrides=TINY)
+    metrics = train(model_args, data_args, training_args(tmp_path, max_steps=8, save_strategy="steps", save_steps=4))
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "train_results.json",
+                 "eval_results.json", "all_results.json", "checkpoint-8/model.safetensors"):
+        assert (tmp_path / name).exists(), name
+    assert 0.0 <= metrics["eval_top1_accuracy"] <= 1.0 and "eval_top5_accuracy" in metrics
+    model = AutoModelForImageClassification.from_pretrained(tmp_path)
+    assert model.config.id2label[7] == "7"
+    digit = digits_dataset()["test"][0]["image"]
+    predictions = pipeline("image-classification", model=str(tmp_path))(digit)
+    assert predictions[0]["label"] in model.config.id2label.values()
+
+
+def test_resume_picks_the_last_complete_checkpoint(tmp_path):
+    data_args = DataArguments(max_train_samples=64, max_eval_samples=16)
+    model_args = ModelArguments(preset="tiny", config_overrides=TINY)
+    train(model_args, data_args, training_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, do_eval=False))
+    assert last_complete_checkpoint(tmp_path).endswith("checkpoint-4")
+    # A run killed while saving leaves a checkpoint without its trainer state: it is set aside, not resumed from.
+    broken = tmp_path / "checkpoint-6"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"partial")
+    assert last_complete_checkpoint(tmp_path).endswith("checkpoint-4")
+    assert not broken.exists() and (tmp_path / "checkpoint-6.incomplete").exists()
+    args = training_args(tmp_path, max_steps=6, save_strategy="steps", save_steps=2, resume_from_checkpoint="last")
+    assert resolve_resume(args).endswith("checkpoint-4")
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        resolve_resume(training_args(tmp_path, resume_from_checkpoint=str(tmp_path / "checkpoint-6.incomplete")))
+
+
+def test_text_training_end_to_end(tmp_path):
+    rows = [{"text": ("good " if i % 2 else "bad ") * (1 + i % 5), "label": i % 2} for i in range(64)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    output = tmp_path / "out"
+    train(
+        ModelArguments(preset="tiny", config_overrides="graph_fit_steps=50"),
+        DataArguments(train_file=str(path), max_length=32),
+        training_args(output, max_steps=6),
+    )
+    classify = pipeline("text-classification", model=str(output))
+    assert classify("good good")[0]["label"] in ("0", "1")
+    assert NACConfig.from_pretrained(output).tokenizer_type == "byte"
+
+
+def test_a_run_killed_mid_training_resumes_to_the_planned_step(tmp_path):
+    output = tmp_path / "run"
+    command = [
+        sys.executable, str(ROOT / "scripts" / "train.py"),
+        "--preset", "tiny", "--config_overrides", TINY,
+        "--max_train_samples", "256", "--max_eval_samples", "32",
+        "--per_device_train_batch_size", "16",
+        "--max_steps", "300", "--save_strategy", "steps", "--save_steps", "20", "--save_total_limit", "2",
+        "--eval_strategy", "no", "--logging_steps", "50", "--disable_tqdm", "true",
+        "--output_dir", str(output),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (output / "checkpoint-40" / "trainer_state.json").exists():
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "no checkpoint appeared in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (output / "model.safetensors").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(
+        [*command, "--resume_from_checkpoint", "last"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 300
+    resumed_from = re.search(r"Loading model from (\S+checkpoint-(\d+))", resumed.stdout + resumed.stderr)
+    assert resumed_from and int(resumed_from.group(2)) >= 40, "the second run did not resume from a checkpoint"
+    for checkpoint in output.glob("checkpoint-*"):
+        assert checkpoint.name.endswith(".incomplete") or (checkpoint / "trainer_state.json").exists()
+    NACForClassification.from_pretrained(output)
