@@ -32,10 +32,14 @@ def test_forward_backward_each_tokenizer(tokenizer_type):
     config = tiny(tokenizer_type=tokenizer_type)
     model = NACForClassification(config).train()
     inputs = example_inputs(config)
-    start = time.perf_counter()
-    output = model(**inputs, labels=labels_for())
-    output.loss.backward()
-    elapsed = time.perf_counter() - start
+    elapsed = []
+    for _ in range(3):  # the best of three: the first call also sets up torch's kernels
+        model.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        output = model(**inputs, labels=labels_for())
+        output.loss.backward()
+        elapsed.append(time.perf_counter() - start)
+    elapsed = min(elapsed)
     assert output.logits.shape == (3, 3)
     assert torch.isfinite(output.loss)
     assert trainable_without_grad(model) == []

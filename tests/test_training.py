@@ -152,9 +152,13 @@ def test_metric_is_offline_and_correct(monkeypatch):
 def test_augmentation_keeps_shape_and_varies():
     image = torch.arange(3 * 16 * 16, dtype=torch.float32).view(3, 16, 16)
     generator = torch.Generator().manual_seed(0)
-    outputs = [augment_images(image, generator) for _ in range(6)]
+    outputs = [augment_images(image, generator=generator) for _ in range(6)]
     assert all(out.shape == image.shape for out in outputs)
     assert len({out.sum().item() for out in outputs}) > 1
+    # Without flips the left column stays to the left of the right one.
+    assert all(out[0, 8, 0] < out[0, 8, -1] for out in outputs)
+    flipped = [augment_images(image, flip=True, generator=generator) for _ in range(20)]
+    assert any(out[0, 8, 0] > out[0, 8, -1] for out in flipped)
 
 
 def test_a_few_trainer_steps_lower_the_loss(tmp_path):
@@ -246,3 +250,32 @@ def test_a_run_killed_mid_training_resumes_to_the_planned_step(tmp_path):
     for checkpoint in output.glob("checkpoint-*"):
         assert checkpoint.name.endswith(".incomplete") or (checkpoint / "trainer_state.json").exists()
     NACForClassification.from_pretrained(output)
+
+
+def test_dataset_name_loads_a_local_dataset_repository(tmp_path):
+    # `--dataset_name` goes through `datasets.load_dataset`, which reads a Hub repository or a local folder alike.
+    repo = tmp_path / "text-dataset"
+    (repo / "data").mkdir(parents=True)
+    for split, count in (("train", 30), ("test", 10)):
+        rows = [{"review": f"review {i}", "label": i % 2} for i in range(count)]
+        (repo / "data" / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    data = load_classification_data(DataArguments(dataset_name=str(repo)))
+    assert data.modality == "text" and data.input_column == "review"
+    assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (30, 10)  # the test split evaluates
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"bf16": True},
+        {"gradient_accumulation_steps": 2},
+        {"gradient_checkpointing": True},
+    ],
+)
+def test_precision_accumulation_and_checkpointing_flags(tmp_path, flags):
+    data_args = DataArguments(max_train_samples=64, max_eval_samples=16)
+    model_args = ModelArguments(preset="tiny", config_overrides=TINY)
+    metrics = train(model_args, data_args, training_args(tmp_path, max_steps=3, **flags))
+    assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["eval_loss"])
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    assert state["global_step"] == 3

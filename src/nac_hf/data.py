@@ -55,7 +55,10 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation examples."})
     augment: bool = field(
-        default=False, metadata={"help": "Random crops (padding 1/8) and horizontal flips of training images."}
+        default=False, metadata={"help": "Random crops of training images (padded by 1/8 of their size)."}
+    )
+    horizontal_flip: bool = field(
+        default=False, metadata={"help": "With --augment, also flip training images horizontally (not for digits)."}
     )
     max_length: int | None = field(
         default=None, metadata={"help": "Truncate texts to this many bytes (default: the model's max_position_embeddings)."}
@@ -254,14 +257,16 @@ def _label_id(value, label_names: list[str]) -> int:
     return label_names.index(str(value))
 
 
-def augment_images(pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment_images(
+    pixel_values: torch.Tensor, flip: bool = False, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Standard light augmentation of a (C, H, W) image: a random crop of the image padded by 1/8 of its size
-    (reflection), and a horizontal flip with probability 1/2."""
+    (reflection), and with `flip` a horizontal flip with probability 1/2."""
     _, height, width = pixel_values.shape
     pad = max(1, min(height, width) // 8)
     padded = torch.nn.functional.pad(pixel_values[None], (pad, pad, pad, pad), mode="reflect")[0]
     top, left = (int(torch.randint(0, 2 * pad + 1, (1,), generator=generator)) for _ in range(2))
     cropped = padded[:, top : top + height, left : left + width]
-    if torch.rand((), generator=generator) < 0.5:
+    if flip and torch.rand((), generator=generator) < 0.5:
         cropped = cropped.flip(-1)
     return cropped

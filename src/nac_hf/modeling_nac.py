@@ -546,9 +546,9 @@ class ModulatedAttention(nn.Module):
             # Relaxed Bernoulli with probability K, reparameterised; drawn from the untruncated kernel, then cut
             # where modules do not talk (straight-through, like the kernel itself). The bounds keep the gradient
             # through logit(K), which grows like 1 / (1 - K), finite for near-identical signatures.
-            probs = kernel.clamp(1e-6, 1 - 1e-3)
+            probs = kernel.float().clamp(1e-6, 1 - 1e-3)
             shape = (batch_size,) + kernel.shape[-2:]
-            uniform = torch.rand(shape, device=kernel.device, dtype=kernel.dtype)
+            uniform = torch.rand(shape, device=kernel.device, dtype=probs.dtype)
             uniform = uniform.clamp(1e-6, 1 - 1e-6)
             logits = (probs.log() - (-probs).log1p() + uniform.log() - (-uniform).log1p()) / config.kernel_temperature
             return truncate(torch.sigmoid(logits), talks)
@@ -883,8 +883,10 @@ class NACModel(NACPreTrainedModel):
         signatures = self.generator.signatures if signatures is None else signatures
         num_in = config.num_input_modules
         senders = signatures[..., : num_in + config.num_processor_modules, :]
-        distance = module_distance(signatures[..., num_in:, :], senders)
-        kernels = torch.stack([kernel(distance) for kernel in self.kernels])
+        # In float32 also under bf16/fp16 autocast: kernel values near 1 and their logits are not representable.
+        with torch.autocast(signatures.device.type, enabled=False):
+            distance = module_distance(signatures[..., num_in:, :].float(), senders.float())
+            kernels = torch.stack([kernel(distance) for kernel in self.kernels])
         return kernels, distance < config.kernel_truncation
 
     def connectivity(self, signatures: torch.Tensor | None = None) -> torch.Tensor:

@@ -156,7 +156,7 @@ def prepare_datasets(data: ClassificationData, processor, data_args: DataArgumen
             def apply(batch):
                 pixels = processor([image for image in batch[column]], return_tensors="pt")["pixel_values"]
                 if augment:
-                    pixels = torch.stack([augment_images(image) for image in pixels])
+                    pixels = torch.stack([augment_images(image, data_args.horizontal_flip) for image in pixels])
                 return {"pixel_values": list(pixels), "labels": batch[label]}
 
             return apply

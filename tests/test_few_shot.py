@@ -1,0 +1,203 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from transformers import Trainer, TrainingArguments, ViTConfig, ViTForImageClassification
+
+from nac_hf import NACConfig, NACForClassification, NACImageProcessor
+from nac_hf.data import DataArguments, load_classification_data
+from nac_hf.few_shot import (
+    CODES_PARAMETER,
+    DEFAULT_LEARNING_RATES,
+    FewShotArguments,
+    freeze_for_mode,
+    load_for_labels,
+    mean_std,
+    results_table,
+    run_few_shot,
+    sample_shots,
+    trainable_parameter_names,
+)
+from nac_hf.training import ModelArguments, train, training_arguments_defaults
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "image_size=8,patch_size=2,num_channels=1,graph_fit_steps=50"
+NEW_LABELS = "5,6,7,8,9"
+
+
+def tiny_nac(num_labels: int = 3) -> NACForClassification:
+    torch.manual_seed(0)
+    config = NACConfig.from_preset(
+        "tiny", image_size=8, patch_size=2, num_channels=1, graph_fit_steps=50, num_labels=num_labels
+    )
+    return NACForClassification(config)
+
+
+def tiny_vit(num_labels: int = 3) -> ViTForImageClassification:
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=8, patch_size=2, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=num_labels,
+    )
+    return ViTForImageClassification(config)
+
+
+@pytest.fixture(scope="module")
+def new_task():
+    return load_classification_data(DataArguments(keep_labels=NEW_LABELS))
+
+
+def test_shots_are_k_per_label_deterministic_nested_and_seeded(new_task):
+    train_split, column = new_task.dataset["train"], new_task.label_column
+    five = sample_shots(train_split, column, shots=5, seed=3)
+    assert np.bincount(five[column], minlength=5).tolist() == [5] * 5
+    assert five["image"] == sample_shots(train_split, column, shots=5, seed=3)["image"]
+    other = sample_shots(train_split, column, shots=5, seed=4)
+    assert five["image"] != other["image"]
+    # For one seed the 1-shot set lies inside the 5-shot set: shot counts differ by the added examples only.
+    one = sample_shots(train_split, column, shots=1, seed=3)
+    assert {image.tobytes() for image in one["image"]} <= {image.tobytes() for image in five["image"]}
+    with pytest.raises(ValueError, match="fewer than --shots"):
+        sample_shots(train_split, column, shots=1000, seed=0)
+
+
+def test_trainable_parameters_per_mode():
+    nac = tiny_nac()
+    names = [name for name, _ in nac.named_parameters()]
+    head = sorted(name for name in names if name.startswith(("head_norm.", "classifier.")))
+    assert head == ["classifier.code_proj.weight", "classifier.linear.bias", "classifier.linear.weight",
+                    "head_norm.bias", "head_norm.weight"]
+    assert sorted(trainable_parameter_names(nac, "head")) == head
+    assert sorted(trainable_parameter_names(nac, "codes")) == sorted(head + [CODES_PARAMETER])
+    assert trainable_parameter_names(nac, "full") == names
+
+    vit = tiny_vit()
+    assert sorted(trainable_parameter_names(vit, "head")) == [
+        "classifier.bias", "classifier.weight", "vit.layernorm.bias", "vit.layernorm.weight"
+    ]
+    with pytest.raises(ValueError, match="has none; use mode 'full' or 'head'"):
+        trainable_parameter_names(vit, "codes")
+    with pytest.raises(ValueError, match="unknown adaptation mode"):
+        trainable_parameter_names(nac, "lora")
+
+
+@pytest.mark.parametrize("mode", ["head", "codes", "full"])
+def test_only_the_trainable_parameters_move(tmp_path, mode):
+    model = tiny_nac()
+    trainable = set(freeze_for_mode(model, mode))
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    generator = torch.Generator().manual_seed(0)
+    examples = Dataset.from_dict(
+        {"pixel_values": torch.randn(16, 1, 8, 8, generator=generator).tolist(), "labels": [0, 1, 2, 0] * 4}
+    ).with_format("torch")
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=1e-2, weight_decay=0.1,
+        report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=True,
+    )
+    Trainer(model=model, args=args, train_dataset=examples).train()
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert moved == trainable
+
+
+def test_new_label_set_gets_a_fresh_classifier_also_with_as_many_labels(tmp_path, new_task):
+    # 5 labels -> 5 other labels: the shapes match, and ignore_mismatched_sizes alone would keep the old classifier.
+    old = tiny_nac(num_labels=5)
+    old.save_pretrained(tmp_path)
+    torch.manual_seed(1)
+    first = load_for_labels(str(tmp_path), new_task)
+    torch.manual_seed(1)
+    again = load_for_labels(str(tmp_path), new_task)
+    torch.manual_seed(2)
+    other = load_for_labels(str(tmp_path), new_task)
+    weight = "classifier.linear.weight"
+    models = {"old": old, "1": first, "1b": again, "2": other}
+    state = {name: model.state_dict()[weight] for name, model in models.items()}
+    assert not torch.equal(state["1"], state["old"]) and not torch.equal(state["1"], state["2"])
+    assert torch.equal(state["1"], state["1b"])
+    assert first.config.id2label == {i: str(5 + i) for i in range(5)}
+    # Everything outside the classifier is the checkpoint's.
+    assert torch.equal(first.nac.generator.codes, old.nac.generator.codes)
+    assert torch.equal(first.head_norm.weight, old.head_norm.weight)
+
+
+def test_codes_mode_is_refused_for_a_model_without_codes(tmp_path):
+    vit = tiny_vit(num_labels=5)
+    vit.save_pretrained(tmp_path)
+    NACImageProcessor(size={"height": 8, "width": 8}, num_channels=1).save_pretrained(tmp_path)
+    args = FewShotArguments(model_name_or_path=str(tmp_path), shots="1", seeds=1, modes="head,codes")
+    training_args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True)
+    with pytest.raises(ValueError, match="mode 'codes' trains the module codes of a NAC"):
+        run_few_shot(args, DataArguments(keep_labels=NEW_LABELS), training_args)
+
+
+def test_argument_checks_mean_std_and_table():
+    for kwargs, message in (
+        ({"shots": "1,x"}, "comma-separated integers"),
+        ({"shots": "0"}, "positive"),
+        ({"modes": "full,lora"}, "subset of"),
+        ({"seeds": 0}, "at least 1"),
+        ({"codes_learning_rate": 0.0}, "codes_learning_rate"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            FewShotArguments(model_name_or_path="x", **kwargs)
+    assert mean_std([0.5, 0.7]) == pytest.approx((0.6, np.sqrt(0.02)))
+    assert mean_std([0.4]) == (0.4, 0.0)
+    entry = {"shots": {"1": {"mean": 0.5, "std": 0.1}, "5": {"mean": 0.8, "std": 0.0}}}
+    table = results_table({"NAC, codes": entry}, [1, 5, 10])
+    assert table.splitlines()[0] == "| model, mode | 1-shot | 5-shot | 10-shot |"
+    assert table.splitlines()[2] == "| NAC, codes | 50.0 ± 10.0 | 80.0 ± 0.0 | — |"
+
+
+def test_few_shot_script_end_to_end(tmp_path):
+    pretrained = tmp_path / "pretrained"
+    settings = {
+        **training_arguments_defaults(),
+        "output_dir": str(pretrained),
+        "max_steps": 10,
+        "per_device_train_batch_size": 32,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "do_eval": False,
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+    }
+    train(ModelArguments(preset="tiny", config_overrides=TINY), DataArguments(keep_labels="0,1,2,3,4"),
+          TrainingArguments(**settings))
+
+    output = tmp_path / "few-shot"
+    command = [
+        sys.executable, str(ROOT / "scripts" / "few_shot.py"), "--model_name_or_path", str(pretrained),
+        "--keep_labels", NEW_LABELS, "--shots", "1,2", "--seeds", "2", "--max_steps", "4", "--seed", "7",
+        "--output_dir", str(output),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| codes |" in done.stdout
+
+    results = json.loads((output / "few_shot_results.json").read_text())
+    assert results["labels"] == NEW_LABELS.split(",") and results["eval_examples"] == 180
+    assert results["seeds"] == [7, 8] and results["settings"]["max_steps"] == 4
+    assert list(results["modes"]) == ["full", "head", "codes"]
+    for mode, entry in results["modes"].items():
+        assert list(entry["shots"]) == ["1", "2"]
+        assert entry["settings"]["learning_rate"] == DEFAULT_LEARNING_RATES[mode]
+        for shots, cell in entry["shots"].items():
+            assert len(cell["accuracies"]) == 2 and all(0.0 <= a <= 1.0 for a in cell["accuracies"])
+            assert (cell["mean"], cell["std"]) == pytest.approx(mean_std(cell["accuracies"]))
+            assert [run["train_examples"] for run in cell["runs"]] == [5 * int(shots)] * 2
+    sizes = {mode: entry["settings"]["trainable_parameters"] for mode, entry in results["modes"].items()}
+    codes = NACConfig.from_pretrained(pretrained)
+    num_codes = (codes.num_input_modules + codes.num_processor_modules + codes.num_output_modules) * codes.code_dim
+    assert sizes["codes"] == sizes["head"] + num_codes and sizes["full"] > sizes["codes"]
+
+    refused = subprocess.run(command + ["--learning_rate", "0.1"], capture_output=True, text=True, env=env)
+    assert refused.returncode != 0 and "its own learning rate" in refused.stderr
