@@ -279,3 +279,27 @@ def test_precision_accumulation_and_checkpointing_flags(tmp_path, flags):
     assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["eval_loss"])
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+
+
+def test_a_new_label_set_of_the_same_size_gets_a_new_head(tmp_path):
+    old = load_classification_data(DataArguments(keep_labels="0,1,2,3,4", max_train_samples=20, max_eval_samples=10))
+    pretrained = build_model(ModelArguments(preset="tiny", config_overrides=TINY), old)
+    pretrained.save_pretrained(tmp_path)
+    same = build_model(ModelArguments(model_name_or_path=str(tmp_path)), old)
+    assert torch.equal(same.classifier.linear.weight, pretrained.classifier.linear.weight)
+    new = load_classification_data(DataArguments(keep_labels="5,6,7,8,9", max_train_samples=20, max_eval_samples=10))
+    adapted = build_model(ModelArguments(model_name_or_path=str(tmp_path)), new)
+    assert adapted.config.id2label == {0: "5", 1: "6", 2: "7", 3: "8", 4: "9"}
+    assert not torch.equal(adapted.classifier.linear.weight, pretrained.classifier.linear.weight)
+    assert torch.equal(adapted.nac.generator.codes, pretrained.nac.generator.codes)
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=32)
+    ViTForImageClassification(config).save_pretrained(tmp_path)
+    data = load_classification_data(DataArguments(max_train_samples=20, max_eval_samples=10))
+    with pytest.raises(ValueError, match="expected a NAC checkpoint"):
+        build_model(ModelArguments(model_name_or_path=str(tmp_path)), data)

@@ -37,7 +37,14 @@ from transformers import (
 )
 
 from .data import ClassificationData, DataArguments, load_classification_data
-from .training import ModelArguments, build_model, build_processor, make_compute_metrics, prepare_datasets
+from .training import (
+    ModelArguments,
+    build_model,
+    build_processor,
+    make_compute_metrics,
+    prepare_datasets,
+    reinitialize,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -236,7 +243,6 @@ def freeze_for_mode(model: PreTrainedModel, mode: str) -> list[str]:
     return sorted(trainable)
 
 
-@torch.no_grad()
 def reset_classifier(model: PreTrainedModel) -> None:
     """Draw the classifier afresh with the model's own initialisation.
 
@@ -244,13 +250,7 @@ def reset_classifier(model: PreTrainedModel) -> None:
     as many labels as the old one (digits 0-4 -> 5-9) would keep the old task's classifier, whose rows mean other
     labels. So the classifier is always re-drawn here.
     """
-    classifier = model.get_submodule(head_of(model).classifier)
-    for module in classifier.modules():
-        # Loaded weights are flagged as initialised, and transformers' initialisers skip flagged tensors.
-        module._is_hf_initialized = False
-        for parameter in module.parameters(recurse=False):
-            parameter._is_hf_initialized = False
-    classifier.apply(model._init_weights)
+    reinitialize(model, model.get_submodule(head_of(model).classifier))
 
 
 def load_for_labels(

@@ -108,10 +108,16 @@ def build_model(model_args: ModelArguments, data: ClassificationData) -> NACForC
     if model_args.model_name_or_path:
         source = model_args.model_name_or_path
         common = {"cache_dir": model_args.cache_dir, "trust_remote_code": model_args.trust_remote_code}
+        saved = AutoConfig.from_pretrained(source, **common)
         config = AutoConfig.from_pretrained(source, **common, **overrides, **labels)
         check_modality(config, data)
         auto = AutoModelForImageClassification if data.modality == "image" else AutoModelForSequenceClassification
-        return auto.from_pretrained(source, config=config, ignore_mismatched_sizes=True, **common)
+        model = auto.from_pretrained(source, config=config, ignore_mismatched_sizes=True, **common)
+        if saved.id2label != config.id2label:
+            # `ignore_mismatched_sizes` redraws the head only when the number of labels changes; a new label set of
+            # the old size would otherwise keep rows that mean the old labels.
+            reinitialize(model, model.classifier)
+        return model
     if data.modality == "text" and "tokenizer_type" not in overrides:
         overrides["tokenizer_type"] = "byte"
     preset = model_args.preset or ("digits" if data.source == DIGITS_SOURCE else "small")
@@ -120,7 +126,22 @@ def build_model(model_args: ModelArguments, data: ClassificationData) -> NACForC
     return NACForClassification(config)
 
 
+@torch.no_grad()
+def reinitialize(model, module: torch.nn.Module) -> None:
+    """Draw `module`'s weights afresh with `model`'s own initialisation, also where they were loaded."""
+    for part in module.modules():
+        # Loaded weights are flagged as initialised, and transformers' initialisers skip flagged tensors.
+        part._is_hf_initialized = False
+        for parameter in part.parameters(recurse=False):
+            parameter._is_hf_initialized = False
+    module.apply(model._init_weights)
+
+
 def check_modality(config, data: ClassificationData) -> None:
+    if getattr(config, "model_type", None) != "nac":
+        raise ValueError(
+            f"expected a NAC checkpoint (model_type 'nac'), got model_type {getattr(config, 'model_type', None)!r}"
+        )
     reads_images = config.tokenizer_type in IMAGE_TOKENIZERS
     if (data.modality == "image") != reads_images or (data.modality == "text" and config.tokenizer_type != "byte"):
         raise ValueError(
@@ -319,7 +340,7 @@ def training_arguments_defaults() -> dict:
         output_dir="outputs/nac-digits",
         do_train=True,
         do_eval=True,
-        num_train_epochs=30,
+        num_train_epochs=100,
         per_device_train_batch_size=64,
         per_device_eval_batch_size=256,
         learning_rate=2e-3,
@@ -345,6 +366,7 @@ __all__ = [
     "TOP_K_ACCURACY",
     "build_model",
     "build_trainer",
+    "reinitialize",
     "build_processor",
     "last_complete_checkpoint",
     "make_compute_metrics",
