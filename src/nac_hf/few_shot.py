@@ -31,7 +31,6 @@ from transformers import (
     AutoModelForSequenceClassification,
     PreTrainedModel,
     PrinterCallback,
-    Trainer,
     TrainingArguments,
     set_seed,
 )
@@ -42,7 +41,7 @@ from .training import (
     build_model,
     build_processor,
     make_compute_metrics,
-    prepare_datasets,
+    make_trainer,
     reinitialize,
 )
 
@@ -300,7 +299,6 @@ def few_shot_run(
     run_args.seed = seed
     run_args.data_seed = seed
     run_args.learning_rate = args.learning_rate(mode)
-    run_args.remove_unused_columns = False  # the transforms produce the model inputs from the raw columns
     set_seed(seed)
     train_split = sample_shots(data.dataset["train"], data.label_column, shots, seed)
     run_data = dataclasses.replace(
@@ -308,16 +306,7 @@ def few_shot_run(
     )
     model = load_for_labels(args.model_name_or_path, run_data, args.cache_dir, args.trust_remote_code)
     trainable = freeze_for_mode(model, mode)
-    train_dataset, eval_dataset, collator = prepare_datasets(run_data, processor, data_args, model.config)
-    trainer = Trainer(
-        model=model,
-        args=run_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=processor,
-        data_collator=collator,
-        compute_metrics=compute_metrics or make_compute_metrics(len(data.label_names)),
-    )
+    trainer = make_trainer(model, processor, run_data, data_args, run_args, compute_metrics)
     if run_args.logging_strategy == "no":
         # Each run's result is logged once by run_few_shot; without logging asked for, Trainer's end-of-run dicts
         # would only repeat it, run after run.
@@ -416,22 +405,12 @@ def pretrain(model: PreTrainedModel, processor, data_args: DataArguments, traini
     `data_args` exactly as `nac_hf.training.train` trains a NAC: same data, transforms, collator, metrics and
     `Trainer`. Saves the model and its processor to `training_args.output_dir`; returns the final evaluation
     metrics. Seed before building the model: its initialisation draws from the global RNG."""
-    training_args.remove_unused_columns = False
     data = load_classification_data(data_args, seed=training_args.seed)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if names != data.label_names:
         raise ValueError(f"the model's labels {names} are not the data's {data.label_names}; build it with "
                          "num_labels, id2label and label2id of the data")
-    train_dataset, eval_dataset, collator = prepare_datasets(data, processor, data_args, model.config)
-    trainer = Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=processor,
-        data_collator=collator,
-        compute_metrics=make_compute_metrics(len(data.label_names)),
-    )
+    trainer = make_trainer(model, processor, data, data_args, training_args)
     trainer.train()
     trainer.save_model()
     return trainer.evaluate()

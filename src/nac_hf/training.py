@@ -274,34 +274,42 @@ def _broadcast(value):
     return box[0]
 
 
-def build_trainer(
-    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
-) -> tuple[Trainer, ClassificationData]:
-    """The `Trainer` of a run: data, model, processor, collator and metrics, all set up."""
-    set_seed(training_args.seed)
+def make_trainer(
+    model, processor, data: ClassificationData, data_args: DataArguments, training_args: TrainingArguments,
+    compute_metrics=None,
+) -> Trainer:
+    """A `Trainer` for `model` on `data`: its transforms, collator and top-k metrics."""
     # The transforms produce the model inputs themselves, so Trainer must not drop the raw columns first.
     training_args.remove_unused_columns = False
-    with training_args.main_process_first(desc="loading data"):
-        data = load_classification_data(data_args, seed=training_args.seed, cache_dir=model_args.cache_dir)
-    model = build_model(model_args, data)
-    processor = build_processor(model_args, model.config, data)
     train_dataset, eval_dataset, collator = prepare_datasets(data, processor, data_args, model.config)
-    logger.info(
-        "%s: %d train / %d evaluation examples, %d labels; model with %.2f M parameters",
-        data.source,
-        len(train_dataset),
-        len(eval_dataset),
-        len(data.label_names),
-        model.num_parameters() / 1e6,
-    )
-    trainer = Trainer(
+    return Trainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,
         data_collator=collator,
-        compute_metrics=make_compute_metrics(len(data.label_names)),
+        compute_metrics=compute_metrics or make_compute_metrics(len(data.label_names)),
+    )
+
+
+def build_trainer(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> tuple[Trainer, ClassificationData]:
+    """The `Trainer` of a run: data, model, processor, collator and metrics, all set up."""
+    set_seed(training_args.seed)
+    with training_args.main_process_first(desc="loading data"):
+        data = load_classification_data(data_args, seed=training_args.seed, cache_dir=model_args.cache_dir)
+    model = build_model(model_args, data)
+    processor = build_processor(model_args, model.config, data)
+    trainer = make_trainer(model, processor, data, data_args, training_args)
+    logger.info(
+        "%s: %d train / %d evaluation examples, %d labels; model with %.2f M parameters",
+        data.source,
+        len(trainer.train_dataset),
+        len(trainer.eval_dataset),
+        len(data.label_names),
+        model.num_parameters() / 1e6,
     )
     return trainer, data
 
@@ -366,6 +374,7 @@ __all__ = [
     "TOP_K_ACCURACY",
     "build_model",
     "build_trainer",
+    "make_trainer",
     "reinitialize",
     "build_processor",
     "last_complete_checkpoint",
