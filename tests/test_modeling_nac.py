@@ -538,3 +538,25 @@ def test_non_nac_checkpoint_is_refused(tmp_path):
 def test_missing_checkpoint_raises_the_transformers_error(tmp_path):
     with pytest.raises(OSError):
         NACForClassification.from_pretrained(tmp_path / "nowhere")
+
+
+def test_kernel_fields_shape_the_connectivity():
+    config = tiny(graph_prior="none", kernel_bandwidth_init=0.5, kernel_truncation=1.2)
+    model = NACModel(config).eval()
+    signatures = model.generator.signatures
+    num_in = config.num_input_modules
+    distance = modeling.module_distance(signatures[num_in:], signatures[: num_in + config.num_processor_modules])
+    expected = torch.exp(-distance / 0.5) * (distance < 1.2)
+    torch.testing.assert_close(model.connectivity()[0], expected)
+    shared = NACModel(tiny(share_kernel=True)).eval()
+    assert shared.connectivity().shape[0] == 1 and len(shared.kernels) == 1
+
+
+def test_regularizer_loss_kinds_differ():
+    inputs = example_inputs(tiny())
+    values = {}
+    for loss in ("mse", "kl"):
+        torch.manual_seed(0)
+        config = tiny(graph_regularizer="ring-of-cliques", graph_regularizer_weight=1.0, graph_regularizer_loss=loss)
+        values[loss] = NACModel(config).eval()(**inputs).graph_regularizer_loss.item()
+    assert all(v > 0 for v in values.values()) and values["mse"] != values["kl"]
