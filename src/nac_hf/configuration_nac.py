@@ -388,7 +388,8 @@ PRESETS: dict[str, dict] = {
     ),
     # The model of the main job (scripts/train.py on scikit-learn's 8x8 digits): 16x16 grayscale inputs and few
     # modules, so that it trains in minutes on two CPU cores. No seeder noise: at this size the noise drowns the
-    # input's signal in the identical initial states and training stalls; no drop-path: the model underfits.
+    # input's signal in the identical initial states and training stalls; no drop-path: the model underfits; 8
+    # read-in heads: with one, the input modules' uniform first look at the tokens is the bottleneck.
     "digits": dict(
         image_size=16,
         patch_size=4,
@@ -402,6 +403,7 @@ PRESETS: dict[str, dict] = {
         num_hidden_layers=4,
         num_attention_heads=4,
         attention_head_dim=32,
+        num_read_in_heads=8,
         intermediate_size=176,
         max_position_embeddings=1024,
         graph_prior="planted-partition",

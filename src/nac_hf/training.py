@@ -348,7 +348,7 @@ def training_arguments_defaults() -> dict:
         output_dir="outputs/nac-digits",
         do_train=True,
         do_eval=True,
-        num_train_epochs=100,
+        num_train_epochs=60,
         per_device_train_batch_size=64,
         per_device_eval_batch_size=256,
         learning_rate=2e-3,
