@@ -308,6 +308,18 @@ class NACConfig(PretrainedConfig):
             )
         return super().from_dict(config_dict, **kwargs)
 
+    def graph_parameters(self) -> dict:
+        """The parameters shared by the graph prior and the regulariser's graphon, as `nac_hf.graph_priors` takes
+        them."""
+        return dict(
+            num_groups=self.graph_num_groups,
+            p_in=self.graph_p_in,
+            p_out=self.graph_p_out,
+            edges_per_node=self.graph_edges_per_node,
+            edge_prob=self.graph_edge_prob,
+            num_neighbors=self.graph_num_neighbors,
+        )
+
     def architecture_differences(self, other: "NACConfig") -> list[str]:
         """The fields that make `other`'s weights differ in shape from this config's, as readable lines."""
         names = [name for name in self.__dataclass_fields__ if name in PRESET_FIELDS] + ["num_labels"]

@@ -407,15 +407,7 @@ class CircuitGenerator(nn.Module):
         """The configured graph prior over the processor modules, as a networkx graph."""
         config = self.config
         return build_prior_graph(
-            config.graph_prior,
-            config.num_processor_modules,
-            num_groups=config.graph_num_groups,
-            p_in=config.graph_p_in,
-            p_out=config.graph_p_out,
-            edges_per_node=config.graph_edges_per_node,
-            edge_prob=config.graph_edge_prob,
-            num_neighbors=config.graph_num_neighbors,
-            seed=config.graph_seed,
+            config.graph_prior, config.num_processor_modules, **config.graph_parameters(), seed=config.graph_seed
         )
 
     def prior_signatures(self) -> torch.Tensor:
@@ -861,16 +853,7 @@ class NACModel(NACPreTrainedModel):
     def make_graph_target(self) -> torch.Tensor:
         """The graphon the regulariser pulls the processors' link probabilities towards: `(P, P)`."""
         config = self.config
-        return graphon(
-            config.graph_regularizer,
-            config.num_processor_modules,
-            num_groups=config.graph_num_groups,
-            p_in=config.graph_p_in,
-            p_out=config.graph_p_out,
-            edges_per_node=config.graph_edges_per_node,
-            num_neighbors=config.graph_num_neighbors,
-            edge_prob=config.graph_edge_prob,
-        )
+        return graphon(config.graph_regularizer, config.num_processor_modules, **config.graph_parameters())
 
     def get_input_embeddings(self) -> nn.Module:
         return self.input_tokenizer
