@@ -1,4 +1,6 @@
-"""Inputs shared by the tests."""
+"""Inputs and helpers shared by the tests."""
+
+from pathlib import Path
 
 import torch
 
@@ -19,3 +21,71 @@ def example_inputs(config: NACConfig, batch_size: int = 3, seed: int = 0) -> dic
         attention_mask[0, 8:] = 0
         return {"input_ids": input_ids, "attention_mask": attention_mask}
     return {"points": torch.randn(batch_size, 40, 3, generator=generator)}
+
+
+# Loads a saved NAC (a folder or a repository id) the way a user does, in a fresh process, and prints what it got:
+# argv = source, kind ("image" or "text"), "remote" (nac_hf not importable, trust_remote_code=True) or "installed".
+LOAD_SCRIPT = """
+import json, sys
+source, kind, how = sys.argv[1:4]
+if how == "remote":
+    sys.modules["nac_hf"] = None  # as on a machine without nac_hf
+else:
+    import nac_hf  # noqa: F401
+import numpy as np, torch
+from PIL import Image
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForSequenceClassification
+from transformers import AutoImageProcessor, AutoTokenizer, pipeline
+remote = {"trust_remote_code": True} if how == "remote" else {}
+config = AutoConfig.from_pretrained(source, **remote)
+bare = AutoModel.from_pretrained(source, **remote)
+if kind == "image":
+    model = AutoModelForImageClassification.from_pretrained(source, **remote).eval()
+    processor = AutoImageProcessor.from_pretrained(source, **remote)
+    sample = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24), dtype=np.uint8))
+    inputs = processor(sample, return_tensors="pt")
+    task = "image-classification"
+else:
+    model = AutoModelForSequenceClassification.from_pretrained(source, **remote).eval()
+    processor = AutoTokenizer.from_pretrained(source, **remote)
+    sample = "Neural attentive circuits, published ✓"
+    inputs = processor([sample], return_tensors="pt")
+    task = "text-classification"
+with torch.no_grad():
+    logits = model(**inputs).logits
+predictions = pipeline(task, model=source, **remote)(sample, top_k=len(config.id2label))
+print(json.dumps({
+    "logits": logits.tolist(),
+    "classes": [type(config).__name__, type(bare).__name__, type(model).__name__, type(processor).__name__],
+    "modules": sorted({type(model).__module__, type(bare).__module__}),
+    "pipeline": predictions,
+}))
+"""
+
+
+def run_load_script(source, kind: str, how: str, cwd, **env) -> dict:
+    """Run LOAD_SCRIPT in a fresh process with `env` added to the environment; its printed result."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(Path(cwd) / "modules"), **env}
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(source), kind, how],
+        capture_output=True, text=True, env=environment, cwd=cwd, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in done.stdout  # loading never stops to ask
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def load_script_inputs(kind: str, processor) -> dict:
+    """The inputs LOAD_SCRIPT gives the model, made here with `processor`."""
+    import numpy as np
+    from PIL import Image
+
+    if kind == "image":
+        sample = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24), dtype=np.uint8))
+        return processor(sample, return_tensors="pt")
+    return processor(["Neural attentive circuits, published ✓"], return_tensors="pt")

@@ -14,6 +14,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
 )
+from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 
 from .configuration_nac import NACConfig
 from .image_processing_nac import NACImageProcessor
@@ -36,6 +37,10 @@ AutoModelForImageClassification.register(NACConfig, NACForClassification, exist_
 AutoModelForSequenceClassification.register(NACConfig, NACForClassification, exist_ok=True)
 AutoTokenizer.register(NACConfig, tokenizer_class=NACByteTokenizer, exist_ok=True)
 AutoImageProcessor.register(NACConfig, slow_image_processor_class=NACImageProcessor, exist_ok=True)
+# NAC has no video processor. Saying so keeps pipelines, which also look for one, from guessing a remote
+# `NACVideoProcessor` from the image processor's auto_map and asking whether to run code for it.
+# (`AutoVideoProcessor.register` itself needs torchvision, hence the mapping.)
+VIDEO_PROCESSOR_MAPPING.register(NACConfig, {}, exist_ok=True)
 
 NACConfig.register_for_auto_class()
 NACModel.register_for_auto_class("AutoModel")

@@ -23,6 +23,7 @@ FILE_FORMATS = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "pa
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 DIGITS_SOURCE = "scikit-learn digits"
+DIGITS_DATASET_ID = "scikit-learn-digits"  # how model cards name it in their `datasets` metadata
 
 
 @dataclass
@@ -89,6 +90,7 @@ class ClassificationData:
     label_column: str
     label_names: list[str]
     source: str
+    eval_split: str = "validation"  # where the evaluation examples come from, in words
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -217,13 +219,18 @@ def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str
         )
         dataset = DatasetDict(train=held_out["train"], validation=held_out["test"])
         logger.info("no evaluation split in %s: held out %s%% of the training split", source, args.validation_split_percentage)
+        eval_split = f"{args.validation_split_percentage:g} % of {args.train_split} held out (stratified, seed {seed})"
+    elif source == DIGITS_SOURCE:
+        eval_split = f"fixed held-out {100 * DIGITS_TEST_FRACTION:g} % (stratified)"
+    else:
+        eval_split = split_name
 
     if args.max_train_samples is not None:
         dataset["train"] = dataset["train"].shuffle(seed=seed).select(range(min(args.max_train_samples, len(dataset["train"]))))
     if args.max_eval_samples is not None:
         dataset["validation"] = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
     dataset = DatasetDict({name: split.select_columns([input_column, label_column]) for name, split in dataset.items()})
-    return ClassificationData(dataset, modality, input_column, label_column, label_names, source)
+    return ClassificationData(dataset, modality, input_column, label_column, label_names, source, eval_split)
 
 
 def _keep_labels(dataset: DatasetDict, label_column: str, names: list[str], keep: list[str]):

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import evaluate
 import torch
+import transformers
+from huggingface_hub import get_token
 from safetensors import safe_open
 from transformers import (
     AutoConfig,
@@ -29,7 +32,9 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .configuration_nac import NACConfig
-from .data import DIGITS_SOURCE, ClassificationData, DataArguments, augment_images, load_classification_data
+from . import __version__
+from .data import DIGITS_DATASET_ID, DIGITS_SOURCE, ClassificationData, DataArguments, augment_images, load_classification_data
+from .hub import TRAINING_DETAILS, PublishError, publish
 from .image_processing_nac import NACImageProcessor
 from .modeling_nac import NACForClassification
 from .tokenization_nac import NACByteTokenizer
@@ -120,10 +125,14 @@ def build_model(model_args: ModelArguments, data: ClassificationData) -> NACForC
         return model
     if data.modality == "text" and "tokenizer_type" not in overrides:
         overrides["tokenizer_type"] = "byte"
-    preset = model_args.preset or ("digits" if data.source == DIGITS_SOURCE else "small")
-    config = NACConfig.from_preset(preset, **{**overrides, **labels})
+    config = NACConfig.from_preset(preset_of(model_args, data), **{**overrides, **labels})
     check_modality(config, data)
     return NACForClassification(config)
+
+
+def preset_of(model_args: ModelArguments, data: ClassificationData) -> str:
+    """The preset a new model is built from: `--preset`, else `digits` for the digits data and `small` for any other."""
+    return model_args.preset or ("digits" if data.source == DIGITS_SOURCE else "small")
 
 
 @torch.no_grad()
@@ -317,11 +326,19 @@ def build_trainer(
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
     """Train (and evaluate) a NAC; write the model, its processor, metrics JSON files and a model card to
     `training_args.output_dir`. Returns the metrics."""
+    repo_id = None
+    if training_args.push_to_hub:
+        repo_id = hub_repo_id(training_args)
+        # Trainer would push raw checkpoints as it saves them; the run is published once, at the end, through the
+        # same assembly and load check as scripts/push_to_hub.py.
+        training_args.push_to_hub = False
     trainer, data = build_trainer(model_args, data_args, training_args)
     train_dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset
     metrics = {}
+    runtime = None
     if training_args.do_train:
         result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
+        runtime = result.metrics.get("train_runtime")
         trainer.save_model()
         train_metrics = {**result.metrics, "train_samples": len(train_dataset)}
         trainer.log_metrics("train", train_metrics)
@@ -339,7 +356,71 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         if data_args.dataset_name:
             card["dataset"] = data_args.dataset_name
         trainer.create_model_card(**card)
+        details = training_details(trainer, data, model_args, data_args, runtime)
+        (Path(training_args.output_dir) / TRAINING_DETAILS).write_text(json.dumps(details, indent=2) + "\n")
+        if repo_id is not None:
+            url = publish(
+                training_args.output_dir,
+                repo_id,
+                private=bool(training_args.hub_private_repo),
+                revision=training_args.hub_revision,
+                token=training_args.hub_token,
+            )
+            logger.info("published %s: %s", repo_id, url)
     return metrics
+
+
+def hub_repo_id(training_args: TrainingArguments) -> str:
+    """The repository `--push_to_hub` publishes to (`--hub_model_id`, else the output folder's name), after checking
+    that there is a token: a run that cannot be published stops before it trains, not after."""
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    if not (training_args.hub_token or get_token()):
+        raise PublishError(
+            f"--push_to_hub needs a Hugging Face token to publish {repo_id}: set HF_TOKEN or run `hf auth login` "
+            "(or pass --hub_token); nothing was trained or uploaded"
+        )
+    return repo_id
+
+
+def training_details(trainer: Trainer, data: ClassificationData, model_args: ModelArguments, data_args, runtime):
+    """What a model card says of the run: data, schedule, batch, hardware, time and versions."""
+    args = trainer.args
+    processes = args.world_size
+    if args.bf16 or args.fp16:
+        precision = "bf16 mixed precision" if args.bf16 else "fp16 mixed precision"
+    else:
+        precision = "float32"
+    if torch.cuda.is_available() and not args.use_cpu:
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    return {
+        "dataset": data.source,
+        "dataset_id": data_args.dataset_name or (DIGITS_DATASET_ID if data.source == DIGITS_SOURCE else None),
+        "modality": data.modality,
+        "eval_split": data.eval_split,
+        "train_examples": len(trainer.train_dataset),
+        "eval_examples": len(trainer.eval_dataset),
+        "labels": data.label_names,
+        "start": model_args.model_name_or_path or f"a new model, preset {preset_of(model_args, data)!r}"
+        + (f" with {model_args.config_overrides}" if model_args.config_overrides else ""),
+        "base_model": model_args.model_name_or_path,
+        "epochs": args.num_train_epochs,
+        "steps": trainer.state.global_step,
+        "per_device_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "processes": processes,
+        "effective_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * processes,
+        "learning_rate": args.learning_rate,
+        "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "warmup": args.warmup_steps,
+        "weight_decay": args.weight_decay,
+        "precision": precision,
+        "hardware": f"{processes} × {device}",
+        "train_runtime_s": runtime,
+        "seed": args.seed,
+        "versions": {"nac_hf": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+    }
 
 
 def training_arguments_defaults() -> dict:
@@ -374,6 +455,8 @@ __all__ = [
     "TOP_K_ACCURACY",
     "build_model",
     "build_trainer",
+    "hub_repo_id",
+    "training_details",
     "make_trainer",
     "reinitialize",
     "build_processor",

@@ -1,0 +1,538 @@
+"""Publishing a trained NAC as a Hub repository.
+
+`assemble_repository` turns a checkpoint folder into the folder a Hub repository holds: safetensors weights, the
+config with its `auto_map`, the modeling code for `trust_remote_code`, the image processor or tokenizer, the run's
+results, the learned circuit figure and a model card rendered from `model_cards/` through `ModelCard` /
+`ModelCardData`. Before the folder is accepted it is loaded in a fresh Python process where `nac_hf` cannot be
+imported (as on a machine that only has `transformers`), and its outputs are compared with the checkpoint's.
+`upload_repository` sends a folder with `HfApi`; `publish` does both, and is what `scripts/push_to_hub.py` and
+`scripts/train.py --push_to_hub` run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError
+from PIL import Image
+from transformers import AutoImageProcessor, AutoTokenizer
+
+from .configuration_nac import NACConfig
+from .modeling_nac import NACForClassification, NACModel
+
+
+logger = logging.getLogger(__name__)
+
+MODEL_CARD_TEMPLATE = resources.files("nac_hf") / "model_cards" / "nac_model_card.md"
+TRAINING_DETAILS = "training_details.json"
+CIRCUIT_FIGURE = "circuit.png"
+RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", TRAINING_DETAILS)
+TAGS = ["nac", "neural-attentive-circuits"]
+PIPELINE_TAGS = {"image": "image-classification", "text": "text-classification"}
+METRIC_NAMES = {"top1_accuracy": "Top-1 accuracy", "top5_accuracy": "Top-5 accuracy"}
+# What a folder must hold before it may be uploaded (beside the processor or tokenizer files).
+REQUIRED_FILES = ("config.json", "model.safetensors", "configuration_nac.py", "modeling_nac.py", "README.md")
+SAMPLE_TEXT = "Neural attentive circuits ✓"
+NO_TOKEN = (
+    "no Hugging Face token, so nothing was uploaded to {repo_id}: set HF_TOKEN or run `hf auth login` (a token with "
+    "write access), then run the command again"
+)
+
+
+class PublishError(RuntimeError):
+    """A repository could not be assembled, did not load, or could not be uploaded. Nothing local was changed."""
+
+
+def modality(config: NACConfig) -> str:
+    """What the model reads: "image", "text" or "points"."""
+    if config.tokenizer_type == "byte":
+        return "text"
+    return "points" if config.tokenizer_type == "point" else "image"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Reading a checkpoint and its run
+
+
+def load_checkpoint(checkpoint: str | os.PathLike):
+    """The model and its processor (image processor, tokenizer, or None for points) saved in `checkpoint`."""
+    checkpoint = str(checkpoint)
+    if not os.path.isdir(checkpoint):
+        raise PublishError(f"checkpoint {checkpoint!r} is not a folder; give the output folder of a training run")
+    if not os.path.isfile(os.path.join(checkpoint, "config.json")):
+        raise PublishError(f"{checkpoint} has no config.json: it is not a saved model (save it with save_pretrained)")
+    try:
+        config = NACConfig.from_pretrained(checkpoint)
+        model_class = NACForClassification if "NACModel" not in (config.architectures or []) else NACModel
+        model = model_class.from_pretrained(checkpoint).eval()
+    except (OSError, ValueError) as error:
+        raise PublishError(f"cannot load the NAC in {checkpoint}: {error}") from error
+    kind = modality(config)
+    if kind == "points":
+        return model, None
+    auto = AutoImageProcessor if kind == "image" else AutoTokenizer
+    try:
+        processor = auto.from_pretrained(checkpoint)
+    except (OSError, ValueError) as error:
+        what = "image processor (preprocessor_config.json)" if kind == "image" else "tokenizer (tokenizer_config.json)"
+        raise PublishError(
+            f"{checkpoint} has no {what}; a published model needs the one it was trained with: save it beside the "
+            "model with processor.save_pretrained(checkpoint)"
+        ) from error
+    return model, processor
+
+
+def read_run(checkpoint: str | os.PathLike) -> dict:
+    """What a run left beside its model: `training_details.json` (written by `nac_hf.training.train`), the
+    evaluation metrics (`eval_results.json`, or the last evaluation in `trainer_state.json` for a `checkpoint-N`
+    folder) and the step count. Missing files give missing keys."""
+    folder = Path(checkpoint)
+    run = {"details": _read_json(folder / TRAINING_DETAILS) or {}, "eval": _read_json(folder / "eval_results.json")}
+    state = _read_json(folder / "trainer_state.json")
+    if state:
+        run["details"].setdefault("steps", state.get("global_step"))
+        if run["eval"] is None:
+            evaluations = [entry for entry in state.get("log_history", []) if "eval_loss" in entry]
+            run["eval"] = evaluations[-1] if evaluations else None
+    run["eval"] = run["eval"] or {}
+    return run
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise PublishError(f"{path} is not valid JSON ({error}); repair or delete it") from error
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The model card
+
+
+def eval_results(run: dict, model_name: str) -> list[EvalResult]:
+    """The run's evaluation metrics as model-index entries."""
+    details = run["details"]
+    task = PIPELINE_TAGS.get(details.get("modality"), "classification")
+    dataset = details.get("dataset_id") or details.get("dataset") or "unknown"
+    results = []
+    for key, name in METRIC_NAMES.items():
+        value = run["eval"].get(f"eval_{key}")
+        if value is None:
+            continue
+        results.append(
+            EvalResult(
+                task_type=task,
+                dataset_type=dataset,
+                dataset_name=details.get("dataset") or dataset,
+                dataset_split=details.get("eval_split"),
+                metric_type="accuracy",
+                metric_name=name,
+                metric_value=round(float(value), 4),
+                metric_config=key,
+            )
+        )
+    return results
+
+
+def card_data(model, run: dict, repo_id: str, license: str) -> ModelCardData:
+    """The card's metadata: license, library, tags, datasets, metrics, pipeline tag and the model-index results."""
+    details = run["details"]
+    kind = modality(model.config)
+    datasets = [details["dataset_id"]] if details.get("dataset_id") else None
+    base_model = details.get("base_model")
+    return ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        license=license,
+        library_name="transformers",
+        tags=[*TAGS, kind, "custom_code"],
+        datasets=datasets,
+        metrics=["accuracy"],
+        pipeline_tag=PIPELINE_TAGS.get(kind) if isinstance(model, NACForClassification) else None,
+        base_model=base_model if base_model and not os.path.exists(base_model) else None,
+        eval_results=eval_results(run, repo_id.split("/")[-1]) or None,
+    )
+
+
+def _markdown_table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def training_table(run: dict) -> str | None:
+    """Training details read from the run, as a markdown table (None when the run left none)."""
+    details = run["details"]
+    if not details:
+        return None
+    fields = [
+        ("Dataset", details.get("dataset")),
+        ("Training examples", details.get("train_examples")),
+        ("Evaluation examples", details.get("eval_examples")),
+        ("Started from", details.get("start")),
+        ("Epochs", f"{details['epochs']:g}" if details.get("epochs") is not None else None),
+        ("Optimizer steps", details.get("steps")),
+        ("Batch size", _batch(details)),
+        ("Learning rate", _learning_rate(details)),
+        ("Weight decay", details.get("weight_decay")),
+        ("Precision", details.get("precision")),
+        ("Hardware", details.get("hardware")),
+        ("Training time", _duration(details.get("train_runtime_s"))),
+        ("Seed", details.get("seed")),
+        ("Software", ", ".join(f"{k} {v}" for k, v in (details.get("versions") or {}).items()) or None),
+    ]
+    return _markdown_table([(name, str(value)) for name, value in fields if value is not None], ("", ""))
+
+
+def _batch(details: dict) -> str | None:
+    if details.get("effective_batch_size") is None:
+        return None
+    return (
+        f"{details['effective_batch_size']} ({details['per_device_batch_size']} per device × "
+        f"{details['processes']} process(es) × {details['gradient_accumulation_steps']} accumulation step(s))"
+    )
+
+
+def _learning_rate(details: dict) -> str | None:
+    if details.get("learning_rate") is None:
+        return None
+    warmup = details.get("warmup") or 0
+    warmup = f"{100 * warmup:g} % of the steps" if warmup < 1 else f"{warmup:g} steps"
+    return f"{details['learning_rate']:g}, {details.get('lr_scheduler', '')} schedule, warm-up {warmup}"
+
+
+def _duration(seconds) -> str | None:
+    if seconds is None:
+        return None
+    minutes, seconds = divmod(round(float(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min {seconds} s" if hours else f"{minutes} min {seconds} s"
+
+
+def results_table(run: dict) -> str | None:
+    """The evaluation metrics as a markdown table (None when the run left none)."""
+    rows = [
+        (name, f"{100 * float(run['eval'][f'eval_{key}']):.2f} %")
+        for key, name in METRIC_NAMES.items()
+        if run["eval"].get(f"eval_{key}") is not None
+    ]
+    if "eval_loss" in run["eval"]:
+        rows.append(("Loss", f"{float(run['eval']['eval_loss']):.4f}"))
+    return _markdown_table(rows, ("Metric", "Value")) if rows else None
+
+
+def build_model_card(
+    model,
+    run: dict,
+    repo_id: str,
+    *,
+    summary: dict | None = None,
+    figure: str | None = CIRCUIT_FIGURE,
+    revision: str | None = None,
+    license: str = "mit",
+    template: str | os.PathLike | None = None,
+) -> ModelCard:
+    """The model card of `model`, rendered from the template in `model_cards/` (or `template`)."""
+    config = model.config
+    kind = modality(config)
+    details = run["details"]
+    template_text = Path(template).read_text() if template else MODEL_CARD_TEMPLATE.read_text()
+    return ModelCard.from_template(
+        card_data(model, run, repo_id, license),
+        template_str=template_text,
+        repo_id=repo_id,
+        model_title=repo_id.split("/")[-1],
+        modality=kind,
+        auto_class=_auto_class(model, kind),
+        pipeline_tag=PIPELINE_TAGS.get(kind) if isinstance(model, NACForClassification) else None,
+        revision=revision if revision not in (None, "main") else None,
+        parameters=f"{model.num_parameters() / 1e6:.2f} M",
+        config=config,
+        labels=list(config.id2label.values()) if isinstance(model, NACForClassification) else [],
+        dataset=details.get("dataset"),
+        training_table=training_table(run),
+        results_table=results_table(run),
+        eval_split=details.get("eval_split"),
+        eval_examples=details.get("eval_examples"),
+        figure=figure,
+        summary=summary or {},
+    )
+
+
+def _auto_class(model, kind: str) -> str:
+    if isinstance(model, NACModel):
+        return "AutoModel"
+    return "AutoModelForSequenceClassification" if kind == "text" else "AutoModelForImageClassification"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Assembling and checking a repository folder
+
+
+def assemble_repository(
+    checkpoint: str | os.PathLike,
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    license: str = "mit",
+    template: str | os.PathLike | None = None,
+) -> Path:
+    """Write the repository of `checkpoint` into `folder` and check that it loads in a fresh process.
+
+    The folder is built beside its destination and only moved into place once it loads, so a half-written or broken
+    folder never replaces a good one. An existing `folder` is replaced only if it is itself an assembled repository.
+    """
+    from .visualization import circuit_summary, draw_circuit
+
+    folder = Path(folder).resolve()
+    _check_destination(Path(checkpoint).resolve(), folder)
+    model, processor = load_checkpoint(checkpoint)
+    run = read_run(checkpoint)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # a folder like any other, not mkdtemp's private one
+    try:
+        model.save_pretrained(staging)
+        if processor is not None:
+            processor.save_pretrained(staging)
+        for name in RESULT_FILES:
+            if (Path(checkpoint) / name).is_file():
+                shutil.copy2(Path(checkpoint) / name, staging / name)
+        draw_circuit(model, staging / CIRCUIT_FIGURE, title=f"{repo_id}: learned circuit")
+        card = build_model_card(
+            model, run, repo_id, summary=circuit_summary(model), revision=revision, license=license, template=template
+        )
+        card.save(staging / "README.md")
+        verify_repository(staging, model, processor)
+        _replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("assembled %s for %s", folder, repo_id)
+    return folder
+
+
+def _check_destination(checkpoint: Path, folder: Path) -> None:
+    if folder == checkpoint or checkpoint in folder.parents:
+        raise PublishError(f"the repository folder {folder} must lie outside the checkpoint {checkpoint}")
+    assembled = (folder / "README.md").is_file() and (folder / "config.json").is_file()
+    if folder.is_file() or (folder.exists() and any(folder.iterdir()) and not assembled):
+        raise PublishError(
+            f"{folder} exists and is not an assembled repository; give a new or empty folder so nothing is overwritten"
+        )
+
+
+def _replace(staging: Path, folder: Path) -> None:
+    """Move `staging` to `folder`, replacing what was there only once the new folder is complete."""
+    if not folder.exists():
+        staging.rename(folder)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
+    old.rmdir()
+    folder.rename(old)
+    try:
+        staging.rename(folder)
+    except OSError:
+        old.rename(folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+VERIFY_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["nac_hf"] = None  # load as a machine without nac_hf does: from the folder's own code
+    import torch
+    from transformers import AutoConfig, pipeline
+    import transformers
+    folder, sample_path, auto_class, task = sys.argv[1:5]
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    model = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_code=True).eval()
+    sample = torch.load(sample_path, weights_only=True)
+    if config.tokenizer_type == "byte":
+        from transformers import AutoTokenizer
+        inputs = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)([sample["text"]], return_tensors="pt")
+    elif config.tokenizer_type == "point":
+        inputs = {"points": sample["points"]}
+    else:
+        from PIL import Image
+        from transformers import AutoImageProcessor
+        image = Image.fromarray(sample["image"].numpy())
+        inputs = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)(image, return_tensors="pt")
+    with torch.no_grad():
+        outputs = model(**inputs)
+    result = outputs.logits if hasattr(outputs, "logits") else outputs.pooler_output
+    labels = []
+    if task != "none":
+        classify = pipeline(task, model=folder, trust_remote_code=True)
+        labels = [p["label"] for p in classify(image if task == "image-classification" else sample["text"])]
+    print(json.dumps({"output": result.tolist(), "class": type(model).__name__, "labels": labels}))
+    """
+)
+
+
+def verify_repository(folder: str | os.PathLike, model, processor, timeout: float = 600) -> None:
+    """Load `folder` in a fresh Python process where `nac_hf` is not importable (through the Auto classes with
+    `trust_remote_code=True`, and its pipeline), and check that it gives `model`'s outputs on a sample input.
+    Raises `PublishError` with the reason when it does not."""
+    folder = Path(folder)
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise PublishError(f"{folder} lacks {', '.join(missing)}; it would not load from the Hub")
+    kind = modality(model.config)
+    sample, inputs = _sample(model.config, processor)
+    with torch.no_grad():
+        outputs = model(**inputs)
+    expected = outputs.logits if hasattr(outputs, "logits") else outputs.pooler_output
+    task = PIPELINE_TAGS.get(kind, "none") if isinstance(model, NACForClassification) else "none"
+    with tempfile.TemporaryDirectory(prefix="nac-verify-") as scratch:
+        torch.save(sample, Path(scratch) / "sample.pt")
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "HF_MODULES_CACHE": str(Path(scratch) / "modules"),
+            "PYTHONPATH": "",
+        }
+        command = [sys.executable, "-c", VERIFY_SCRIPT, str(folder), str(Path(scratch) / "sample.pt"),
+                   _auto_class(model, kind), task]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=scratch, timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            raise PublishError(f"{folder} did not load within {timeout:.0f} s in a fresh process") from error
+    if done.returncode != 0:
+        raise PublishError(
+            f"{folder} does not load in a fresh Python process without nac_hf, so it was not published:\n"
+            + "\n".join(done.stderr.strip().splitlines()[-12:])
+        )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    loaded = torch.tensor(result["output"], dtype=expected.dtype)
+    if loaded.shape != expected.shape or not torch.allclose(loaded, expected, rtol=1e-4, atol=1e-5):
+        difference = (loaded - expected).abs().max().item() if loaded.shape == expected.shape else "shape"
+        raise PublishError(
+            f"{folder} loads but its outputs differ from the checkpoint's (max difference {difference}); "
+            "it was not published"
+        )
+    if task != "none" and not set(result["labels"]) <= set(model.config.id2label.values()):
+        raise PublishError(f"the pipeline of {folder} answers labels {result['labels']} the model does not have")
+
+
+def _sample(config: NACConfig, processor) -> tuple[dict, dict]:
+    """A fixed input in raw form (for the fresh process) and as model inputs (for this one)."""
+    generator = np.random.default_rng(0)
+    kind = modality(config)
+    if kind == "text":
+        return {"text": SAMPLE_TEXT}, processor([SAMPLE_TEXT], return_tensors="pt")
+    if kind == "points":
+        points = torch.from_numpy(generator.standard_normal((1, 64, 3)).astype(np.float32))
+        return {"points": points}, {"points": points}
+    pixels = generator.integers(0, 256, (2 * config.image_size, 2 * config.image_size, 3), dtype=np.uint8)
+    return {"image": torch.from_numpy(pixels)}, processor(Image.fromarray(pixels), return_tensors="pt")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Uploading
+
+
+def upload_repository(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Create `repo_id` if needed (and the branch `revision`) and upload `folder` with `HfApi`. The token comes from
+    `token`, `HF_TOKEN` or the cached login. Returns the commit URL. Raises `PublishError` (nothing local changes)."""
+    folder = Path(folder)
+    token = token or get_token()
+    if not token:
+        raise PublishError(NO_TOKEN.format(repo_id=repo_id))
+    if constants.HF_HUB_OFFLINE:
+        raise PublishError(f"HF_HUB_OFFLINE is set, so nothing was uploaded to {repo_id}: unset it to push")
+    api = HfApi(token=token)
+    try:
+        repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision not in (None, "main"):
+            api.create_branch(repo.repo_id, branch=revision, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo.repo_id,
+            folder_path=folder,
+            revision=revision,
+            commit_message=commit_message or f"Upload NAC model {repo.repo_id}",
+        )
+    except HfHubHTTPError as error:  # the Hub answered: a name taken, no write access, a refused file, ...
+        raise PublishError(f"upload of {folder} to {repo_id} failed: {error}") from error
+    except Exception as error:  # no answer: no connection, a timeout, a proxy (the HTTP client's own error types)
+        raise PublishError(f"upload of {folder} to {repo_id} failed: {type(error).__name__}: {error}") from error
+    return str(getattr(commit, "commit_url", commit))
+
+
+def publish(
+    checkpoint: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    dry_run: str | os.PathLike | None = None,
+    token: str | None = None,
+    license: str = "mit",
+    template: str | os.PathLike | None = None,
+) -> str:
+    """Assemble the repository of `checkpoint`, check that it loads, and upload it to `repo_id` — or, with
+    `dry_run=FOLDER`, write it to FOLDER and upload nothing. Returns the folder (dry run) or the commit URL.
+
+    When the upload fails, the assembled folder is kept and its path is in the error, so nothing is lost."""
+    _check_repo_id(repo_id)
+    if dry_run is not None:
+        return str(assemble_repository(checkpoint, dry_run, repo_id, revision=revision, license=license, template=template))
+    token = token or get_token()
+    if not token:  # found before assembling: the most common failure, and it costs nothing to find early
+        raise PublishError(NO_TOKEN.format(repo_id=repo_id))
+    folder = Path(tempfile.mkdtemp(prefix="nac-hub-")) / repo_id.split("/")[-1]
+    assemble_repository(checkpoint, folder, repo_id, revision=revision, license=license, template=template)
+    try:
+        url = upload_repository(
+            folder, repo_id, private=private, revision=revision, commit_message=commit_message, token=token
+        )
+    except PublishError as error:
+        raise PublishError(f"{error}\nThe assembled repository is kept at {folder}.") from error
+    shutil.rmtree(folder.parent, ignore_errors=True)
+    return url
+
+
+def _check_repo_id(repo_id: str) -> None:
+    parts = repo_id.split("/") if repo_id else []
+    if not repo_id or len(parts) > 2 or not all(parts) or any(c.isspace() for c in repo_id):
+        raise PublishError(f"invalid repository id {repo_id!r}: use 'name' or 'organisation/name'")
+
+
+__all__ = [
+    "CIRCUIT_FIGURE",
+    "MODEL_CARD_TEMPLATE",
+    "PublishError",
+    "TRAINING_DETAILS",
+    "assemble_repository",
+    "build_model_card",
+    "load_checkpoint",
+    "publish",
+    "read_run",
+    "upload_repository",
+    "verify_repository",
+]

@@ -1,0 +1,409 @@
+"""Publishing: the assembled repository folder, its card, its load check, and the upload, all offline."""
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard, constants
+from PIL import Image
+from safetensors.torch import load_file
+from transformers import AutoImageProcessor, AutoTokenizer, TrainingArguments
+
+import nac_hf.hub as hub
+from nac_hf import NACConfig, NACForClassification
+from nac_hf.data import DataArguments
+from nac_hf.hub import PublishError, publish, verify_repository
+from nac_hf.training import ModelArguments, train, training_arguments_defaults
+from nac_test_utils import load_script_inputs, run_load_script
+
+
+ROOT = Path(__file__).resolve().parents[1]
+REPO_ID = "nac-test/nac-digits"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+TINY = "image_size=8,patch_size=2,num_channels=1,graph_fit_steps=50"
+
+
+def run_args(output_dir, **overrides) -> TrainingArguments:
+    settings = {
+        **training_arguments_defaults(),
+        "output_dir": str(output_dir),
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 32,
+        "disable_tqdm": True,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        **overrides,
+    }
+    return TrainingArguments(**settings)
+
+
+def image_run(output_dir, **overrides):
+    model_args = ModelArguments(preset="tiny", config_overrides=TINY)
+    data_args = DataArguments(max_train_samples=160, max_eval_samples=80)
+    return train(model_args, data_args, run_args(output_dir, **overrides))
+
+
+@pytest.fixture(scope="module")
+def image_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run") / "nac-digits"
+    image_run(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def image_repo(image_checkpoint, tmp_path_factory):
+    return Path(publish(image_checkpoint, REPO_ID, dry_run=tmp_path_factory.mktemp("dry") / "repo"))
+
+
+@pytest.fixture(scope="module")
+def text_repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("text")
+    rows = [{"text": f"{'good' if i % 2 else 'bad'} review number {i}", "label": ["neg", "pos"][i % 2]} for i in range(48)]
+    (root / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    model_args = ModelArguments(preset="tiny", config_overrides="graph_fit_steps=50")
+    data_args = DataArguments(train_file=str(root / "train.jsonl"), validation_split_percentage=25, max_length=64)
+    train(model_args, data_args, run_args(root / "run"))
+    return Path(publish(root / "run", "nac-test/nac-reviews", dry_run=root / "repo"))
+
+
+def digest(folder: Path) -> dict:
+    """Every file under `folder` with its content hash."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def hub_cache(repo: Path, root: Path, repo_id: str) -> Path:
+    """A Hugging Face cache holding `repo` as `repo_id` at REVISION, laid out as `hf_hub_download` leaves it:
+    content in blobs/, snapshot files linking to them, refs/main naming the snapshot."""
+    cache = root / "hub"
+    entry = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = entry / "snapshots" / REVISION
+    snapshot.mkdir(parents=True)
+    (entry / "blobs").mkdir()
+    for path in sorted(repo.iterdir()):
+        blob = entry / "blobs" / hashlib.sha256(path.read_bytes()).hexdigest()
+        shutil.copyfile(path, blob)
+        (snapshot / path.name).symlink_to(os.path.relpath(blob, snapshot))
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(REVISION)
+    return cache
+
+
+def expected_logits(repo: Path, kind: str) -> torch.Tensor:
+    model = NACForClassification.from_pretrained(repo).eval()
+    processor = (AutoImageProcessor if kind == "image" else AutoTokenizer).from_pretrained(repo)
+    with torch.no_grad():
+        return model(**load_script_inputs(kind, processor)).logits
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The assembled folder
+
+
+def test_dry_run_folder_holds_the_repository(image_repo, image_checkpoint):
+    names = {path.name for path in image_repo.iterdir()}
+    expected = {
+        "README.md", "circuit.png", "config.json", "model.safetensors", "preprocessor_config.json",
+        "configuration_nac.py", "modeling_nac.py", "graph_priors.py", "image_processing_nac.py",
+        "training_details.json", "eval_results.json", "train_results.json", "all_results.json",
+    }
+    assert expected <= names, expected - names
+    assert not any(name.startswith(".") for name in names) and "training_args.bin" not in names
+    config = json.loads((image_repo / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_nac.NACModel"
+    assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_nac.NACForClassification"
+    processor = json.loads((image_repo / "preprocessor_config.json").read_text())
+    assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_nac.NACImageProcessor"
+    published, trained = load_file(image_repo / "model.safetensors"), load_file(image_checkpoint / "model.safetensors")
+    assert published.keys() == trained.keys()
+    assert all(torch.equal(published[key], trained[key]) for key in trained)
+    with Image.open(image_repo / "circuit.png") as figure:
+        assert figure.format == "PNG" and figure.width >= 800 and figure.height >= 400
+
+
+def test_card_carries_metadata_results_and_sections(image_repo, image_checkpoint):
+    card = ModelCard.load(image_repo / "README.md")
+    data = card.data
+    assert data.license == "mit" and data.library_name == "transformers"
+    assert {"nac", "neural-attentive-circuits", "image"} <= set(data.tags)
+    assert data.datasets == ["scikit-learn-digits"] and data.metrics == ["accuracy"]
+    assert data.pipeline_tag == "image-classification"
+    evaluation = json.loads((image_checkpoint / "eval_results.json").read_text())
+    results = {result.metric_name: result for result in data.eval_results}
+    assert set(results) == {"Top-1 accuracy", "Top-5 accuracy"}
+    assert results["Top-1 accuracy"].metric_value == round(evaluation["eval_top1_accuracy"], 4)
+    assert results["Top-5 accuracy"].metric_value == round(evaluation["eval_top5_accuracy"], 4)
+    assert results["Top-1 accuracy"].task_type == "image-classification"
+    assert results["Top-1 accuracy"].dataset_type == "scikit-learn-digits"
+    assert data.model_name == "nac-digits"
+
+    text = card.text
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings == [
+        "## What a NAC is", "## Intended use and limits", "## How to use", "## Training details", "## Results",
+        "## The learned circuit", "## Citation",
+    ]
+    details = json.loads((image_checkpoint / "training_details.json").read_text())
+    assert f"| Optimizer steps | {details['steps']} |" in text and details["steps"] == 5  # 160 examples / 32
+    assert "| Training examples | 160 |" in text and "| Learning rate | 0.002, cosine schedule" in text
+    assert "| Hardware | 1 × CPU" in text and "| Batch size | 32 (32 per device" in text
+    assert f"| Top-1 accuracy | {100 * evaluation['eval_top1_accuracy']:.2f} % |" in text
+    assert "80 examples of scikit-learn digits" in text
+    assert f'from_pretrained("{REPO_ID}", trust_remote_code=True)' in text
+    assert f'pipeline("image-classification", model="{REPO_ID}")' in text
+    assert "](circuit.png)" in text and "@inproceedings{rahaman2022neural" in text
+    assert "{{" not in text and "{%" not in text
+
+
+def test_card_of_a_checkpoint_folder_reads_trainer_state(image_checkpoint, tmp_path):
+    """A `checkpoint-N` folder has no eval_results.json: the card takes the last evaluation in trainer_state.json."""
+    folder = tmp_path / "checkpoint-5"
+    shutil.copytree(image_checkpoint, folder)
+    for name in ("eval_results.json", "all_results.json", "training_details.json"):
+        (folder / name).unlink()
+    state = json.loads((folder / "trainer_state.json").read_text())
+    state["log_history"].append({"eval_loss": 2.0, "eval_top1_accuracy": 0.4321, "epoch": 1.0, "step": 5})
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    model = NACForClassification.from_pretrained(folder)
+    card = hub.build_model_card(model, hub.read_run(folder), "org/ckpt", figure=None)
+    assert card.data.eval_results[0].metric_value == 0.4321
+    assert "| Optimizer steps | 5 |" in card.text and "| Top-1 accuracy | 43.21 % |" in card.text
+    assert "No figure was drawn" in card.text
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Loading the published folder offline, as users will load it from the Hub
+
+
+def test_folder_loads_with_trust_remote_code_without_nac_hf(image_repo, tmp_path):
+    result = run_load_script(image_repo, "image", "remote", tmp_path)
+    assert result["classes"] == ["NACConfig", "NACModel", "NACForClassification", "NACImageProcessor"]
+    assert not any(module.startswith("nac_hf") for module in result["modules"])
+    torch.testing.assert_close(torch.tensor(result["logits"]), expected_logits(image_repo, "image"), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("how", ["installed", "remote"])
+def test_hub_cache_layout_loads_offline_by_repo_id(image_repo, tmp_path, how):
+    cache = hub_cache(image_repo, tmp_path, REPO_ID)
+    result = run_load_script(REPO_ID, "image", how, tmp_path, HF_HUB_CACHE=str(cache))
+    assert result["classes"][2:] == ["NACForClassification", "NACImageProcessor"]
+    assert any(module.startswith("nac_hf") for module in result["modules"]) == (how == "installed")
+    expected = expected_logits(image_repo, "image")
+    torch.testing.assert_close(torch.tensor(result["logits"]), expected, rtol=0, atol=1e-5)
+    labels = NACConfig.from_pretrained(image_repo).id2label
+    best = max(result["pipeline"], key=lambda prediction: prediction["score"])
+    assert best["label"] == labels[int(expected.argmax())]
+    assert {prediction["label"] for prediction in result["pipeline"]} == set(labels.values())
+
+
+def test_text_repository_from_hub_cache_without_nac_hf(text_repo, tmp_path):
+    card = ModelCard.load(text_repo / "README.md")
+    assert card.data.pipeline_tag == "text-classification" and "text" in card.data.tags
+    assert card.data.datasets is None  # a local file is no Hub dataset
+    assert (text_repo / "tokenizer_config.json").is_file()
+    cache = hub_cache(text_repo, tmp_path, "nac-test/nac-reviews")
+    result = run_load_script("nac-test/nac-reviews", "text", "remote", tmp_path, HF_HUB_CACHE=str(cache))
+    assert result["classes"][2:] == ["NACForClassification", "NACByteTokenizer"]
+    torch.testing.assert_close(torch.tensor(result["logits"]), expected_logits(text_repo, "text"), rtol=0, atol=1e-5)
+    assert {prediction["label"] for prediction in result["pipeline"]} == {"neg", "pos"}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# What is refused
+
+
+def test_verification_rejects_a_folder_that_does_not_load_or_differs(image_repo, image_checkpoint, tmp_path):
+    model, processor = hub.load_checkpoint(image_checkpoint)
+    broken = tmp_path / "broken"
+    shutil.copytree(image_repo, broken)
+    (broken / "graph_priors.py").unlink()  # modeling_nac.py imports it
+    with pytest.raises(PublishError, match="(?s)does not load in a fresh Python process.*graph_priors"):
+        verify_repository(broken, model, processor)
+    other = NACForClassification(NACConfig.from_pretrained(image_repo)).eval()
+    with pytest.raises(PublishError, match="outputs differ"):
+        verify_repository(image_repo, other, processor)
+    verify_repository(image_repo, model, processor)  # the good folder passes
+
+
+def test_publish_refuses_a_folder_that_does_not_load(image_checkpoint, image_repo, tmp_path, monkeypatch):
+    """A save that misses a code file gives a folder that loads here but not on the Hub: nothing is uploaded, and an
+    earlier good dry-run folder is not replaced."""
+    import transformers.modeling_utils as modeling_utils
+
+    save_code = modeling_utils.custom_object_save
+
+    def save_without_graph_priors(obj, folder, config=None):
+        saved = save_code(obj, folder, config=config)
+        Path(folder, "graph_priors.py").unlink()
+        return saved
+
+    monkeypatch.setattr(modeling_utils, "custom_object_save", save_without_graph_priors)
+    api = fake_hf_api(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    with pytest.raises(PublishError, match="does not load"):
+        publish(image_checkpoint, REPO_ID)
+    assert api.calls == []
+    good = tmp_path / "good"
+    shutil.copytree(image_repo, good)
+    before = digest(good)
+    with pytest.raises(PublishError, match="does not load"):
+        publish(image_checkpoint, REPO_ID, dry_run=good)
+    assert digest(good) == before
+    assert [path.name for path in tmp_path.iterdir()] == ["good"]  # no half-written folder left beside it
+
+
+def test_dry_run_never_overwrites_other_files(image_checkpoint, tmp_path):
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("keep me")
+    with pytest.raises(PublishError, match="not an assembled repository"):
+        publish(image_checkpoint, REPO_ID, dry_run=mine)
+    assert (mine / "todo.txt").read_text() == "keep me"
+    with pytest.raises(PublishError, match="outside the checkpoint"):
+        publish(image_checkpoint, REPO_ID, dry_run=image_checkpoint / "repo")
+
+
+@pytest.mark.parametrize("repo_id", ["", "a/b/c", "org/", "my org/name"])
+def test_invalid_repo_id(image_checkpoint, tmp_path, repo_id):
+    with pytest.raises(PublishError, match="invalid repository id"):
+        publish(image_checkpoint, repo_id, dry_run=tmp_path / "repo")
+
+
+def test_checkpoint_without_processor_or_model(image_checkpoint, tmp_path):
+    folder = tmp_path / "no-processor"
+    shutil.copytree(image_checkpoint, folder)
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(PublishError, match=r"no image processor.*save_pretrained"):
+        publish(folder, REPO_ID, dry_run=tmp_path / "repo")
+    with pytest.raises(PublishError, match="not a folder"):
+        publish(tmp_path / "missing", REPO_ID, dry_run=tmp_path / "repo")
+    with pytest.raises(PublishError, match="no config.json"):
+        publish(tmp_path, REPO_ID, dry_run=tmp_path.parent / "repo-x")
+    assert not (tmp_path / "repo").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Uploading
+
+
+class FakeHfApi:
+    """Stands in for `HfApi`: records the calls and what the uploaded folder held at upload time."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __call__(self, token=None):
+        self.calls.append(("HfApi", token))
+        return self
+
+    def create_repo(self, repo_id, **options):
+        self.calls.append(("create_repo", repo_id, options))
+        return type("RepoUrl", (), {"repo_id": repo_id if "/" in repo_id else f"me/{repo_id}"})()
+
+    def create_branch(self, repo_id, branch, exist_ok=False):
+        self.calls.append(("create_branch", repo_id, branch, exist_ok))
+
+    def upload_folder(self, repo_id, folder_path, revision=None, commit_message=None):
+        self.calls.append(("upload_folder", repo_id, revision, commit_message, sorted(os.listdir(folder_path))))
+        self.uploaded = Path(folder_path)
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/1"})()
+
+
+def fake_hf_api(monkeypatch) -> FakeHfApi:
+    api = FakeHfApi([])
+    monkeypatch.setattr(hub, "HfApi", api)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return api
+
+
+def test_upload_creates_the_repository_and_uploads_the_checked_folder(image_checkpoint, monkeypatch):
+    api = fake_hf_api(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_from_environment")
+    url = publish(image_checkpoint, "org/nac-digits", private=True, revision="v1", commit_message="First NAC")
+    assert url == "https://huggingface.co/org/nac-digits/commit/1"
+    assert api.calls[0] == ("HfApi", "hf_from_environment")
+    assert api.calls[1] == ("create_repo", "org/nac-digits", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert api.calls[2] == ("create_branch", "org/nac-digits", "v1", True)
+    name, repo_id, revision, message, files = api.calls[3]
+    assert (name, repo_id, revision, message) == ("upload_folder", "org/nac-digits", "v1", "First NAC")
+    assert {"README.md", "circuit.png", "model.safetensors", "modeling_nac.py", "config.json"} <= set(files)
+    assert not api.uploaded.exists()  # the temporary folder is gone after a successful upload
+
+
+def run_push(checkpoint, cwd, *args, **env) -> subprocess.CompletedProcess:
+    environment = {key: value for key, value in os.environ.items() if key not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    environment.update({"HF_HOME": str(cwd / "hf-home"), "HF_HUB_OFFLINE": "0", **env})
+    command = [sys.executable, str(ROOT / "scripts" / "push_to_hub.py"), str(checkpoint), "--repo-id", REPO_ID, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=environment, cwd=cwd, timeout=300)
+
+
+def test_push_without_a_token_stops_and_keeps_everything(image_checkpoint, tmp_path):
+    before = digest(image_checkpoint)
+    done = run_push(image_checkpoint, tmp_path)
+    assert done.returncode != 0
+    assert "no Hugging Face token" in done.stderr and "HF_TOKEN" in done.stderr and "hf auth login" in done.stderr
+    assert digest(image_checkpoint) == before
+
+
+def test_failing_upload_stops_and_keeps_the_assembled_folder(image_checkpoint, tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on: every request is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    before = digest(image_checkpoint)
+    done = run_push(image_checkpoint, tmp_path, HF_TOKEN="hf_test", HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    assert done.returncode != 0, done.stdout
+    assert "upload of" in done.stderr and f"to {REPO_ID} failed" in done.stderr, done.stderr[-2000:]
+    kept = Path(done.stderr.split("The assembled repository is kept at ")[1].strip().rstrip("."))
+    assert {"README.md", "model.safetensors", "circuit.png"} <= {path.name for path in kept.iterdir()}
+    assert digest(image_checkpoint) == before
+    shutil.rmtree(kept.parent)
+
+
+def test_script_dry_run(image_checkpoint, tmp_path):
+    done = run_push(image_checkpoint, tmp_path, "--dry-run", str(tmp_path / "out"), "--license", "apache-2.0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nothing uploaded" in done.stdout
+    assert ModelCard.load(tmp_path / "out" / "README.md").data.license == "apache-2.0"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# train.py --push_to_hub
+
+
+def test_train_push_to_hub_publishes_through_the_same_assembly(tmp_path, monkeypatch):
+    api = fake_hf_api(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    uploaded = {}
+    upload = FakeHfApi.upload_folder
+
+    def keep_card(self, repo_id, folder_path, **options):
+        uploaded["card"] = ModelCard.load(Path(folder_path) / "README.md")
+        return upload(self, repo_id, folder_path, **options)
+
+    monkeypatch.setattr(FakeHfApi, "upload_folder", keep_card)
+    image_run(tmp_path / "run", push_to_hub=True, hub_model_id="org/trained", hub_private_repo=True)
+    assert [call[0] for call in api.calls] == ["HfApi", "create_repo", "upload_folder"]
+    assert api.calls[1][1:] == ("org/trained", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert {"README.md", "circuit.png", "model.safetensors", "training_details.json"} <= set(api.calls[2][4])
+    card = uploaded["card"]
+    assert card.data.model_name == "trained" and card.data.eval_results[0].metric_name == "Top-1 accuracy"
+    assert "| Optimizer steps | 5 |" in card.text
+
+
+def test_train_push_to_hub_without_a_token_stops_before_training(tmp_path, monkeypatch):
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(PublishError, match="--push_to_hub needs a Hugging Face token.*nothing was trained"):
+        image_run(tmp_path / "run", push_to_hub=True, hub_model_id="org/trained")
+    assert not (tmp_path / "run" / "model.safetensors").exists()
