@@ -3,8 +3,30 @@
 from pathlib import Path
 
 import torch
+from transformers import TrainingArguments
 
 from nac_hf import NACConfig
+from nac_hf.training import training_arguments_defaults
+
+
+# A small image NAC for the digits (8×8 grayscale), quick to train in tests.
+TINY = "image_size=8,patch_size=2,num_channels=1,graph_fit_steps=50"
+
+
+def training_args(output_dir, **overrides) -> TrainingArguments:
+    """The script's TrainingArguments, shortened for tests: one epoch, batch 32, no saving or evaluation per epoch."""
+    settings = {
+        **training_arguments_defaults(),
+        "output_dir": str(output_dir),
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 32,
+        "logging_steps": 5,
+        "disable_tqdm": True,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        **overrides,
+    }
+    return TrainingArguments(**settings)
 
 
 def example_inputs(config: NACConfig, batch_size: int = 3, seed: int = 0) -> dict:

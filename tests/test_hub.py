@@ -14,40 +14,25 @@ import torch
 from huggingface_hub import ModelCard, constants
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import AutoImageProcessor, AutoTokenizer, TrainingArguments
+from transformers import AutoImageProcessor, AutoTokenizer
 
 import nac_hf.hub as hub
 from nac_hf import NACConfig, NACForClassification
 from nac_hf.data import DataArguments
 from nac_hf.hub import PublishError, publish, verify_repository
-from nac_hf.training import ModelArguments, train, training_arguments_defaults
-from nac_test_utils import load_script_inputs, run_load_script
+from nac_hf.training import ModelArguments, train
+from nac_test_utils import TINY, load_script_inputs, run_load_script, training_args
 
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_ID = "nac-test/nac-digits"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
-TINY = "image_size=8,patch_size=2,num_channels=1,graph_fit_steps=50"
-
-
-def run_args(output_dir, **overrides) -> TrainingArguments:
-    settings = {
-        **training_arguments_defaults(),
-        "output_dir": str(output_dir),
-        "num_train_epochs": 1,
-        "per_device_train_batch_size": 32,
-        "disable_tqdm": True,
-        "save_strategy": "no",
-        "eval_strategy": "no",
-        **overrides,
-    }
-    return TrainingArguments(**settings)
 
 
 def image_run(output_dir, **overrides):
     model_args = ModelArguments(preset="tiny", config_overrides=TINY)
     data_args = DataArguments(max_train_samples=160, max_eval_samples=80)
-    return train(model_args, data_args, run_args(output_dir, **overrides))
+    return train(model_args, data_args, training_args(output_dir, **overrides))
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +54,7 @@ def text_repo(tmp_path_factory):
     (root / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
     model_args = ModelArguments(preset="tiny", config_overrides="graph_fit_steps=50")
     data_args = DataArguments(train_file=str(root / "train.jsonl"), validation_split_percentage=25, max_length=64)
-    train(model_args, data_args, run_args(root / "run"))
+    train(model_args, data_args, training_args(root / "run"))
     return Path(publish(root / "run", "nac-test/nac-reviews", dry_run=root / "repo"))
 
 

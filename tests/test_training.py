@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModelForImageClassification, TrainingArguments, pipeline
+from transformers import AutoModelForImageClassification, pipeline
 
 from nac_hf import NACConfig, NACForClassification
 from nac_hf.data import DataArguments, augment_images, digits_dataset, load_classification_data
+from nac_test_utils import TINY, training_args
 from nac_hf.training import (
     TOP_K_ACCURACY,
     ModelArguments,
@@ -25,27 +26,10 @@ from nac_hf.training import (
     parse_config_overrides,
     resolve_resume,
     train,
-    training_arguments_defaults,
 )
 
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = "image_size=8,patch_size=2,num_channels=1,graph_fit_steps=50"
-
-
-def training_args(output_dir, **overrides) -> TrainingArguments:
-    settings = {
-        **training_arguments_defaults(),
-        "output_dir": str(output_dir),
-        "num_train_epochs": 1,
-        "per_device_train_batch_size": 32,
-        "logging_steps": 5,
-        "disable_tqdm": True,
-        "save_strategy": "no",
-        "eval_strategy": "no",
-        **overrides,
-    }
-    return TrainingArguments(**settings)
 
 
 def test_digits_default_is_fixed_and_stratified():

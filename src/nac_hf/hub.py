@@ -123,7 +123,7 @@ def _read_json(path: Path) -> dict | None:
 # The model card
 
 
-def eval_results(run: dict, model_name: str) -> list[EvalResult]:
+def eval_results(run: dict) -> list[EvalResult]:
     """The run's evaluation metrics as model-index entries."""
     details = run["details"]
     task = PIPELINE_TAGS.get(details.get("modality"), "classification")
@@ -163,7 +163,7 @@ def card_data(model, run: dict, repo_id: str, license: str) -> ModelCardData:
         metrics=["accuracy"],
         pipeline_tag=PIPELINE_TAGS.get(kind) if isinstance(model, NACForClassification) else None,
         base_model=base_model if base_model and not os.path.exists(base_model) else None,
-        eval_results=eval_results(run, repo_id.split("/")[-1]) or None,
+        eval_results=eval_results(run) or None,
     )
 
 
