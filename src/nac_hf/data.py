@@ -219,9 +219,9 @@ def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str
         )
         dataset = DatasetDict(train=held_out["train"], validation=held_out["test"])
         logger.info("no evaluation split in %s: held out %s%% of the training split", source, args.validation_split_percentage)
-        eval_split = f"{args.validation_split_percentage:g} % of {args.train_split} held out (stratified, seed {seed})"
+        eval_split = f"{args.validation_split_percentage:g} % of {args.train_split} held out, stratified, seed {seed}"
     elif source == DIGITS_SOURCE:
-        eval_split = f"fixed held-out {100 * DIGITS_TEST_FRACTION:g} % (stratified)"
+        eval_split = f"a fixed stratified {100 * DIGITS_TEST_FRACTION:g} % held out"
     else:
         eval_split = split_name
 
