@@ -291,6 +291,10 @@ class FakeHfApi:
         self.calls.append(("HfApi", token))
         return self
 
+    def whoami(self):
+        self.calls.append(("whoami",))
+        return {"name": "me"}
+
     def create_repo(self, repo_id, **options):
         self.calls.append(("create_repo", repo_id, options))
         return type("RepoUrl", (), {"repo_id": repo_id if "/" in repo_id else f"me/{repo_id}"})()
@@ -301,6 +305,7 @@ class FakeHfApi:
     def upload_folder(self, repo_id, folder_path, revision=None, commit_message=None):
         self.calls.append(("upload_folder", repo_id, revision, commit_message, sorted(os.listdir(folder_path))))
         self.uploaded = Path(folder_path)
+        self.card = ModelCard.load(self.uploaded / "README.md")
         return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/1"})()
 
 
@@ -323,6 +328,14 @@ def test_upload_creates_the_repository_and_uploads_the_checked_folder(image_chec
     assert (name, repo_id, revision, message) == ("upload_folder", "org/nac-digits", "v1", "First NAC")
     assert {"README.md", "circuit.png", "model.safetensors", "modeling_nac.py", "config.json"} <= set(files)
     assert not api.uploaded.exists()  # the temporary folder is gone after a successful upload
+
+
+def test_upload_without_a_namespace_goes_to_the_token_owner(image_checkpoint, monkeypatch):
+    api = fake_hf_api(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    publish(image_checkpoint, "nac-digits")
+    assert ("whoami",) in api.calls and api.calls[-1][1] == "me/nac-digits"
+    assert 'from_pretrained("me/nac-digits", trust_remote_code=True)' in api.card.text
 
 
 def run_push(checkpoint, cwd, *args, **env) -> subprocess.CompletedProcess:
@@ -368,19 +381,11 @@ def test_script_dry_run(image_checkpoint, tmp_path):
 def test_train_push_to_hub_publishes_through_the_same_assembly(tmp_path, monkeypatch):
     api = fake_hf_api(monkeypatch)
     monkeypatch.setenv("HF_TOKEN", "hf_test")
-    uploaded = {}
-    upload = FakeHfApi.upload_folder
-
-    def keep_card(self, repo_id, folder_path, **options):
-        uploaded["card"] = ModelCard.load(Path(folder_path) / "README.md")
-        return upload(self, repo_id, folder_path, **options)
-
-    monkeypatch.setattr(FakeHfApi, "upload_folder", keep_card)
     image_run(tmp_path / "run", push_to_hub=True, hub_model_id="org/trained", hub_private_repo=True)
     assert [call[0] for call in api.calls] == ["HfApi", "create_repo", "upload_folder"]
     assert api.calls[1][1:] == ("org/trained", {"private": True, "exist_ok": True, "repo_type": "model"})
     assert {"README.md", "circuit.png", "model.safetensors", "training_details.json"} <= set(api.calls[2][4])
-    card = uploaded["card"]
+    card = api.card
     assert card.data.model_name == "trained" and card.data.eval_results[0].metric_name == "Top-1 accuracy"
     assert "| Optimizer steps | 5 |" in card.text
 
@@ -392,3 +397,28 @@ def test_train_push_to_hub_without_a_token_stops_before_training(tmp_path, monke
     with pytest.raises(PublishError, match="--push_to_hub needs a Hugging Face token.*nothing was trained"):
         image_run(tmp_path / "run", push_to_hub=True, hub_model_id="org/trained")
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_publishing_without_matplotlib_names_the_extra(image_checkpoint, tmp_path):
+    script = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from nac_hf.hub import PublishError, publish\n"
+        "try:\n"
+        f"    publish({str(image_checkpoint)!r}, 'org/name', dry_run={str(tmp_path / 'repo')!r})\n"
+        "except PublishError as error:\n"
+        "    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert 'pip install "nac-hf[viz]"' in done.stdout, done.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor a half-written one beside it
+
+
+def test_own_card_template(image_checkpoint, tmp_path):
+    template = tmp_path / "card.md"
+    template.write_text("---\n{{ card_data }}\n---\n\n# {{ model_title }} by us\n\n{{ results_table }}\n")
+    model = NACForClassification.from_pretrained(image_checkpoint)
+    card = hub.build_model_card(model, hub.read_run(image_checkpoint), "org/ours", template=template)
+    assert card.text.startswith("\n# ours by us") and "| Top-1 accuracy |" in card.text
+    assert card.data.license == "mit"
+    with pytest.raises(PublishError, match="card template .* is not a file"):
+        hub.build_model_card(model, hub.read_run(image_checkpoint), "org/ours", template=tmp_path / "missing.md")

@@ -249,6 +249,8 @@ def build_model_card(
     config = model.config
     kind = modality(config)
     details = run["details"]
+    if template is not None and not Path(template).is_file():
+        raise PublishError(f"card template {template} is not a file; give a Jinja markdown file like model_cards/'s")
     template_text = Path(template).read_text() if template else MODEL_CARD_TEMPLATE.read_text()
     return ModelCard.from_template(
         card_data(model, run, repo_id, license),
@@ -314,7 +316,10 @@ def assemble_repository(
         for name in RESULT_FILES:
             if (Path(checkpoint) / name).is_file():
                 shutil.copy2(Path(checkpoint) / name, staging / name)
-        draw_circuit(model, staging / CIRCUIT_FIGURE, title=f"{repo_id}: learned circuit")
+        try:
+            draw_circuit(model, staging / CIRCUIT_FIGURE)
+        except ImportError as error:
+            raise PublishError(f"the model card shows the learned circuit: {error}") from error
         card = build_model_card(
             model, run, repo_id, summary=circuit_summary(model), revision=revision, license=license, template=template
         )
@@ -505,6 +510,13 @@ def publish(
     token = token or get_token()
     if not token:  # found before assembling: the most common failure, and it costs nothing to find early
         raise PublishError(NO_TOKEN.format(repo_id=repo_id))
+    if "/" not in repo_id:  # the card's snippets need the full id, which the Hub knows from the token
+        try:
+            repo_id = f"{HfApi(token=token).whoami()['name']}/{repo_id}"
+        except Exception as error:
+            raise PublishError(
+                f"cannot ask the Hub whose token this is ({type(error).__name__}: {error}); give --repo-id org/name"
+            ) from error
     folder = Path(tempfile.mkdtemp(prefix="nac-hub-")) / repo_id.split("/")[-1]
     assemble_repository(checkpoint, folder, repo_id, revision=revision, license=license, template=template)
     try:
