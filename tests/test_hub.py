@@ -353,12 +353,19 @@ def test_push_without_a_token_stops_and_keeps_everything(image_checkpoint, tmp_p
     assert digest(image_checkpoint) == before
 
 
-def test_failing_upload_stops_and_keeps_the_assembled_folder(image_checkpoint, tmp_path):
+@pytest.mark.parametrize("token_from", ["HF_TOKEN", "cached login"])
+def test_failing_upload_stops_and_keeps_the_assembled_folder(image_checkpoint, tmp_path, token_from):
     with socket.socket() as probe:  # a port nothing listens on: every request is refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     before = digest(image_checkpoint)
-    done = run_push(image_checkpoint, tmp_path, HF_TOKEN="hf_test", HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    if token_from == "HF_TOKEN":
+        token = {"HF_TOKEN": "hf_test"}
+    else:  # where `hf auth login` keeps it
+        (tmp_path / "hf-home").mkdir()
+        (tmp_path / "hf-home" / "token").write_text("hf_test")
+        token = {}
+    done = run_push(image_checkpoint, tmp_path, HF_ENDPOINT=f"http://127.0.0.1:{port}", **token)
     assert done.returncode != 0, done.stdout
     assert "upload of" in done.stderr and f"to {REPO_ID} failed" in done.stderr, done.stderr[-2000:]
     kept = Path(done.stderr.split("The assembled repository is kept at ")[1].strip().rstrip("."))
