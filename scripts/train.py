@@ -11,7 +11,8 @@ download) and evaluates on a fixed held-out 20 %. Runs unchanged under
 Data: --dataset_name (a Hub image or text classification dataset), --train_dir/--validation_dir (image folders) or
 --train_file/--validation_file (csv, json, parquet texts). Model: --model_name_or_path, or --preset with
 --config_overrides "k=v,...". Any TrainingArguments flag works (--bf16, --gradient_checkpointing,
---resume_from_checkpoint last, --report_to, ...). See --help.
+--resume_from_checkpoint last, --report_to, ...). --push_to_hub --hub_model_id org/name publishes the trained model at
+the end, through the same assembly and load check as scripts/push_to_hub.py. See --help.
 """
 
 import logging

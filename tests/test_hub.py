@@ -50,7 +50,9 @@ def image_repo(image_checkpoint, tmp_path_factory):
 @pytest.fixture(scope="module")
 def text_repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("text")
-    rows = [{"text": f"{'good' if i % 2 else 'bad'} review number {i}", "label": ["neg", "pos"][i % 2]} for i in range(48)]
+    rows = [
+        {"text": f"{'good' if i % 2 else 'bad'} review number {i}", "label": ["neg", "pos"][i % 2]} for i in range(48)
+    ]
     (root / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
     model_args = ModelArguments(preset="tiny", config_overrides="graph_fit_steps=50")
     data_args = DataArguments(train_file=str(root / "train.jsonl"), validation_split_percentage=25, max_length=64)

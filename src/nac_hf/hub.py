@@ -506,7 +506,8 @@ def publish(
     When the upload fails, the assembled folder is kept and its path is in the error, so nothing is lost."""
     _check_repo_id(repo_id)
     if dry_run is not None:
-        return str(assemble_repository(checkpoint, dry_run, repo_id, revision=revision, license=license, template=template))
+        folder = assemble_repository(checkpoint, dry_run, repo_id, revision=revision, license=license, template=template)
+        return str(folder)
     token = token or get_token()
     if not token:  # found before assembling: the most common failure, and it costs nothing to find early
         raise PublishError(NO_TOKEN.format(repo_id=repo_id))

@@ -31,9 +31,16 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .configuration_nac import NACConfig
 from . import __version__
-from .data import DIGITS_DATASET_ID, DIGITS_SOURCE, ClassificationData, DataArguments, augment_images, load_classification_data
+from .configuration_nac import NACConfig
+from .data import (
+    DIGITS_DATASET_ID,
+    DIGITS_SOURCE,
+    ClassificationData,
+    DataArguments,
+    augment_images,
+    load_classification_data,
+)
 from .hub import TRAINING_DETAILS, PublishError, publish
 from .image_processing_nac import NACImageProcessor
 from .modeling_nac import NACForClassification
@@ -357,7 +364,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
             card["dataset"] = data_args.dataset_name
         trainer.create_model_card(**card)
         details = training_details(trainer, data, model_args, data_args, runtime)
-        (Path(training_args.output_dir) / TRAINING_DETAILS).write_text(json.dumps(details, indent=2) + "\n")
+        path = Path(training_args.output_dir) / TRAINING_DETAILS
+        path.with_suffix(".json.partial").write_text(json.dumps(details, indent=2) + "\n")
+        os.replace(path.with_suffix(".json.partial"), path)  # never a half-written file in place of a whole one
         if repo_id is not None:
             url = publish(
                 training_args.output_dir,
