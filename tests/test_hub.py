@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoImageProcessor, AutoTokenizer
 
 import nac_hf.hub as hub
-from nac_hf import NACConfig, NACForClassification
+from nac_hf import NACConfig, NACForClassification, NACImageProcessor, NACModel
 from nac_hf.data import DataArguments
 from nac_hf.hub import PublishError, publish, verify_repository
 from nac_hf.training import ModelArguments, train
@@ -431,3 +431,28 @@ def test_own_card_template(image_checkpoint, tmp_path):
     assert card.data.license == "mit"
     with pytest.raises(PublishError, match="card template .* is not a file"):
         hub.build_model_card(model, hub.read_run(image_checkpoint), "org/ours", template=tmp_path / "missing.md")
+
+
+def test_point_cloud_model_publishes_without_a_processor(tmp_path):
+    config = NACConfig.from_preset("tiny", tokenizer_type="point", num_labels=4, graph_fit_steps=50)
+    NACForClassification(config).save_pretrained(tmp_path / "points")
+    repo = Path(publish(tmp_path / "points", "org/nac-points", dry_run=tmp_path / "repo"))  # checked in a fresh process
+    card = ModelCard.load(repo / "README.md")
+    assert card.data.pipeline_tag is None and "points" in card.data.tags
+    assert card.data.eval_results is None and "No evaluation results were recorded" in card.text
+    assert "carries no record of its training run" in card.text and "3-D points" in card.text
+    assert "classifies point clouds\ninto 4 classes" in card.text and "model.nac.circuit()" in card.text
+    assert "It predicts only these labels" in card.text and "pipeline(" not in card.text
+    assert not (repo / "preprocessor_config.json").exists() and (repo / "circuit.png").is_file()
+
+
+def test_bare_model_publishes_for_automodel(tmp_path):
+    config = NACConfig.from_preset("tiny", graph_fit_steps=50)
+    NACModel(config).save_pretrained(tmp_path / "bare")
+    size = {"height": config.image_size, "width": config.image_size}
+    NACImageProcessor(size=size).save_pretrained(tmp_path / "bare")
+    repo = Path(publish(tmp_path / "bare", "org/nac-bare", dry_run=tmp_path / "repo"))  # checked in a fresh process
+    card = ModelCard.load(repo / "README.md")
+    assert card.data.pipeline_tag is None and "the bare model, without a classification head" in card.text
+    assert 'AutoModel.from_pretrained("org/nac-bare", trust_remote_code=True)' in card.text
+    assert "model.circuit()" in card.text and "It predicts only these labels" not in card.text

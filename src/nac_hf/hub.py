@@ -259,6 +259,7 @@ def build_model_card(
         model_title=repo_id.split("/")[-1],
         modality=kind,
         auto_class=_auto_class(model, kind),
+        classifier=isinstance(model, NACForClassification),
         pipeline_tag=PIPELINE_TAGS.get(kind) if isinstance(model, NACForClassification) else None,
         revision=revision if revision not in (None, "main") else None,
         parameters=f"{model.num_parameters() / 1e6:.2f} M",
