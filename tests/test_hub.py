@@ -424,10 +424,13 @@ def test_publishing_without_matplotlib_names_the_extra(image_checkpoint, tmp_pat
 
 def test_own_card_template(image_checkpoint, tmp_path):
     template = tmp_path / "card.md"
-    template.write_text("---\n{{ card_data }}\n---\n\n# {{ model_title }} by us\n\n{{ results_table }}\n")
+    template.write_text(
+        "---\n{{ card_data }}\n---\n\n# {{ model_title }} by us\n\n"
+        "{% for name, value in result_rows %}- {{ name }}: {{ value }}\n{% endfor %}"
+    )
     model = NACForClassification.from_pretrained(image_checkpoint)
     card = hub.build_model_card(model, hub.read_run(image_checkpoint), "org/ours", template=template)
-    assert card.text.startswith("\n# ours by us") and "| Top-1 accuracy |" in card.text
+    assert card.text.startswith("\n# ours by us") and "\n- Top-1 accuracy: " in card.text
     assert card.data.license == "mit"
     with pytest.raises(PublishError, match="card template .* is not a file"):
         hub.build_model_card(model, hub.read_run(image_checkpoint), "org/ours", template=tmp_path / "missing.md")

@@ -167,17 +167,9 @@ def card_data(model, run: dict, repo_id: str, license: str) -> ModelCardData:
     )
 
 
-def _markdown_table(rows: list[tuple[str, str]], header: tuple[str, str]) -> str:
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
-    return "\n".join(lines)
-
-
-def training_table(run: dict) -> str | None:
-    """Training details read from the run, as a markdown table (None when the run left none)."""
+def training_rows(run: dict) -> list[tuple[str, str]]:
+    """Training details read from the run, as (name, value) rows of the card's table (empty when the run left none)."""
     details = run["details"]
-    if not details:
-        return None
     fields = [
         ("Dataset", details.get("dataset")),
         ("Training examples", details.get("train_examples")),
@@ -194,7 +186,7 @@ def training_table(run: dict) -> str | None:
         ("Seed", details.get("seed")),
         ("Software", ", ".join(f"{k} {v}" for k, v in (details.get("versions") or {}).items()) or None),
     ]
-    return _markdown_table([(name, str(value)) for name, value in fields if value is not None], ("", ""))
+    return [(name, str(value)) for name, value in fields if value is not None]
 
 
 def _batch(details: dict) -> str | None:
@@ -222,8 +214,8 @@ def _duration(seconds) -> str | None:
     return f"{hours} h {minutes} min {seconds} s" if hours else f"{minutes} min {seconds} s"
 
 
-def results_table(run: dict) -> str | None:
-    """The evaluation metrics as a markdown table (None when the run left none)."""
+def result_rows(run: dict) -> list[tuple[str, str]]:
+    """The evaluation metrics as (metric, value) rows of the card's results table (empty when the run left none)."""
     rows = [
         (name, f"{100 * float(run['eval'][f'eval_{key}']):.2f} %")
         for key, name in METRIC_NAMES.items()
@@ -231,7 +223,7 @@ def results_table(run: dict) -> str | None:
     ]
     if "eval_loss" in run["eval"]:
         rows.append(("Loss", f"{float(run['eval']['eval_loss']):.4f}"))
-    return _markdown_table(rows, ("Metric", "Value")) if rows else None
+    return rows
 
 
 def build_model_card(
@@ -266,8 +258,8 @@ def build_model_card(
         config=config,
         labels=list(config.id2label.values()) if isinstance(model, NACForClassification) else [],
         dataset=details.get("dataset"),
-        training_table=training_table(run),
-        results_table=results_table(run),
+        training_rows=training_rows(run),
+        result_rows=result_rows(run),
         eval_split=details.get("eval_split"),
         eval_examples=details.get("eval_examples"),
         figure=figure,
