@@ -193,14 +193,16 @@ def test_hub_cache_layout_loads_offline_by_repo_id(image_repo, tmp_path, how):
     assert {prediction["label"] for prediction in result["pipeline"]} == set(labels.values())
 
 
-def test_text_repository_from_hub_cache_without_nac_hf(text_repo, tmp_path):
+@pytest.mark.parametrize("how", ["installed", "remote"])
+def test_text_repository_from_hub_cache(text_repo, tmp_path, how):
     card = ModelCard.load(text_repo / "README.md")
     assert card.data.pipeline_tag == "text-classification" and "text" in card.data.tags
     assert card.data.datasets is None  # a local file is no Hub dataset
     assert (text_repo / "tokenizer_config.json").is_file()
     cache = hub_cache(text_repo, tmp_path, "nac-test/nac-reviews")
-    result = run_load_script("nac-test/nac-reviews", "text", "remote", tmp_path, HF_HUB_CACHE=str(cache))
+    result = run_load_script("nac-test/nac-reviews", "text", how, tmp_path, HF_HUB_CACHE=str(cache))
     assert result["classes"][2:] == ["NACForClassification", "NACByteTokenizer"]
+    assert any(module.startswith("nac_hf") for module in result["modules"]) == (how == "installed")
     torch.testing.assert_close(torch.tensor(result["logits"]), expected_logits(text_repo, "text"), rtol=0, atol=1e-5)
     assert {prediction["label"] for prediction in result["pipeline"]} == {"neg", "pos"}
 
