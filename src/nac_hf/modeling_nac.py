@@ -176,6 +176,12 @@ class ResidualBranch(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def checks_values() -> bool:
+    """Whether to check input values (label and byte-id ranges, empty masks). Such checks branch on tensor values,
+    which `torch.compile` and `torch.export` cannot trace; they run in eager mode only."""
+    return not torch.compiler.is_compiling()
+
+
 def _interpolate_grid(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Resize a learned (1, C, h, w) grid to (1, C, height, width)."""
     if grid.shape[-2:] == (height, width):
@@ -209,6 +215,8 @@ def _check_pixel_values(config: NACConfig, pixel_values: torch.Tensor | None) ->
 
 class PatchTokenizer(nn.Module):
     """Non-overlapping patches (Conv2d, kernel = stride = patch size) plus a learned, interpolable 2-D position grid."""
+
+    embedding_name = "projection"  # the layer `get_input_embeddings` returns
 
     def __init__(self, config: NACConfig):
         super().__init__()
@@ -244,6 +252,8 @@ class ConvTokenizer(nn.Module):
     """ConvNeXt-style stem: a patchify conv (stride = patch size), one ConvNeXt block, and a learned positional grid
     concatenated as extra channels."""
 
+    embedding_name = "stem"
+
     def __init__(self, config: NACConfig):
         super().__init__()
         self.config = config
@@ -266,6 +276,8 @@ class ConvTokenizer(nn.Module):
 
 class ByteTokenizer(nn.Module):
     """UTF-8 byte ids (shifted by the special tokens) → embedding + learned positions; padding masked in the read-in."""
+
+    embedding_name = "embedding"
 
     def __init__(self, config: NACConfig):
         super().__init__()
@@ -290,9 +302,10 @@ class ByteTokenizer(nn.Module):
                 f"{config.max_position_embeddings}; truncate the text (NACByteTokenizer(..., truncation=True, "
                 f"max_length={config.max_position_embeddings}))"
             )
-        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+        vocab_size = self.embedding.num_embeddings  # config.vocab_size, also after resize_token_embeddings
+        if checks_values() and input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
             raise ValueError(
-                f"input_ids must lie in [0, {config.vocab_size}) (config.vocab_size), got values in "
+                f"input_ids must lie in [0, {vocab_size}) (config.vocab_size), got values in "
                 f"[{int(input_ids.min())}, {int(input_ids.max())}]; encode text with NACByteTokenizer"
             )
         if attention_mask is None:
@@ -309,6 +322,8 @@ class ByteTokenizer(nn.Module):
 
 class PointTokenizer(nn.Module):
     """Per-point MLP over (x, y, z) and its random Fourier features; no positions, so the order of points is free."""
+
+    embedding_name = "mlp"
 
     def __init__(self, config: NACConfig):
         super().__init__()
@@ -366,6 +381,38 @@ class Seeder(nn.Module):
         return states
 
 
+class ConditioningReader(nn.Module):
+    """One-head cross-attention from the modules' codes to the conditioning. Its parameters are those of
+    `nn.MultiheadAttention(code_dim, 1, kdim=conditioning_dim, vdim=conditioning_dim)`, so checkpoints keep their
+    keys, but the output projection is called as a layer, so adapters and quantised layers take effect on it."""
+
+    def __init__(self, code_dim: int, conditioning_dim: int):
+        super().__init__()
+        if code_dim == conditioning_dim:
+            self.in_proj_weight = nn.Parameter(torch.zeros(3 * code_dim, code_dim))
+        else:
+            self.q_proj_weight = nn.Parameter(torch.zeros(code_dim, code_dim))
+            self.k_proj_weight = nn.Parameter(torch.zeros(code_dim, conditioning_dim))
+            self.v_proj_weight = nn.Parameter(torch.zeros(code_dim, conditioning_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * code_dim))
+        self.out_proj = nn.Linear(code_dim, code_dim)
+
+    def projection_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if hasattr(self, "in_proj_weight"):
+            return self.in_proj_weight.chunk(3)
+        return self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
+        # queries: (B, U, C), context: (B, L, conditioning_dim), ignore: (B, L), True where a token is padding
+        query_bias, key_bias, value_bias = self.in_proj_bias.chunk(3)
+        query_weight, key_weight, value_weight = self.projection_weights()
+        query = F.linear(queries, query_weight, query_bias)
+        key = F.linear(context, key_weight, key_bias)
+        value = F.linear(context, value_weight, value_bias)
+        mask = None if ignore is None else ~ignore[:, None, :]  # (B, 1, L)
+        return self.out_proj(F.scaled_dot_product_attention(query, key, value, attn_mask=mask))
+
+
 class CircuitGenerator(nn.Module):
     """Produces the circuit: every module's code and signature (input, processor, output modules in that order),
     from which the seeder makes the initial states.
@@ -393,9 +440,7 @@ class CircuitGenerator(nn.Module):
             eps = config.layer_norm_eps
             self.code_norm = nn.LayerNorm(config.code_dim, eps=eps)
             self.conditioning_norm = nn.LayerNorm(config.conditioning_dim, eps=eps)
-            self.conditioning_reader = nn.MultiheadAttention(
-                config.code_dim, 1, kdim=config.conditioning_dim, vdim=config.conditioning_dim, batch_first=True
-            )
+            self.conditioning_reader = ConditioningReader(config.code_dim, config.conditioning_dim)
             self.code_shift = nn.Linear(config.code_dim, config.code_dim)
             self.signature_shift = (
                 nn.Linear(config.code_dim, config.signature_dim) if config.conditional_signatures else None
@@ -446,13 +491,12 @@ class CircuitGenerator(nn.Module):
                     f"expected conditioning_mask of shape {tuple(conditioning.shape[:2])}, "
                     f"got {tuple(conditioning_mask.shape)}"
                 )
-            if not bool(conditioning_mask.bool().any(-1).all()):
+            if checks_values() and not bool(conditioning_mask.bool().any(-1).all()):
                 raise ValueError("every example needs at least one unmasked conditioning token")
             ignore = ~conditioning_mask.bool()
         queries = self.code_norm(self.codes).expand(batch_size, -1, -1)  # (B, U, C)
         context = self.conditioning_norm(conditioning.to(queries.dtype))
-        read, _ = self.conditioning_reader(queries, context, context, key_padding_mask=ignore, need_weights=False)
-        return read
+        return self.conditioning_reader(queries, context, ignore)
 
     def forward(
         self,
@@ -592,7 +636,7 @@ class ModulatedAttention(nn.Module):
             context = context.masked_fill(silent, 0.0)
             weights = None
         context = context.transpose(1, 2).reshape(batch, num_receivers, self.num_heads * self.head_dim)
-        return self.output(context, receiver_codes), weights
+        return self.output(context, receiver_codes), (weights if output_attentions else None)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -605,7 +649,8 @@ class ReadIn(nn.Module):
 
     Exact fast form (no (B, V, U, d) tensor): with `a_u = LN(W_{c,k} c_u)`,
     `q_u·k_{u,v} = ((W_kᵀ q_u) ⊙ a_u)·x_v` (keys carry no bias: `q_u·b_k` would be constant over v and cancel),
-    and `Σ_v α_uv (W_v (x_v ⊙ b_u) + b_v) = W_v ((Σ_v α_uv x_v) ⊙ b_u) + b_v`.
+    and `Σ_v α_uv (W_v (x_v ⊙ b_u) + b_v) = W_v ((Σ_v α_uv x_v) ⊙ b_u) + b_v`. Both projections are applied by
+    calling their layers, never by reading their weights, so adapters, hooks and quantised layers take effect.
     """
 
     def __init__(self, config: NACConfig, token_dim: int):
@@ -642,7 +687,10 @@ class ReadIn(nn.Module):
         value_scale = self.value.modulation(codes)  # b_u
         if key_scale.dim() == 2:
             key_scale, value_scale = key_scale.unsqueeze(0), value_scale.unsqueeze(0)
-        key_weight = self.key.linear.weight.view(heads, head_dim, token_dim)
+        # W_kᵀ read off the key layer itself (it has no bias): calling the layer keeps adapters (LoRA), hooks and
+        # quantised replacements of it in effect. Exact for a plain nn.Linear.
+        eye = torch.eye(token_dim, device=tokens.device, dtype=tokens.dtype)
+        key_weight = self.key.linear(eye).t().reshape(heads, head_dim, token_dim)  # (H, Dh, T)
         # q̃_{u,h} = (W_{k,h}ᵀ q_{u,h}) ⊙ a_u
         query_tokens = torch.einsum("buhd,hdt->bhut", query, key_weight) * key_scale.unsqueeze(1)  # (B, H, U, T)
         keys = tokens.unsqueeze(1).expand(batch, heads, -1, token_dim)  # (B, H, V, T), a view
@@ -658,9 +706,12 @@ class ReadIn(nn.Module):
             pooled = F.scaled_dot_product_attention(
                 query_tokens, keys, keys, attn_mask=mask, scale=1.0 / math.sqrt(head_dim)
             )  # (B, H, U, T): Σ_v α_uv x_v per head
-        value_weight = self.value.linear.weight.view(heads, head_dim, token_dim)
-        values = torch.einsum("bhut,hdt->buhd", pooled * value_scale.unsqueeze(1), value_weight)
-        values = values.reshape(batch, num_modules, heads * head_dim) + self.value.linear.bias
+        # W_v (x̄_{u,h} ⊙ b_u) + b_v through the value layer itself; head h keeps its own block of the output.
+        values = self.value.linear(pooled * value_scale.unsqueeze(1))  # (B, H, U, H·Dh)
+        if heads > 1:
+            values = values.view(batch, heads, num_modules, heads, head_dim).diagonal(dim1=1, dim2=3)  # (B, U, Dh, H)
+            values = values.permute(0, 1, 3, 2)
+        values = values.reshape(batch, num_modules, heads * head_dim)
         return self.output(values, codes), weights
 
     def forward(self, states, codes, tokens, token_mask, drop_rate: float, output_attentions: bool = False):
@@ -730,6 +781,11 @@ class OutputPooling(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+class CheckpointMismatchError(RuntimeError, ValueError):
+    """A checkpoint's weights do not fit the requested config. A RuntimeError, as transformers raises for a size
+    mismatch; also a ValueError, as it is a bad argument."""
+
+
 class NACPreTrainedModel(PreTrainedModel):
     """Weight initialisation, graph-prior fitting at creation, and saving with the code for `trust_remote_code`."""
 
@@ -737,6 +793,9 @@ class NACPreTrainedModel(PreTrainedModel):
     base_model_prefix = "nac"
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
+    # The forward compiles to one graph (value checks of inputs and labels run in eager mode only); a graph-prior
+    # regulariser (`config.graph_regularizer`) matches nodes on the CPU and breaks the graph.
+    _can_compile_fullgraph = True
     _supports_sdpa = True
     _no_split_modules = ["Propagator", "ReadIn"]
 
@@ -754,12 +813,10 @@ class NACPreTrainedModel(PreTrainedModel):
             init.lecun_normal_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.MultiheadAttention):
-            for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
-                if getattr(module, name) is not None:
-                    init.lecun_normal_(getattr(module, name))
-            if module.in_proj_bias is not None:
-                init.zeros_(module.in_proj_bias)
+        elif isinstance(module, ConditioningReader):
+            for weight in module.projection_weights() if hasattr(module, "q_proj_weight") else [module.in_proj_weight]:
+                init.lecun_normal_(weight)
+            init.zeros_(module.in_proj_bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, std=std)
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
@@ -795,23 +852,37 @@ class NACPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        except RuntimeError as error:
-            if "ignore_mismatched_sizes" not in str(error):
-                raise
-            # Name the config fields that make the weights not fit, instead of a list of tensor shapes.
-            saved = NACConfig.from_pretrained(pretrained_model_name_or_path)
-            requested = kwargs.get("config")
-            if not isinstance(requested, NACConfig):
-                overrides = {k: v for k, v in kwargs.items() if k in saved.__dataclass_fields__ or k == "num_labels"}
-                requested = NACConfig.from_dict({**saved.to_dict(), **overrides})
-            differences = "; ".join(saved.architecture_differences(requested)) or "see the load report above"
-            raise ValueError(
+        # Load as if mismatched sizes were allowed, then decide from the load report: with
+        # `ignore_mismatched_sizes=True` the weights that differ are re-initialised (e.g. a new head), as for every
+        # transformers model; without it, the RuntimeError transformers raises, naming the config fields that differ.
+        ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, loading_info = super().from_pretrained(
+            pretrained_model_name_or_path, *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+        )
+        if loading_info["mismatched_keys"] and not ignore_mismatched_sizes:
+            hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+                          if k in kwargs}
+            saved = NACConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+            differences = "; ".join(saved.architecture_differences(model.config))
+            raise CheckpointMismatchError(
                 f"the checkpoint at {pretrained_model_name_or_path!r} does not match the requested config "
-                f"(checkpoint vs requested: {differences}); load it with its own config, or pass "
-                "ignore_mismatched_sizes=True to re-initialise the weights that differ (e.g. a new head)"
-            ) from error
+                f"(checkpoint vs requested: {differences or 'see the load report above'}); load it with its own "
+                "config, or pass ignore_mismatched_sizes=True to re-initialise the weights that differ (e.g. a new "
+                "head)"
+            )
+        return (model, loading_info) if output_loading_info else model
+
+    def route_main_input(self, inputs: torch.Tensor | None, named: dict) -> dict:
+        """Put a positional input in the place of the config's main input (`pixel_values`, `input_ids` or
+        `points`), as transformers models accept their main input positionally."""
+        if inputs is None:
+            return named
+        if named[self.main_input_name] is not None:
+            raise ValueError(
+                f"got {self.main_input_name} both positionally and by keyword; pass it once"
+            )
+        return {**named, self.main_input_name: inputs}
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # One saved folder serves every Auto class this model is registered for, also without nac_hf installed.
@@ -856,7 +927,12 @@ class NACModel(NACPreTrainedModel):
         return graphon(config.graph_regularizer, config.num_processor_modules, **config.graph_parameters())
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.input_tokenizer
+        """The layer that embeds the input: the byte embedding (`nn.Embedding`), the patch projection or conv stem
+        (`nn.Conv2d`), or the point MLP."""
+        return getattr(self.input_tokenizer, self.input_tokenizer.embedding_name)
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        setattr(self.input_tokenizer, self.input_tokenizer.embedding_name, value)
 
     def circuit(self, signatures: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Untruncated kernels `(num_kernels, [B,] P + O, I + P)` and where modules talk `([B,] P + O, I + P)`:
@@ -878,6 +954,9 @@ class NACModel(NACPreTrainedModel):
 
     def forward(
         self,
+        inputs: torch.Tensor | None = None,
+        /,
+        *,
         pixel_values: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -896,7 +975,9 @@ class NACModel(NACPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else config.return_dict
 
-        tokens, token_mask = self.tokenize(pixel_values, input_ids, attention_mask, points, points_mask)
+        main = dict(pixel_values=pixel_values, input_ids=input_ids, points=points)
+        main = self.route_main_input(inputs, main)
+        tokens, token_mask = self.tokenize(main["pixel_values"], main["input_ids"], attention_mask, main["points"], points_mask)
         batch = tokens.shape[0]
         num_in, num_proc = config.num_input_modules, config.num_processor_modules
         codes, signatures = self.generator(batch, conditioning, conditioning_mask)  # ([B,] U, C), ([B,] U, S)
@@ -987,7 +1068,7 @@ class NACModel(NACPreTrainedModel):
             tokens, mask = self.input_tokenizer(points, points_mask)
         else:
             tokens, mask = self.input_tokenizer(pixel_values)
-        if mask is not None and not bool(mask.any(-1).all()):
+        if mask is not None and checks_values() and not bool(mask.any(-1).all()):
             raise ValueError("every example needs at least one unmasked token, but an attention mask is all zeros")
         return tokens, mask
 
@@ -1014,6 +1095,9 @@ class NACForClassification(NACPreTrainedModel):
 
     def forward(
         self,
+        inputs: torch.Tensor | None = None,
+        /,
+        *,
         pixel_values: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
@@ -1028,6 +1112,7 @@ class NACForClassification(NACPreTrainedModel):
     ) -> NACClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.nac(
+            inputs,
             pixel_values=pixel_values,
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -1040,7 +1125,7 @@ class NACForClassification(NACPreTrainedModel):
             return_dict=True,
         )
         pooled = self.head_norm(outputs.pooler_output)  # (B, D)
-        if isinstance(self.classifier, ModFC):
+        if self.config.num_output_modules == 1:  # a ModFC head (also when wrapped, e.g. by PEFT)
             output_code = self.nac.generator.codes[-1:]  # (1, C): the output module's code
             logits = self.classifier(pooled.unsqueeze(1), output_code).squeeze(1)
         else:
@@ -1084,7 +1169,7 @@ class NACForClassification(NACPreTrainedModel):
                 raise ValueError(
                     f"single-label classification expects labels of shape ({batch},), got {tuple(labels.shape)}"
                 )
-            if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
+            if checks_values() and labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
                 raise ValueError(
                     f"labels must be class ids in [0, {num_labels}) (config.num_labels), got values in "
                     f"[{int(labels.min())}, {int(labels.max())}]"
