@@ -16,6 +16,7 @@ from nac_hf.few_shot import (
     CODES_PARAMETER,
     DEFAULT_LEARNING_RATES,
     FewShotArguments,
+    add_lora,
     freeze_for_mode,
     load_for_labels,
     mean_std,
@@ -85,12 +86,24 @@ def test_trainable_parameters_per_mode():
     with pytest.raises(ValueError, match="has none; use mode 'full' or 'head'"):
         trainable_parameter_names(vit, "codes")
     with pytest.raises(ValueError, match="unknown adaptation mode"):
+        trainable_parameter_names(nac, "prompt")
+    with pytest.raises(ValueError, match="wrap the model with nac_hf.few_shot.add_lora"):
         trainable_parameter_names(nac, "lora")
+    lora = sorted(trainable_parameter_names(add_lora(tiny_nac()), "lora"))
+    assert any(".lora_A." in name for name in lora) and any(".lora_B." in name for name in lora)
+    assert {name.split(".lora_")[0].split("base_model.model.")[1] for name in lora if ".lora_" in name} == {
+        f"nac.{block}.{projection}.linear"
+        for block in ("read_in", "propagators.0.attention", "propagators.1.attention", "read_out.attention")
+        for projection in ("query", "key", "value", "output")
+    }
+    assert {name for name in lora if ".lora_" not in name} == {
+        f"base_model.model.{name.replace('.', '.modules_to_save.default.', 1)}" for name in head
+    }
 
 
-@pytest.mark.parametrize("mode", ["head", "codes", "full"])
+@pytest.mark.parametrize("mode", ["head", "codes", "full", "lora"])
 def test_only_the_trainable_parameters_move(tmp_path, mode):
-    model = tiny_nac()
+    model = add_lora(tiny_nac()) if mode == "lora" else tiny_nac()
     trainable = set(freeze_for_mode(model, mode))
     assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -142,7 +155,7 @@ def test_argument_checks_mean_std_and_table():
     for kwargs, message in (
         ({"shots": "1,x"}, "comma-separated integers"),
         ({"shots": "0"}, "positive"),
-        ({"modes": "full,lora"}, "subset of"),
+        ({"modes": "full,prompt"}, "subset of"),
         ({"seeds": 0}, "at least 1"),
         ({"codes_learning_rate": 0.0}, "codes_learning_rate"),
     ):
@@ -176,7 +189,7 @@ def test_few_shot_script_end_to_end(tmp_path):
     command = [
         sys.executable, str(ROOT / "scripts" / "few_shot.py"), "--model_name_or_path", str(pretrained),
         "--keep_labels", NEW_LABELS, "--shots", "1,2", "--seeds", "2", "--max_steps", "4", "--seed", "7",
-        "--output_dir", str(output),
+        "--output_dir", str(output), "--modes", "full,head,codes,lora",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -186,7 +199,7 @@ def test_few_shot_script_end_to_end(tmp_path):
     results = json.loads((output / "few_shot_results.json").read_text())
     assert results["labels"] == NEW_LABELS.split(",") and results["eval_examples"] == 180
     assert results["seeds"] == [7, 8] and results["settings"]["max_steps"] == 4
-    assert list(results["modes"]) == ["full", "head", "codes"]
+    assert list(results["modes"]) == ["full", "head", "codes", "lora"]
     for mode, entry in results["modes"].items():
         assert list(entry["shots"]) == ["1", "2"]
         assert entry["settings"]["learning_rate"] == DEFAULT_LEARNING_RATES[mode]
@@ -198,6 +211,7 @@ def test_few_shot_script_end_to_end(tmp_path):
     codes = NACConfig.from_pretrained(pretrained)
     num_codes = (codes.num_input_modules + codes.num_processor_modules + codes.num_output_modules) * codes.code_dim
     assert sizes["codes"] == sizes["head"] + num_codes and sizes["full"] > sizes["codes"]
+    assert sizes["head"] < sizes["lora"] < sizes["full"]
 
     refused = subprocess.run(command + ["--learning_rate", "0.1"], capture_output=True, text=True, env=env)
     assert refused.returncode != 0 and "its own learning rate" in refused.stderr

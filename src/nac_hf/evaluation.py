@@ -1,0 +1,72 @@
+"""Evaluating a saved classifier on its evaluation data, and timing its forward pass: shared by the benchmark
+scripts (int8, and anything that compares a changed model with the one it came from)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoConfig
+
+from .data import DataArguments, load_classification_data
+from .training import ModelArguments, build_processor, prepare_datasets
+
+
+@dataclass
+class EvaluationSet:
+    """The evaluation split as model inputs (one dict of batched tensors per batch) and its labels."""
+
+    batches: list[dict]
+    labels: torch.Tensor
+    source: str
+
+
+def load_evaluation_set(
+    checkpoint: str, data_args: DataArguments, batch_size: int = 256, trust_remote_code: bool = False
+) -> EvaluationSet:
+    """The evaluation split of `data_args` (the digits when none is named, as for the main job), prepared with the
+    checkpoint's own processor or tokenizer exactly as `scripts/train.py` evaluates."""
+    config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
+    data = load_classification_data(data_args, seed=0)
+    if "validation" not in data.dataset:
+        raise ValueError(f"{data.source} has no evaluation split; name one (--validation_split_name) or a file")
+    model_args = ModelArguments(model_name_or_path=checkpoint, trust_remote_code=trust_remote_code)
+    processor = build_processor(model_args, config, data)
+    _, evaluation, collator = prepare_datasets(data, processor, data_args, config)
+    batches, labels = [], []
+    for start in range(0, len(evaluation), batch_size):
+        batch = collator([evaluation[i] for i in range(start, min(start + batch_size, len(evaluation)))])
+        labels.append(batch.pop("labels"))
+        batches.append(dict(batch))
+    return EvaluationSet(batches=batches, labels=torch.cat(labels), source=data.source)
+
+
+@torch.no_grad()
+def predict(model, evaluation: EvaluationSet) -> torch.Tensor:
+    """Logits of `model` (in evaluation mode) over the whole evaluation set."""
+    model.eval()
+    return torch.cat([model(**batch).logits.float() for batch in evaluation.batches])
+
+
+@torch.no_grad()
+def median_seconds(model, inputs: dict, repeats: int = 7, warmup: int = 2) -> float:
+    """Median wall time of one forward pass over `inputs`, after `warmup` passes."""
+    model.eval()
+    for _ in range(warmup):
+        model(**inputs)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(**inputs)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def take(batch: dict, size: int) -> dict:
+    """The first `size` examples of a batch of inputs."""
+    return {name: value[:size] for name, value in batch.items()}
+
+
+__all__ = ["EvaluationSet", "load_evaluation_set", "median_seconds", "predict", "take"]
