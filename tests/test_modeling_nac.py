@@ -1,5 +1,3 @@
-import time
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -31,19 +29,11 @@ def test_forward_backward_each_tokenizer(tokenizer_type):
     torch.manual_seed(0)
     config = tiny(tokenizer_type=tokenizer_type)
     model = NACForClassification(config).train()
-    inputs = example_inputs(config)
-    elapsed = []
-    for _ in range(3):  # the best of three: the first call also sets up torch's kernels
-        model.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        output = model(**inputs, labels=labels_for())
-        output.loss.backward()
-        elapsed.append(time.perf_counter() - start)
-    elapsed = min(elapsed)
+    output = model(**example_inputs(config), labels=labels_for())
+    output.loss.backward()
     assert output.logits.shape == (3, 3)
     assert torch.isfinite(output.loss)
     assert trainable_without_grad(model) == []
-    assert elapsed < 1.0, f"tiny forward/backward took {elapsed:.2f}s"
 
 
 @pytest.mark.parametrize(

@@ -64,13 +64,23 @@ class NACConfig(PretrainedConfig):
         intermediate_size (`int`, defaults to 512): hidden size of the module feed-forward network (4/3 × 384).
         hidden_act (`str`, defaults to `"geglu"`): `"geglu"` (gated, as in the reference) or `"gelu"`.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every layer norm.
-        layer_scale_init_value (`float`, defaults to 0.1): initial LayerScale of every residual branch.
+        layer_scale_init_value (`float`, defaults to 0.1): initial LayerScale of every residual branch but the
+            read-in's attention.
+        read_in_layer_scale_init_value (`float`, defaults to 1.0): initial LayerScale of the read-in's attention
+            branch. At 1.0 (as in the reference implementation) the input reaches the seeded states, which are the
+            same for every example, at full strength from the first step.
+        read_in_residual (`bool`, defaults to `False`): keep the seeded states under the read-in's attention
+            (`x + LayerScale(attention)`). Off, as in the reference implementation, the input modules' states are
+            what they read (`LayerScale(attention)`), so the input is not diluted by the seeded states.
         drop_path_rate (`float`, defaults to 0.1): stochastic depth of the residual branches (training only),
             rising linearly over the propagator layers.
         code_noise (`float`, defaults to 0.05): standard deviation of the multiplicative noise on the codes in
             training.
-        initializer_range (`float`, defaults to 0.02): standard deviation of the initial position embeddings and byte
+        initializer_range (`float`, defaults to 0.02): standard deviation of the initial byte and byte-position
             embeddings (linear and convolution weights are initialised with fan-in scaling).
+        position_init_std (`float`, defaults to 1.0): standard deviation of the initial 2-D position grid of the
+            `"patch"` and `"conv"` tokenizers. At 1.0 (as in the reference) positions are as large as the
+            normalised patch features, so the read-in can tell the patches apart from the first step.
 
     Signature kernel and SKMDPA:
         kernel_truncation (`float`, defaults to 0.9): ε; module pairs at distance 1 − cos ≥ ε never talk.
@@ -155,9 +165,12 @@ class NACConfig(PretrainedConfig):
     hidden_act: str = "geglu"
     layer_norm_eps: float = 1e-5
     layer_scale_init_value: float = 0.1
+    read_in_layer_scale_init_value: float = 1.0
+    read_in_residual: bool = False
     drop_path_rate: float = 0.1
     code_noise: float = 0.05
     initializer_range: float = 0.02
+    position_init_std: float = 1.0
 
     kernel_truncation: float = 0.9
     kernel_bandwidth_init: float = 1.0
@@ -226,7 +239,7 @@ class NACConfig(PretrainedConfig):
             "num_hidden_layers", "num_attention_heads", "attention_head_dim", "num_read_in_heads",
             "intermediate_size", "layer_norm_eps", "kernel_bandwidth_init", "kernel_temperature",
             "output_gumbel_temperature", "graph_num_groups", "graph_edges_per_node", "graph_num_neighbors",
-            "graph_fit_lr",
+            "graph_fit_lr", "initializer_range", "position_init_std",
         )
         probability("drop_path_rate", "graph_p_in", "graph_p_out", "graph_edge_prob")
         if not 0.0 < self.kernel_truncation <= 2.0:
@@ -235,7 +248,7 @@ class NACConfig(PretrainedConfig):
                 f"got {self.kernel_truncation!r}"
             )
         for name in (
-            "code_noise", "layer_scale_init_value", "graph_regularizer_weight", "graph_fit_steps", "conditioning_dim"
+            "code_noise", "layer_scale_init_value", "read_in_layer_scale_init_value", "graph_regularizer_weight", "graph_fit_steps", "conditioning_dim"
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"NACConfig.{name} must be >= 0, got {getattr(self, name)!r}")

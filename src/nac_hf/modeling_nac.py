@@ -163,9 +163,10 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 class ResidualBranch(nn.Module):
     """`x + drop_path(LayerScale(branch))`: the residual form shared by the read-in, propagators and read-out."""
 
-    def __init__(self, config: NACConfig):
+    def __init__(self, config: NACConfig, layer_scale_init_value: float | None = None):
         super().__init__()
-        self.layer_scale = LayerScale(config.hidden_size, config.layer_scale_init_value)
+        init_value = config.layer_scale_init_value if layer_scale_init_value is None else layer_scale_init_value
+        self.layer_scale = LayerScale(config.hidden_size, init_value)
 
     def forward(self, states: torch.Tensor, update: torch.Tensor, drop_rate: float) -> torch.Tensor:
         return states + drop_path(self.layer_scale(update), drop_rate, self.training)
@@ -364,6 +365,12 @@ INPUT_TOKENIZERS = {"patch": PatchTokenizer, "conv": ConvTokenizer, "byte": Byte
 # ----------------------------------------------------------------------------------------------------------------
 
 
+class LogVarianceLinear(nn.Linear):
+    """The seeder's log-variance layer: a Linear initialised to weight 0 and bias `config.seeder_logvar_init`, so
+    the initial noise is small (std exp(½·bias)) and the same for every module. Its own class, because
+    transformers initialises each layer through its own `_init_weights` branch."""
+
+
 class Seeder(nn.Module):
     """Initial states from codes: `x⁰ = Linear(LN(c)) + ε ⊙ exp(½ Linear(LN(c)))`; the mean alone in evaluation."""
 
@@ -371,14 +378,17 @@ class Seeder(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(config.code_dim, eps=config.layer_norm_eps)
         self.mean = nn.Linear(config.code_dim, config.hidden_size)
-        self.log_variance = nn.Linear(config.code_dim, config.hidden_size) if config.seeder_noise else None
+        self.log_variance = LogVarianceLinear(config.code_dim, config.hidden_size) if config.seeder_noise else None
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+    def forward(self, codes: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Initial states `(B, U, D)` from codes `(U, C)` or per example `(B, U, C)`; the noise is drawn per example."""
         normed = self.norm(codes)
         states = self.mean(normed)
         if self.log_variance is not None and self.training:
-            states = states + torch.randn_like(states) * torch.exp(0.5 * self.log_variance(normed))
-        return states
+            scale = torch.exp(0.5 * self.log_variance(normed))
+            noise = torch.randn((batch_size,) + states.shape[-2:], device=states.device, dtype=states.dtype)
+            states = states + noise * scale
+        return states.expand(batch_size, -1, -1)
 
 
 class ConditioningReader(nn.Module):
@@ -665,7 +675,8 @@ class ReadIn(nn.Module):
         self.key = ModFC(token_dim, inner, config.code_dim, eps, bias=False)
         self.value = ModFC(token_dim, inner, config.code_dim, eps)
         self.output = ModFC(inner, config.hidden_size, config.code_dim, eps)
-        self.attention_residual = ResidualBranch(config)
+        self.attention_residual = ResidualBranch(config, config.read_in_layer_scale_init_value)
+        self.residual = config.read_in_residual
         self.ffn = ModFFN(config)
         self.ffn_residual = ResidualBranch(config)
 
@@ -716,7 +727,10 @@ class ReadIn(nn.Module):
 
     def forward(self, states, codes, tokens, token_mask, drop_rate: float, output_attentions: bool = False):
         update, weights = self.attend(states, codes, tokens, token_mask, output_attentions)
-        states = self.attention_residual(states, update, drop_rate)
+        if self.residual:
+            states = self.attention_residual(states, update, drop_rate)
+        else:  # the input modules' states are what they read
+            states = self.attention_residual.layer_scale(update)
         states = self.ffn_residual(states, self.ffn(states, codes), drop_rate)
         return states, weights
 
@@ -807,7 +821,10 @@ class NACPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         config = self.config
         std = config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, LogVarianceLinear):
+            init.zeros_(module.weight)
+            init.constant_(module.bias, config.seeder_logvar_init)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)):
             # Fan-in scaled: each branch starts with outputs of the size of its (normalised) inputs, so the input's
             # signal is not lost under the seeder's noise and the LayerScale of 0.1 at the start of training.
             init.lecun_normal_(module.weight)
@@ -830,13 +847,9 @@ class NACPreTrainedModel(PreTrainedModel):
             init.constant_(module.log_bandwidth, math.log(module.bandwidth_init))
         elif isinstance(module, (PatchTokenizer, ConvTokenizer)):
             grid = module.position_embedding if isinstance(module, PatchTokenizer) else module.position_grid
-            init.trunc_normal_(grid, std=std)
+            init.normal_(grid, std=config.position_init_std)
         elif isinstance(module, PointTokenizer):
             init.normal_(module.frequencies, std=config.fourier_feature_scale)
-        elif isinstance(module, Seeder):
-            if module.log_variance is not None:
-                init.zeros_(module.log_variance.weight)
-                init.constant_(module.log_variance.bias, config.seeder_logvar_init)
         elif isinstance(module, CircuitGenerator):
             init.normal_(module.codes, std=1.0)
             if not getattr(module.signatures, "_is_hf_initialized", False):
@@ -981,8 +994,7 @@ class NACModel(NACPreTrainedModel):
         batch = tokens.shape[0]
         num_in, num_proc = config.num_input_modules, config.num_processor_modules
         codes, signatures = self.generator(batch, conditioning, conditioning_mask)  # ([B,] U, C), ([B,] U, S)
-        states = self.generator.seeder(codes)  # (U, D) or (B, U, D)
-        states = states.expand(batch, -1, -1) if states.dim() == 2 else states
+        states = self.generator.seeder(codes, batch)  # (B, U, D)
         codes_in, codes_proc, codes_out = codes.split([num_in, num_proc, config.num_output_modules], dim=-2)
         codes_send = codes[..., : num_in + num_proc, :]
         inputs, processors, outputs = states.split([num_in, num_proc, config.num_output_modules], dim=1)
