@@ -3,6 +3,8 @@
 `pytest -s tests/test_graph_priors.py` prints the edge agreement and time of every signature fit.
 """
 
+import subprocess
+import sys
 import time
 
 import networkx as nx
@@ -235,6 +237,43 @@ def test_ring_of_cliques_graphon_is_the_networkx_graph():
     torch.testing.assert_close(probs, graph_adjacency(nx.ring_of_cliques(3, 4)).float())
     assert probs[0:4, 0:4].sum() == 12 and probs[1, 4] == 1 and probs[5, 8] == 1 and probs[9, 0] == 1
     assert probs.sum() == 2 * (3 * 6 + 3)
+    # built without networkx (a loaded model makes its graphon), the same graph for other sizes too
+    for groups, size in [(2, 2), (2, 5), (4, 3), (8, 8)]:
+        expected = torch.from_numpy(nx.to_numpy_array(nx.ring_of_cliques(groups, size)) != 0).float()
+        torch.testing.assert_close(graphon("ring-of-cliques", groups * size, num_groups=groups), expected)
+
+
+@pytest.mark.parametrize("kind", PRIOR_KINDS)
+def test_graph_adjacency_is_networkx_adjacency(kind):
+    graph = build_prior_graph(kind, 24, num_groups=4, edge_prob=0.3)
+    expected = torch.from_numpy(nx.to_numpy_array(graph, nodelist=range(24)) != 0)
+    expected.fill_diagonal_(False)
+    assert torch.equal(graph_adjacency(graph), expected)
+    assert graph_adjacency(nx.empty_graph(3)).equal(torch.zeros(3, 3, dtype=torch.bool))
+
+
+def test_networkx_and_scipy_are_needed_only_where_they_are_used():
+    """A machine with only torch and transformers imports the graph priors and makes every graphon; sampling a prior
+    graph and matching nodes name what to install."""
+    script = (
+        "import sys; sys.modules['networkx'] = sys.modules['scipy'] = None\n"
+        "import torch\n"
+        "from nac_hf.graph_priors import GRAPHON_KINDS, build_prior_graph, graphon, match_nodes\n"
+        "for kind in GRAPHON_KINDS: graphon(kind, 16, num_groups=4)\n"
+        "for call in (lambda: build_prior_graph('complete', 4), lambda: match_nodes(torch.eye(4), torch.eye(4))):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except ImportError as error:\n"
+        "        print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "sampling a graph prior (a model created from its config) needs networkx, which is not installed; "
+        "install it with: pip install networkx",
+        "matching nodes for the graph-prior regulariser (config.graph_regularizer) needs scipy, which is not "
+        "installed; install it with: pip install scipy",
+    ]
 
 
 def test_watts_strogatz_graphon_by_hand():

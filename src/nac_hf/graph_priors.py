@@ -8,8 +8,12 @@ Two tools shape the connectivity of the processor modules (NAC_SPEC.md §5):
   *graphon*, the expected adjacency of a random-graph family (`graphon` + `graph_regularizer_loss`), after the
   learned modules are matched to the graphon's nodes.
 
-Everything here is a pure function of tensors and numbers (no config object, no module state), and it imports only
-torch, numpy, networkx, scipy and the standard library, so that it can travel next to the modeling code.
+Everything here is a pure function of tensors and numbers (no config object, no module state). The file travels next
+to the modeling code, so it imports only torch and the standard library at module level, and a machine with nothing
+but torch and transformers loads a saved model and runs it. networkx (sampling a prior graph when a model is created
+from its config) and scipy (matching nodes for the regulariser's loss, which a model trained with one computes in its
+forward pass) are imported inside the functions that use them, in `try` blocks: transformers' remote-code loader
+requires every import outside such a block to be installed.
 """
 
 from __future__ import annotations
@@ -17,10 +21,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 
-import networkx as nx
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 
 PRIOR_KINDS = ("complete", "planted-partition", "scale-free", "ring-of-cliques", "erdos-renyi", "watts-strogatz")
@@ -69,6 +70,10 @@ def _check_groups(num_nodes: int, num_groups, minimum_group_size: int, kind: str
             f"split into num_groups={num_groups} gives {num_nodes // num_groups}; use fewer groups"
         )
     return num_groups
+
+
+def _missing(what: str, package: str) -> ImportError:
+    return ImportError(f"{what} needs {package}, which is not installed; install it with: pip install {package}")
 
 
 def _check_kind(kind: str, allowed: tuple[str, ...], what: str) -> None:
@@ -125,8 +130,8 @@ def build_prior_graph(
     edge_prob: float = 0.1,
     num_neighbors: int = 4,
     seed: int = 0,
-) -> nx.Graph:
-    """Sample the target graph of a graph prior, with nodes labelled `0 .. num_nodes - 1`.
+):
+    """Sample the target graph of a graph prior (a `networkx.Graph`), with nodes labelled `0 .. num_nodes - 1`.
 
     Args:
         kind: `"complete"`, `"planted-partition"` (`num_groups` groups of `num_nodes / num_groups` consecutive nodes,
@@ -140,6 +145,10 @@ def build_prior_graph(
 
     Only the arguments of the chosen kind are checked and used.
     """
+    try:
+        import networkx as nx
+    except ImportError as error:
+        raise _missing("sampling a graph prior (a model created from its config)", "networkx") from error
     _check_kind(kind, PRIOR_KINDS, "graph prior")
     n = _check_int("num_nodes", num_nodes, 1)
     if kind == "complete":
@@ -172,12 +181,16 @@ def build_prior_graph(
     return ordered
 
 
-def graph_adjacency(graph: nx.Graph) -> torch.Tensor:
-    """(n, n) bool adjacency of a graph with nodes `0 .. n - 1`, without self links."""
+def graph_adjacency(graph) -> torch.Tensor:
+    """(n, n) bool adjacency of a networkx graph with nodes `0 .. n - 1`, without self links."""
     n = graph.number_of_nodes()
     if sorted(graph.nodes()) != list(range(n)):
         raise ValueError("expected a graph with nodes labelled 0 .. n - 1 (as build_prior_graph makes them)")
-    adjacency = torch.from_numpy(nx.to_numpy_array(graph, nodelist=range(n), dtype=np.float64) != 0)  # (n, n)
+    adjacency = torch.zeros(n, n, dtype=torch.bool)  # (n, n)
+    edges = torch.tensor(list(graph.edges()), dtype=torch.long).reshape(-1, 2)  # (E, 2)
+    adjacency[edges[:, 0], edges[:, 1]] = True
+    if not graph.is_directed():
+        adjacency[edges[:, 1], edges[:, 0]] = True
     adjacency.fill_diagonal_(False)
     return adjacency
 
@@ -352,7 +365,8 @@ def graphon(
       `q = p k / (n - 1 - (1 - p) k)`, a lattice pair with `(1 - p) + p q` (kept, or rewired away and hit again).
       The expected number of edges is exactly `n k / 2`.
     * `"ring-of-cliques"`: the deterministic `networkx.ring_of_cliques(num_groups, n / num_groups)`: 1 inside each
-      clique and on the one edge between consecutive cliques, 0 elsewhere.
+      clique and on the one edge between consecutive cliques, 0 elsewhere. Built here without networkx (a loaded
+      model makes its graphon), with networkx's choice of that edge: node 1 of a clique to node 0 of the next.
     """
     _check_kind(kind, GRAPHON_KINDS, "graphon")
     n = _check_int("num_nodes", num_nodes, 2)
@@ -380,14 +394,20 @@ def graphon(
         probs = torch.where(lattice, (1.0 - p) + p * q, q).double()
     else:  # ring-of-cliques
         groups = _check_groups(n, num_groups, 2, kind)
-        probs = graph_adjacency(nx.ring_of_cliques(groups, n // groups)).double()
+        size = n // groups
+        group = torch.arange(n, device="cpu") // size  # (n,)
+        probs = (group[:, None] == group[None, :]).double()  # (n, n) the cliques
+        bridge_from = torch.arange(groups, device="cpu") * size + 1  # node 1 of each clique
+        bridge_to = (bridge_from - 1 + size) % n  # node 0 of the next clique
+        probs[bridge_from, bridge_to] = probs[bridge_to, bridge_from] = 1.0
     probs = probs.clone()
     probs.fill_diagonal_(0.0)
     return probs.float()
 
 
 # The matching works on float64 CPU tensors with torch; numpy only carries the cost matrices to scipy's Hungarian
-# solver. (Mixing numpy's BLAS threads with torch's in one training step oversubscribes a small CPU badly.)
+# solver. (Mixing numpy's BLAS threads with torch's in one training step oversubscribes a small CPU badly.) scipy is
+# imported where it is used, so that a model without a regulariser needs none.
 
 
 def _pairwise_sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -397,6 +417,10 @@ def _pairwise_sq_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _hungarian(cost: torch.Tensor) -> torch.Tensor:
     """Assignment `perm` (n,) minimising `sum_a cost[a, perm[a]]`."""
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError as error:
+        raise _missing("matching nodes for the graph-prior regulariser (config.graph_regularizer)", "scipy") from error
     _, columns = linear_sum_assignment(cost.numpy())
     return torch.from_numpy(columns).long()
 
