@@ -6,9 +6,11 @@
 CHECKPOINT is the output folder of scripts/train.py (or any folder a NAC and its processor were saved to). The
 repository folder holds the safetensors weights, the config with its auto_map, the modeling code (so that
 `from_pretrained(..., trust_remote_code=True)` works without nac_hf), the image processor or tokenizer, the run's
-results, the learned circuit figure (circuit.png) and a model card (README.md) rendered from model_cards/. It is
-loaded in a fresh Python process before anything is uploaded; a folder that does not load is not pushed. The token
-comes from HF_TOKEN or the cached login (`hf auth login`). --dry-run writes the folder to OUTDIR and uploads nothing.
+results, the learned circuit figure (circuit.png; left out, with a warning, where matplotlib is not installed) and a
+model card (README.md) rendered from model_cards/. Before anything is uploaded, its code files are checked to import
+nothing that a machine with only torch, transformers and pillow lacks, and it is loaded in a fresh Python process; a
+folder that fails either is not pushed. The token comes from HF_TOKEN or the cached login (`hf auth login`).
+--dry-run writes the folder to OUTDIR and uploads nothing.
 """
 
 import argparse

@@ -251,6 +251,66 @@ def test_publish_refuses_a_folder_that_does_not_load(image_checkpoint, image_rep
     assert [path.name for path in tmp_path.iterdir()] == ["good"]  # no half-written folder left beside it
 
 
+# What graph_priors.py imported at module level before it imported them where they are used: transformers' loader
+# stops on both where only torch, transformers and pillow are installed.
+GRAPH_LIBRARIES = (
+    "import networkx as nx\nimport numpy as np\nimport torch\nfrom scipy.optimize import linear_sum_assignment\n"
+)
+
+
+def test_folder_whose_code_needs_more_than_a_bare_install_is_refused(image_repo, image_checkpoint, tmp_path):
+    """The fresh-process check runs here, where scipy and networkx are installed; the import check sees what a
+    machine with only torch and transformers would lack."""
+    model, processor = hub.load_checkpoint(image_checkpoint)
+    broken = tmp_path / "broken"
+    shutil.copytree(image_repo, broken)
+    code = (broken / "graph_priors.py").read_text()
+    (broken / "graph_priors.py").write_text(code.replace("import torch\n", GRAPH_LIBRARIES, 1))
+    (broken / "image_processing_nac.py").write_text(
+        (broken / "image_processing_nac.py").read_text() + "\n\ndef blur(image):\n    import cv2\n    return cv2\n"
+    )
+    with pytest.raises(PublishError) as refused:
+        verify_repository(broken, model, processor)
+    message = str(refused.value)
+    assert "would not load where only torch, transformers and pillow are installed" in message
+    assert "graph_priors.py imports networkx; graph_priors.py imports scipy; image_processing_nac.py imports cv2" in (
+        message
+    )
+    assert "import such a package inside the function that needs it, within `try: ... except ImportError`" in message
+    hub.check_code_imports(image_repo)  # the published code: scipy and networkx only inside try blocks
+
+
+def test_bare_install_modules():
+    modules = hub.bare_install_modules()
+    assert {"torch", "transformers", "numpy", "PIL", "huggingface_hub", "safetensors", "tokenizers", "yaml"} <= modules
+    assert {"json", "math", "dataclasses", "__future__"} <= modules  # the standard library
+    assert not {"scipy", "networkx", "sklearn", "matplotlib", "datasets", "accelerate", "nac_hf"} & modules
+
+
+def test_publish_refuses_code_with_imports_a_bare_install_lacks(image_checkpoint, tmp_path, monkeypatch):
+    """A graph_priors.py that imports scipy at module level loads here, but not on a machine with only torch and
+    transformers: nothing is uploaded, and no folder is written."""
+    import transformers.modeling_utils as modeling_utils
+
+    save_code = modeling_utils.custom_object_save
+
+    def save_with_scipy_at_the_top(obj, folder, config=None):
+        saved = save_code(obj, folder, config=config)
+        code = Path(folder, "graph_priors.py").read_text()
+        Path(folder, "graph_priors.py").write_text(code.replace("import torch\n", GRAPH_LIBRARIES, 1))
+        return saved
+
+    monkeypatch.setattr(modeling_utils, "custom_object_save", save_with_scipy_at_the_top)
+    api = fake_hf_api(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    with pytest.raises(PublishError, match="graph_priors.py imports networkx; graph_priors.py imports scipy"):
+        publish(image_checkpoint, REPO_ID)
+    assert api.calls == []
+    with pytest.raises(PublishError, match="graph_priors.py imports scipy"):
+        publish(image_checkpoint, REPO_ID, dry_run=tmp_path / "repo")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_dry_run_never_overwrites_other_files(image_checkpoint, tmp_path):
     mine = tmp_path / "notes"
     mine.mkdir()
@@ -410,18 +470,23 @@ def test_train_push_to_hub_without_a_token_stops_before_training(tmp_path, monke
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
-def test_publishing_without_matplotlib_names_the_extra(image_checkpoint, tmp_path):
+def test_publishing_without_matplotlib_warns_and_leaves_out_the_figure(image_checkpoint, tmp_path):
     script = (
         "import sys; sys.modules['matplotlib'] = None\n"
-        "from nac_hf.hub import PublishError, publish\n"
-        "try:\n"
-        f"    publish({str(image_checkpoint)!r}, 'org/name', dry_run={str(tmp_path / 'repo')!r})\n"
-        "except PublishError as error:\n"
-        "    print(error)\n"
+        "from nac_hf.hub import publish\n"
+        f"print(publish({str(image_checkpoint)!r}, 'org/name', dry_run={str(tmp_path / 'repo')!r}))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert 'pip install "nac-hf[viz]"' in done.stdout, done.stderr[-2000:]
-    assert list(tmp_path.iterdir()) == []  # neither the folder nor a half-written one beside it
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == str(tmp_path / "repo")
+    assert (
+        "the model card of org/name is published without the circuit figure: drawing a NAC circuit needs "
+        'matplotlib; install it with: pip install "nac-hf[viz]"'
+    ) in done.stderr
+    assert not (tmp_path / "repo" / "circuit.png").exists()
+    card = (tmp_path / "repo" / "README.md").read_text()
+    assert "No figure was drawn for this card." in card and "circuit.png" not in card
+    assert "pairs of\nprocessors are linked" in card  # the circuit's numbers need no matplotlib
 
 
 def test_own_card_template(image_checkpoint, tmp_path):

@@ -3,14 +3,16 @@
 `assemble_repository` turns a checkpoint folder into the folder a Hub repository holds: safetensors weights, the
 config with its `auto_map`, the modeling code for `trust_remote_code`, the image processor or tokenizer, the run's
 results, the learned circuit figure and a model card rendered from `model_cards/` through `ModelCard` /
-`ModelCardData`. Before the folder is accepted it is loaded in a fresh Python process where `nac_hf` cannot be
-imported (as on a machine that only has `transformers`), and its outputs are compared with the checkpoint's.
+`ModelCardData`. Before the folder is accepted its code files are checked to import nothing that a machine with only
+torch, transformers and pillow lacks, and it is loaded in a fresh Python process where `nac_hf` cannot be imported
+(as on a machine that only has `transformers`), and its outputs are compared with the checkpoint's.
 `upload_repository` sends a folder with `HfApi`; `publish` does both, and is what `scripts/push_to_hub.py` and
 `scripts/train.py --push_to_hub` run.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -26,8 +28,10 @@ import numpy as np
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError
+from packaging.requirements import Requirement
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer
+from transformers.dynamic_module_utils import get_imports
 
 from .configuration_nac import NACConfig
 from .modeling_nac import NACForClassification, NACModel
@@ -309,12 +313,21 @@ def assemble_repository(
         for name in RESULT_FILES:
             if (Path(checkpoint) / name).is_file():
                 shutil.copy2(Path(checkpoint) / name, staging / name)
+        figure = CIRCUIT_FIGURE
         try:
             draw_circuit(model, staging / CIRCUIT_FIGURE)
-        except ImportError as error:
-            raise PublishError(f"the model card shows the learned circuit: {error}") from error
+        except ImportError as error:  # the figure is a nice-to-have: the card says none was drawn
+            figure = None
+            logger.warning("the model card of %s is published without the circuit figure: %s", repo_id, error)
         card = build_model_card(
-            model, run, repo_id, summary=circuit_summary(model), revision=revision, license=license, template=template
+            model,
+            run,
+            repo_id,
+            summary=circuit_summary(model),
+            figure=figure,
+            revision=revision,
+            license=license,
+            template=template,
         )
         card.save(staging / "README.md")
         verify_repository(staging, model, processor)
@@ -384,14 +397,60 @@ VERIFY_SCRIPT = textwrap.dedent(
 )
 
 
+def bare_install_modules() -> frozenset[str]:
+    """The top-level modules a machine has after `pip install torch transformers pillow`, as far as a repository's
+    code may count on them: the standard library, torch, transformers and the packages transformers requires (not its
+    extras), PIL and numpy. torch's own requirements are left out: they are torch's to change."""
+    provides = {}  # normalised distribution name -> its top-level modules
+    for module, distributions in importlib.metadata.packages_distributions().items():
+        for distribution in distributions:
+            provides.setdefault(_normalised(distribution), set()).add(module)
+    modules = {"torch", "transformers", "PIL", "numpy", *sys.stdlib_module_names}
+    for line in importlib.metadata.requires("transformers") or []:
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+            modules |= provides.get(_normalised(requirement.name), set())
+    return frozenset(modules)
+
+
+def _normalised(distribution: str) -> str:
+    return distribution.lower().replace("_", "-").replace(".", "-")
+
+
+def check_code_imports(folder: str | os.PathLike) -> None:
+    """Refuse a folder whose code needs more than a bare install (`bare_install_modules`) to load.
+
+    transformers' remote-code loader imports every module that `transformers.dynamic_module_utils.get_imports` finds
+    in a code file (at module level and in functions alike, except inside `try` blocks and `if is_..._available()`
+    tests) and stops when one is not installed. The fresh-process check runs in this environment, where scipy,
+    networkx and the like are installed, so it cannot see this; the same `get_imports` read of every `.py` file can.
+    Raises `PublishError` naming each file and module."""
+    allowed = bare_install_modules()
+    found = [
+        f"{path.name} imports {module}"
+        for path in sorted(Path(folder).glob("*.py"))
+        for module in get_imports(path)
+        if module not in allowed
+    ]
+    if found:
+        raise PublishError(
+            f"{folder} would not load where only torch, transformers and pillow are installed, so it was not "
+            f"published: {'; '.join(found)}. transformers' remote-code loader requires every import outside a try "
+            "block to be installed: import such a package inside the function that needs it, within "
+            "`try: ... except ImportError`"
+        )
+
+
 def verify_repository(folder: str | os.PathLike, model, processor, timeout: float = 600) -> None:
-    """Load `folder` in a fresh Python process where `nac_hf` is not importable (through the Auto classes with
-    `trust_remote_code=True`, and its pipeline), and check that it gives `model`'s outputs on a sample input.
+    """Check that `folder` loads where only torch, transformers and pillow are installed: its code imports nothing
+    else (`check_code_imports`), and it loads in a fresh Python process where `nac_hf` is not importable (through the
+    Auto classes with `trust_remote_code=True`, and its pipeline) and gives `model`'s outputs on a sample input.
     Raises `PublishError` with the reason when it does not."""
     folder = Path(folder)
     missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
     if missing:
         raise PublishError(f"{folder} lacks {', '.join(missing)}; it would not load from the Hub")
+    check_code_imports(folder)
     kind = modality(model.config)
     sample, inputs = _sample(model.config, processor)
     with torch.no_grad():
@@ -535,7 +594,9 @@ __all__ = [
     "PublishError",
     "TRAINING_DETAILS",
     "assemble_repository",
+    "bare_install_modules",
     "build_model_card",
+    "check_code_imports",
     "load_checkpoint",
     "publish",
     "read_run",
