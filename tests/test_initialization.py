@@ -29,9 +29,8 @@ def assert_std(tensor: torch.Tensor, expected: float, name: str, rel: float = 0.
     assert measured == pytest.approx(expected, rel=rel), f"{name}: std {measured:.4f}, expected {expected:.4f}"
 
 
-# transformers' lecun_normal_ draws a normal of std (1/√fan_in)/0.8796 truncated at ±2 (absolute bounds, far
-# outside such a small std): the drawn tensor's std is 1.137/√fan_in.
-LECUN = 1 / 0.87962566103423978
+# Uniform in ±1/√fan_in: std 1/√(3·fan_in).
+FAN_IN = 1 / math.sqrt(3)
 
 
 MODELS = {
@@ -54,7 +53,7 @@ def test_every_initialisation_rule_holds_on_a_built_model(name):
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
             fan_in = module.weight[0].numel()
             if module.weight.numel() >= 256:
-                assert_std(module.weight, LECUN / math.sqrt(fan_in), path)
+                assert_std(module.weight, FAN_IN / math.sqrt(fan_in), path)
             if module.bias is not None:
                 assert torch.all(module.bias == 0), path
         elif isinstance(module, nn.LayerNorm):
@@ -69,7 +68,7 @@ def test_every_initialisation_rule_holds_on_a_built_model(name):
                 assert torch.all(module.weight[module.padding_idx] == 0), path
         elif isinstance(module, ConditioningReader):
             for weight in module.projection_weights():
-                assert_std(weight, LECUN / math.sqrt(weight.shape[1]), path)
+                assert_std(weight, FAN_IN / math.sqrt(weight.shape[1]), path)
             assert torch.all(module.in_proj_bias == 0), path
         elif isinstance(module, (PatchTokenizer, ConvTokenizer)):
             grid = module.position_embedding if isinstance(module, PatchTokenizer) else module.position_grid

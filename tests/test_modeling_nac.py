@@ -360,6 +360,9 @@ def test_regularizer_is_added_to_the_loss():
     task = F.cross_entropy(out.logits, labels_for())
     assert out.graph_regularizer_loss > 0
     assert torch.allclose(out.loss, task + 0.3 * out.graph_regularizer_loss)
+    # Without labels in evaluation no loss is wanted, and the regulariser (node matching on the CPU) is not run.
+    assert model(**inputs).graph_regularizer_loss is None
+    assert model.train()(**inputs).graph_regularizer_loss > 0
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny_config):
@@ -531,13 +534,20 @@ def test_missing_checkpoint_raises_the_transformers_error(tmp_path):
 
 
 def test_kernel_fields_shape_the_connectivity():
-    config = tiny(graph_prior="none", kernel_bandwidth_init=0.5, kernel_truncation=1.2)
-    model = NACModel(config).eval()
-    signatures = model.generator.signatures
-    num_in = config.num_input_modules
-    distance = modeling.module_distance(signatures[num_in:], signatures[: num_in + config.num_processor_modules])
-    expected = torch.exp(-distance / 0.5) * (distance < 1.2)
-    torch.testing.assert_close(model.connectivity()[0], expected)
+    for truncate_read_out in (True, False):
+        torch.manual_seed(0)
+        config = tiny(graph_prior="none", kernel_bandwidth_init=0.5, kernel_truncation=1.2,
+                      truncate_read_out=truncate_read_out)
+        model = NACModel(config).eval()
+        signatures = model.generator.signatures
+        num_in, num_proc = config.num_input_modules, config.num_processor_modules
+        distance = modeling.module_distance(signatures[num_in:], signatures[: num_in + num_proc])
+        talks = distance < 1.2
+        assert not torch.all(talks[num_proc:])  # truncation would cut some senders off the output module
+        if not truncate_read_out:  # by default the output modules hear every sender
+            talks[num_proc:] = True
+        expected = torch.exp(-distance / 0.5) * talks
+        torch.testing.assert_close(model.connectivity()[0], expected)
     shared = NACModel(tiny(share_kernel=True)).eval()
     assert shared.connectivity().shape[0] == 1 and len(shared.kernels) == 1
 
@@ -548,5 +558,5 @@ def test_regularizer_loss_kinds_differ():
     for loss in ("mse", "kl"):
         torch.manual_seed(0)
         config = tiny(graph_regularizer="ring-of-cliques", graph_regularizer_weight=1.0, graph_regularizer_loss=loss)
-        values[loss] = NACModel(config).eval()(**inputs).graph_regularizer_loss.item()
+        values[loss] = NACModel(config).train()(**inputs).graph_regularizer_loss.item()
     assert all(v > 0 for v in values.values()) and values["mse"] != values["kl"]

@@ -36,7 +36,8 @@ def independent_summary(model: NACModel) -> dict:
     for r in range(num_in, num_in + num_proc + num_out):  # receivers: processor and output modules
         for s_ in range(num_in + num_proc):  # senders: input and processor modules
             if r != s_:
-                talks[r, s_] = 1.0 - float(s[r] @ s[s_]) < config.kernel_truncation
+                reads_out = r >= num_in + num_proc and not config.truncate_read_out  # output modules hear all
+                talks[r, s_] = reads_out or 1.0 - float(s[r] @ s[s_]) < config.kernel_truncation
     edges = sum(talks.values())
     pairs = sum(
         talks[i, j] or talks[j, i] for i in range(num_in, num_in + num_proc) for j in range(i + 1, num_in + num_proc)
@@ -65,6 +66,7 @@ def hand_placed(**overrides) -> NACModel:
     """2 input, 4 processor, 1 output module at chosen signatures. With ε = 0.9 a pair talks when cos > 0.1:
     p0–p1 and p2–p3 (cos 1/√2); i0 → p0 (cos 1), i0 → p1 (1/√2), i1 → p3 (1/√2); p3 → o0 (1/√2),
     i1 → o0 (1). Everything else is orthogonal."""
+    overrides = {"truncate_read_out": True, **overrides}
     model = NACModel(tiny(num_input_modules=2, num_processor_modules=4, graph_prior="none", **overrides)).eval()
     e = torch.eye(model.config.signature_dim)
     signatures = torch.stack([e[0], e[3], e[0], e[0] + e[1], e[2], e[2] + e[3], e[3]])  # i0 i1 p0 p1 p2 p3 o0

@@ -84,6 +84,9 @@ class NACConfig(PretrainedConfig):
 
     Signature kernel and SKMDPA:
         kernel_truncation (`float`, defaults to 0.9): ε; module pairs at distance 1 − cos ≥ ε never talk.
+        truncate_read_out (`bool`, defaults to `False`): truncate the read-out's kernel as well. Off, as in the
+            reference implementation, the output modules read from every sender, weighted by the kernel, so no
+            part of the circuit is cut off from the output.
         kernel_bandwidth_init (`float`, defaults to 1.0): initial τ of the learnable bandwidth.
         share_kernel (`bool`, defaults to `False`): one bandwidth for all propagator layers instead of one per layer.
         stochastic_kernel (`bool`, defaults to `True`): in training, draw the kernel per example from a relaxed
@@ -173,6 +176,7 @@ class NACConfig(PretrainedConfig):
     position_init_std: float = 1.0
 
     kernel_truncation: float = 0.9
+    truncate_read_out: bool = False
     kernel_bandwidth_init: float = 1.0
     share_kernel: bool = False
     stochastic_kernel: bool = True

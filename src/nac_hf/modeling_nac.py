@@ -55,7 +55,8 @@ class NACModelOutput(ModelOutput):
             `(num_kernels, batch_size, num_receivers, num_senders)`. Receivers are the processor then output modules, senders the input then
             processor modules; 0 where a pair never talks.
         graph_regularizer_loss (`torch.FloatTensor` of shape `()`, *optional*):
-            Unweighted distance of the learned link probabilities among processors to the configured graphon.
+            Unweighted distance of the learned link probabilities among processors to the configured graphon;
+            computed in training (and by `NACForClassification` whenever labels are given).
         hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
             States of all modules `(batch_size, num_modules, hidden_size)` as seeded, after the read-in, after each
             propagator layer and after the read-out.
@@ -825,14 +826,15 @@ class NACPreTrainedModel(PreTrainedModel):
             init.zeros_(module.weight)
             init.constant_(module.bias, config.seeder_logvar_init)
         elif isinstance(module, (nn.Linear, nn.Conv2d)):
-            # Fan-in scaled: each branch starts with outputs of the size of its (normalised) inputs, so the input's
-            # signal is not lost under the seeder's noise and the LayerScale of 0.1 at the start of training.
-            init.lecun_normal_(module.weight)
+            # Fan-in scaled as PyTorch's own default, uniform in ±1/√fan_in (std 1/√(3·fan_in)), with zero bias: the
+            # scale the reference implementation trains from. With the seeder's noise at its small initial scale
+            # and the read-in's LayerScale at 1, the input reaches every layer from the first step.
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, ConditioningReader):
             for weight in module.projection_weights() if hasattr(module, "q_proj_weight") else [module.in_proj_weight]:
-                init.lecun_normal_(weight)
+                init.kaiming_uniform_(weight, a=math.sqrt(5))
             init.zeros_(module.in_proj_bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, std=std)
@@ -959,7 +961,23 @@ class NACModel(NACPreTrainedModel):
         with torch.autocast(signatures.device.type, enabled=False):
             distance = module_distance(signatures[..., num_in:, :].float(), senders.float())
             kernels = torch.stack([kernel(distance) for kernel in self.kernels])
-        return kernels, distance < config.kernel_truncation
+        talks = distance < config.kernel_truncation
+        if not config.truncate_read_out:  # the output modules hear every sender, weighted by the kernel
+            talks = talks.clone()
+            talks[..., config.num_processor_modules :, :] = True
+        return kernels, talks
+
+    def graph_regularizer(self, connectivity: torch.Tensor) -> torch.Tensor | None:
+        """Distance of the processors' learned links to the configured graphon (None without a regulariser)."""
+        if self.graph_target is None:
+            return None
+        num_in, num_proc = self.config.num_input_modules, self.config.num_processor_modules
+        links = connectivity[..., :num_proc, num_in:]  # (K, [B,] P, P) among processors
+        links = links.mean(1) if links.dim() == 4 else links
+        # One node matching for all layers (the signatures, hence the graph, are shared; only bandwidths differ).
+        perm = match_nodes(links.detach().mean(0), self.graph_target)
+        kind = self.config.graph_regularizer_loss
+        return torch.stack([graph_regularizer_loss(k, self.graph_target, kind, perm=perm) for k in links]).mean()
 
     def connectivity(self, signatures: torch.Tensor | None = None) -> torch.Tensor:
         """The truncated kernels `(num_kernels, [B,] P + O, I + P)`: 0 where modules never talk."""
@@ -1040,15 +1058,8 @@ class NACModel(NACPreTrainedModel):
         if output_attentions:
             all_attentions += (weights,)
 
-        regularizer = None
-        if self.graph_target is not None:
-            links = connectivity[..., :num_proc, num_in:]  # (K, [B,] P, P) among processors
-            links = links.mean(1) if links.dim() == 4 else links
-            # One node matching for all layers (the signatures, hence the graph, are shared; only bandwidths differ).
-            perm = match_nodes(links.detach().mean(0), self.graph_target)
-            regularizer = torch.stack(
-                [graph_regularizer_loss(k, self.graph_target, config.graph_regularizer_loss, perm=perm) for k in links]
-            ).mean()
+        # The regulariser matches nodes on the CPU: computed in training, or by the head when a loss is asked for.
+        regularizer = self.graph_regularizer(connectivity) if self.training else None
 
         output = NACModelOutput(
             last_hidden_state=last_hidden_state,
@@ -1144,15 +1155,18 @@ class NACForClassification(NACPreTrainedModel):
             logits = self.classifier(pooled)
 
         loss = None
+        regularizer = outputs.graph_regularizer_loss
         if labels is not None:
             loss = self.classification_loss(logits, labels)
-            if outputs.graph_regularizer_loss is not None:
-                loss = loss + self.config.graph_regularizer_weight * outputs.graph_regularizer_loss
+            if regularizer is None:
+                regularizer = self.nac.graph_regularizer(outputs.connectivity)
+            if regularizer is not None:
+                loss = loss + self.config.graph_regularizer_weight * regularizer
 
         output = NACClassifierOutput(
             loss=loss,
             logits=logits,
-            graph_regularizer_loss=outputs.graph_regularizer_loss,
+            graph_regularizer_loss=regularizer,
             connectivity=outputs.connectivity,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
