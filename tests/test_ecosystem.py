@@ -143,9 +143,10 @@ def test_label_and_byte_checks_still_run_in_eager_mode():
         model(**inputs)
 
 
-def test_byte_model_exports():
+@pytest.mark.parametrize("kind", ["patch", "byte", "point"])
+def test_model_exports(kind):
     torch.manual_seed(0)
-    config = tiny(tokenizer_type="byte")
+    config = tiny(tokenizer_type=kind)
     model = NACForClassification(config).eval()
     inputs = example_inputs(config)
     exported = torch.export.export(model, (), inputs)
