@@ -1,6 +1,6 @@
 """Train a Neural Attentive Circuit with Trainer.
 
-With no data argument it trains the `small` preset on the handwritten digits that ship with scikit-learn (no
+With no data argument it trains the `digits` preset on the handwritten digits that ship with scikit-learn (no
 download) and evaluates on a fixed held-out 20 %. Runs unchanged under
 
     python scripts/train.py [--output_dir DIR]
@@ -10,7 +10,7 @@ download) and evaluates on a fixed held-out 20 %. Runs unchanged under
 
 Data: --dataset_name (a Hub image or text classification dataset), --train_dir/--validation_dir (image folders) or
 --train_file/--validation_file (csv, json, parquet texts). Model: --model_name_or_path, or --preset with
---config_overrides "k=v,...". Any TrainingArguments flag works (--bf16, --gradient_checkpointing,
+--config_overrides "k=v,...". Any TrainingArguments flag works (--bf16, --activation_checkpointing,
 --resume_from_checkpoint last, --report_to, ...). --push_to_hub --hub_model_id org/name publishes the trained model at
 the end, through the same assembly and load check as scripts/push_to_hub.py. See --help.
 """
