@@ -1,0 +1,51 @@
+"""Export a saved NAC classifier to ONNX, with a dynamic batch (and a dynamic length for bytes and points).
+
+    python scripts/export_onnx.py CHECKPOINT --output model.onnx [--opset 18] [--check]
+
+CHECKPOINT is a folder (or Hub id) of a NAC classifier. The graph maps the model's inputs (`pixel_values`;
+`input_ids` and `attention_mask`; or `points`) to `logits`. With --check, onnxruntime runs the file on fresh inputs of
+another batch size (and length) than the export's, and the script fails (exit 1) if its logits differ from PyTorch's
+by more than 1e-4. Needs the onnx extra: pip install -e ".[onnx]".
+"""
+
+import argparse
+import sys
+
+from transformers import AutoConfig
+
+import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
+from nac_hf import NACConfig, NACForClassification
+from nac_hf.onnx_export import export_onnx, onnx_max_difference
+
+
+TOLERANCE = 1e-4
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--output", required=True, help="Where to write the .onnx file.")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
+    parser.add_argument("--check", action="store_true", help="Compare onnxruntime with PyTorch on fresh inputs.")
+    args = parser.parse_args()
+    try:
+        config = AutoConfig.from_pretrained(args.checkpoint)
+    except (OSError, ValueError) as error:
+        parser.error(f"{args.checkpoint} is not a NAC checkpoint: {error}")
+    if not isinstance(config, NACConfig):
+        parser.error(f"{args.checkpoint} is not a NAC checkpoint: its config is a {config.model_type!r} config")
+    model = NACForClassification.from_pretrained(args.checkpoint, config=config).eval()
+    path = export_onnx(model, args.output, opset=args.opset)
+    print(f"wrote {path} ({config.tokenizer_type} inputs, dynamic batch"
+          f"{' and length' if config.tokenizer_type in ('byte', 'point') else ''})")
+    if args.check:
+        difference = onnx_max_difference(model, path)
+        print(f"onnxruntime vs PyTorch on another batch size: max abs difference {difference:.2e}")
+        if not difference <= TOLERANCE:
+            print(f"the difference is above {TOLERANCE}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
