@@ -13,6 +13,16 @@ from nac_hf.training import training_arguments_defaults
 TINY = "image_size=8,patch_size=2,num_channels=1,graph_fit_steps=50"
 
 
+# One model of every kind a NAC can be: the four tokenizer types, and the conditional circuit generator with
+# several output modules (confidence pooling), as overrides of a preset.
+MODEL_KINDS = {
+    "patch-conditional-pooled": dict(conditioning_dim=24, conditional_signatures=True, num_output_modules=2),
+    "conv": dict(tokenizer_type="conv"),
+    "byte": dict(tokenizer_type="byte"),
+    "point": dict(tokenizer_type="point"),
+}
+
+
 def training_args(output_dir, **overrides) -> TrainingArguments:
     """The script's TrainingArguments, shortened for tests: one epoch, batch 32, no saving or evaluation per epoch."""
     settings = {

@@ -10,7 +10,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForImageClassification, Trainer
 
 from nac_hf import NACConfig, NACForClassification, NACModel
-from nac_test_utils import example_inputs, training_args
+from nac_test_utils import MODEL_KINDS, example_inputs, training_args
 
 
 def tiny(**overrides) -> NACConfig:
@@ -23,21 +23,13 @@ def forward_logits(model, inputs, seed=0):
     return model(**inputs).logits
 
 
-# Every kind of Linear a NAC has: ModFC layers, the seeder, the conditioning reader, output pooling, the point MLP
-# and the ConvNeXt stem.
-LINEAR_CONFIGS = {
-    "patch-conditional-pooled": dict(conditioning_dim=8, conditional_signatures=True, num_output_modules=2),
-    "conv": dict(tokenizer_type="conv"),
-    "byte": dict(tokenizer_type="byte"),
-    "point": dict(tokenizer_type="point"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(LINEAR_CONFIGS))
+# MODEL_KINDS covers every kind of Linear a NAC has: ModFC layers, the seeder, the conditioning reader, output
+# pooling, the point MLP and the ConvNeXt stem.
+@pytest.mark.parametrize("name", sorted(MODEL_KINDS))
 def test_an_adapter_on_any_linear_changes_the_output(name):
     peft = pytest.importorskip("peft")
     torch.manual_seed(0)
-    config = tiny(**LINEAR_CONFIGS[name])
+    config = tiny(**MODEL_KINDS[name])
     model = NACForClassification(config).train()  # training mode: the seeder's noise layer is in use
     inputs = example_inputs(config)
     if config.conditioning_dim:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from nac_hf import NACConfig, NACForClassification
+from nac_test_utils import MODEL_KINDS
 from nac_hf.modeling_nac import (
     ConditioningReader,
     LayerScale,
@@ -33,17 +34,9 @@ def assert_std(tensor: torch.Tensor, expected: float, name: str, rel: float = 0.
 FAN_IN = 1 / math.sqrt(3)
 
 
-MODELS = {
-    "patch-conditional": dict(conditioning_dim=24, conditional_signatures=True, num_output_modules=2),
-    "conv": dict(tokenizer_type="conv"),
-    "byte": dict(tokenizer_type="byte"),
-    "point": dict(tokenizer_type="point"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(MODEL_KINDS))
 def test_every_initialisation_rule_holds_on_a_built_model(name):
-    model = built(**MODELS[name])
+    model = built(**MODEL_KINDS[name])
     config = model.config
     seen = set()
     for path, module in model.named_modules():
