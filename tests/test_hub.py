@@ -280,6 +280,18 @@ def test_folder_whose_code_needs_more_than_a_bare_install_is_refused(image_repo,
     hub.check_code_imports(image_repo)  # the published code: scipy and networkx only inside try blocks
 
 
+def test_a_folder_without_graph_priors_is_refused_before_the_load_check(image_repo, tmp_path):
+    import shutil
+
+    from nac_hf import NACForClassification
+
+    folder = tmp_path / "repo"
+    shutil.copytree(image_repo, folder)
+    (folder / "graph_priors.py").unlink()
+    with pytest.raises(hub.PublishError, match="lacks graph_priors.py"):
+        hub.verify_repository(folder, NACForClassification.from_pretrained(image_repo), processor=None)
+
+
 def test_bare_install_modules():
     modules = hub.bare_install_modules()
     assert {"torch", "transformers", "numpy", "PIL", "huggingface_hub", "safetensors", "tokenizers", "yaml"} <= modules

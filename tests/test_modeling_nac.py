@@ -128,6 +128,10 @@ def test_loss_for_each_problem_type():
     assert regression.config.problem_type == "regression"
     assert torch.allclose(out.loss, F.mse_loss(out.logits.squeeze(-1), values))
     assert torch.allclose(regression(**inputs, labels=values[:, None]).loss, out.loss)
+    several = NACForClassification(tiny(num_labels=3, problem_type="regression")).eval()
+    for shape in ((), (3,), (3, 2)):  # a scalar, one value per example, or the wrong width: not (batch, num_labels)
+        with pytest.raises(ValueError, match=r"regression expects labels of shape \(3, 3\)"):
+            several(**inputs, labels=torch.zeros(shape))
 
     inferred = NACForClassification(tiny()).eval()
     out = inferred(**inputs, labels=targets)  # float labels of shape (B, num_labels): multi-label, as transformers

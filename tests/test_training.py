@@ -101,6 +101,9 @@ def test_config_overrides_are_typed():
         "freeze_signatures": True,
         "kernel_truncation": 0.8,
     }
+    # Fields that default to None take a word, a number or none.
+    assert parse_config_overrides("problem_type=regression") == {"problem_type": "regression"}
+    assert parse_config_overrides("problem_type=none") == {"problem_type": None}
     for text, message in (("hidden=3", "not a NACConfig field"), ("hidden_size", "key=value"), ("hidden_size=big", "int")):
         with pytest.raises(ValueError, match=message):
             parse_config_overrides(text)

@@ -47,7 +47,9 @@ TAGS = ["nac", "neural-attentive-circuits"]
 PIPELINE_TAGS = {"image": "image-classification", "text": "text-classification"}
 METRIC_NAMES = {"top1_accuracy": "Top-1 accuracy", "top5_accuracy": "Top-5 accuracy"}
 # What a folder must hold before it may be uploaded (beside the processor or tokenizer files).
-REQUIRED_FILES = ("config.json", "model.safetensors", "configuration_nac.py", "modeling_nac.py", "README.md")
+REQUIRED_FILES = (
+    "config.json", "model.safetensors", "configuration_nac.py", "modeling_nac.py", "graph_priors.py", "README.md"
+)
 SAMPLE_TEXT = "Neural attentive circuits ✓"
 NO_TOKEN = (
     "no Hugging Face token, so nothing was uploaded to {repo_id}: set HF_TOKEN or run `hf auth login` (a token with "

@@ -1211,7 +1211,8 @@ class NACForClassification(NACPreTrainedModel):
         if config.problem_type == "regression":
             if not labels.is_floating_point():
                 raise ValueError(f"regression expects floating-point labels, got dtype {labels.dtype}")
-            if labels.shape not in ((batch, num_labels), (batch,) * (num_labels == 1)):
+            allowed = [(batch, num_labels)] + ([(batch,)] if num_labels == 1 else [])
+            if labels.shape not in allowed:
                 expected = f"({batch},)" if num_labels == 1 else f"({batch}, {num_labels})"
                 raise ValueError(f"regression expects labels of shape {expected}, got {tuple(labels.shape)}")
             return F.mse_loss(logits, labels.reshape(batch, num_labels).to(logits.dtype))

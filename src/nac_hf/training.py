@@ -105,8 +105,13 @@ def _typed(key: str, value: str, default):
         return value.lower() in ("true", "1")
     if isinstance(default, str):
         return value
-    if default is None:  # an optional number
-        return None if value.lower() in ("none", "null") else int(value)
+    if default is None:  # an optional field: none, a number, or a word (e.g. problem_type=regression)
+        if value.lower() in ("none", "null"):
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            return value
     try:
         return type(default)(value)
     except ValueError:
