@@ -138,6 +138,22 @@ def test_loss_for_each_problem_type():
     assert inferred.config.problem_type == "multi_label_classification"
 
 
+def test_head_reads_the_per_example_output_code_of_a_conditional_generator():
+    torch.manual_seed(0)
+    config = tiny(conditioning_dim=8)
+    model = NACForClassification(config).eval()
+    seen = []
+    model.classifier.code_proj.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+    conditioning = torch.randn(3, 8)
+    output = model(**example_inputs(config), conditioning=conditioning)
+    generator = model.nac.generator
+    expected, _ = generator(3, conditioning)  # (B, U, C): the codes shifted by what each module read
+    torch.testing.assert_close(seen[-1], expected[:, -1:])
+    torch.testing.assert_close(model.nac(**example_inputs(config), conditioning=conditioning).output_codes,
+                               expected[:, -1:])
+    assert output.logits.shape == (3, 3)
+
+
 def test_eval_is_deterministic_and_training_is_stochastic(tiny_config):
     model = NACForClassification(tiny_config)
     inputs = example_inputs(tiny_config)

@@ -64,6 +64,9 @@ class NACModelOutput(ModelOutput):
             Attention weights of the read-in `(batch_size, num_read_in_heads, num_input_modules, num_tokens)`, of
             each propagator layer `(batch_size, num_heads, num_processor_modules, num_senders)` and of the read-out
             `(batch_size, num_heads, num_output_modules, num_senders)`.
+        output_codes (`torch.FloatTensor` of shape `(num_output_modules, code_dim)`, or per example
+            `(batch_size, num_output_modules, code_dim)` with code noise in training or a conditional generator):
+            The output modules' codes as this forward pass used them; the classification head reads them.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -72,6 +75,7 @@ class NACModelOutput(ModelOutput):
     graph_regularizer_loss: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    output_codes: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -1068,6 +1072,7 @@ class NACModel(NACPreTrainedModel):
             graph_regularizer_loss=regularizer,
             hidden_states=all_states,
             attentions=all_attentions,
+            output_codes=codes_out,
         )
         return output if return_dict else output.to_tuple()
 
@@ -1149,8 +1154,8 @@ class NACForClassification(NACPreTrainedModel):
         )
         pooled = self.head_norm(outputs.pooler_output)  # (B, D)
         if self.config.num_output_modules == 1:  # a ModFC head (also when wrapped, e.g. by PEFT)
-            output_code = self.nac.generator.codes[-1:]  # (1, C): the output module's code
-            logits = self.classifier(pooled.unsqueeze(1), output_code).squeeze(1)
+            # The output module's code as the read-out used it: per example with code noise or a conditional generator.
+            logits = self.classifier(pooled.unsqueeze(1), outputs.output_codes).squeeze(1)
         else:
             logits = self.classifier(pooled)
 
