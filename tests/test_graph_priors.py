@@ -109,7 +109,6 @@ def test_fit_reproduces_prior_at_reference_size(kind):
     # Measured: 1.0 for every kind but scale-free, whose hubs (60+ links among mostly unlinked leaves) are not
     # fully realised in 1000 steps at lr 1e-3: 0.9996, 0.9991, 0.9997 for seeds 0, 1, 2.
     assert agreement >= (0.999 if kind == "scale-free" else 1.0)
-    assert elapsed < 15.0  # about 0.5 s on two CPU cores
 
 
 def test_fit_does_its_best_when_the_dimension_is_too_small():
