@@ -211,11 +211,16 @@ def test_text_repository_from_hub_cache(text_repo, tmp_path, how):
 # What is refused
 
 
+# A graph_priors.py without the functions modeling_nac.py imports: present, so the file check passes, but the folder
+# does not load.
+BROKEN_GRAPH_PRIORS = "def unrelated():\n    return None\n"
+
+
 def test_verification_rejects_a_folder_that_does_not_load_or_differs(image_repo, image_checkpoint, tmp_path):
     model, processor = hub.load_checkpoint(image_checkpoint)
     broken = tmp_path / "broken"
     shutil.copytree(image_repo, broken)
-    (broken / "graph_priors.py").unlink()  # modeling_nac.py imports it
+    (broken / "graph_priors.py").write_text(BROKEN_GRAPH_PRIORS)  # what modeling_nac.py imports from it is gone
     with pytest.raises(PublishError, match="(?s)does not load in a fresh Python process.*graph_priors"):
         verify_repository(broken, model, processor)
     other = NACForClassification(NACConfig.from_pretrained(image_repo)).eval()
@@ -225,18 +230,18 @@ def test_verification_rejects_a_folder_that_does_not_load_or_differs(image_repo,
 
 
 def test_publish_refuses_a_folder_that_does_not_load(image_checkpoint, image_repo, tmp_path, monkeypatch):
-    """A save that misses a code file gives a folder that loads here but not on the Hub: nothing is uploaded, and an
+    """A save that breaks a code file gives a folder that loads here but not on the Hub: nothing is uploaded, and an
     earlier good dry-run folder is not replaced."""
     import transformers.modeling_utils as modeling_utils
 
     save_code = modeling_utils.custom_object_save
 
-    def save_without_graph_priors(obj, folder, config=None):
+    def save_with_broken_graph_priors(obj, folder, config=None):
         saved = save_code(obj, folder, config=config)
-        Path(folder, "graph_priors.py").unlink()
+        Path(folder, "graph_priors.py").write_text(BROKEN_GRAPH_PRIORS)
         return saved
 
-    monkeypatch.setattr(modeling_utils, "custom_object_save", save_without_graph_priors)
+    monkeypatch.setattr(modeling_utils, "custom_object_save", save_with_broken_graph_priors)
     api = fake_hf_api(monkeypatch)
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     with pytest.raises(PublishError, match="does not load"):
