@@ -37,7 +37,7 @@ def main() -> int:
     model = NACForClassification.from_pretrained(args.checkpoint, config=config).eval()
     path = export_onnx(model, args.output, opset=args.opset)
     print(f"wrote {path} ({config.tokenizer_type} inputs, dynamic batch"
-          f"{' and length' if config.tokenizer_type in ('byte', 'point') else ''})")
+          f"{' and length' if config.modality != 'image' else ''})")
     if args.check:
         difference = onnx_max_difference(model, path)
         print(f"onnxruntime vs PyTorch on another batch size: max abs difference {difference:.2e}")

@@ -66,7 +66,6 @@ def run(preset: str, overrides: dict, seed: int, steps: int, batch_size: int = 6
         loss.backward()
         optimizer.step()
         schedule.step()
-        model.train()
     seconds = time.perf_counter() - start
     return {"seed": seed, "test_top1": top1(model, x_test, y_test), "train_top1": top1(model, x_train, y_train),
             "train_seconds": seconds}

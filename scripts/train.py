@@ -19,22 +19,54 @@ import logging
 import sys
 
 import transformers
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from nac_hf.training import DataArguments, ModelArguments, train, training_arguments_defaults
+from nac_hf.hub import publish, run_repo_id
+from nac_hf.training import (
+    DataArguments,
+    ModelArguments,
+    build_model,
+    build_processor,
+    evaluate_model,
+    load_run_data,
+    make_trainer,
+    record_run,
+    resolve_resume,
+    train_model,
+    training_arguments_defaults,
+)
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+    """One run: data → model → train → evaluate → record → publish. Returns the metrics."""
+    repo_id = run_repo_id(training_args) if training_args.push_to_hub else None  # no token: stop before training
+    set_seed(training_args.seed)
+    data = load_run_data(data_args, training_args, cache_dir=model_args.cache_dir)
+    model = build_model(model_args, data)
+    processor = build_processor(model_args, model.config, data)
+    trainer = make_trainer(model, processor, data, data_args, training_args)
+    metrics = {}
+    if training_args.do_train:
+        metrics.update(train_model(trainer, resume_from_checkpoint=resolve_resume(training_args)))
+    if training_args.do_eval:
+        metrics.update(evaluate_model(trainer))
+    if trainer.is_world_process_zero():
+        record_run(trainer, data, model_args, data_args, metrics)
+        if repo_id is not None:
+            url = publish(training_args.output_dir, repo_id, private=bool(training_args.hub_private_repo),
+                          revision=training_args.hub_revision, token=training_args.hub_token)
+            logging.getLogger(__name__).info("published %s: %s", repo_id, url)
+    return metrics
 
 
 def main() -> None:
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     parser.set_defaults(**training_arguments_defaults())
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO if training_args.should_log else logging.WARNING,
-        stream=sys.stdout,
-    )
-    transformers.utils.logging.set_verbosity(logging.INFO if training_args.should_log else logging.WARNING)
-    train(model_args, data_args, training_args)
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, stream=sys.stdout)
+    transformers.utils.logging.set_verbosity(level)
+    run(model_args, data_args, training_args)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 import pytest
 
-from nac_hf import NACConfig
+from nac_test_utils import tiny
 
 
 @pytest.fixture
 def tiny_config():
-    return NACConfig.from_preset("tiny", num_labels=3)
+    return tiny()

@@ -5,16 +5,27 @@ import hashlib
 import json
 import sys
 
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 
-from nac_hf.training import DataArguments, ModelArguments, build_trainer, training_arguments_defaults
+from nac_hf.training import (
+    DataArguments,
+    ModelArguments,
+    build_model,
+    build_processor,
+    load_run_data,
+    make_trainer,
+    training_arguments_defaults,
+)
 
 
 def main() -> None:
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     parser.set_defaults(**training_arguments_defaults())
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    trainer, _ = build_trainer(model_args, data_args, training_args)
+    set_seed(training_args.seed)
+    data = load_run_data(data_args, training_args)
+    model = build_model(model_args, data)
+    trainer = make_trainer(model, build_processor(model_args, model.config, data), data, data_args, training_args)
     # The examples this rank is served in an epoch: Accelerate shards the batches by rank.
     indices = [i for batch in trainer.get_train_dataloader().batch_sampler for i in batch]
     trainer.train()

@@ -1,12 +1,26 @@
 """Inputs and helpers shared by the tests."""
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from transformers import TrainingArguments
 
 from nac_hf import NACConfig
 from nac_hf.training import training_arguments_defaults
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def tiny(**overrides) -> NACConfig:
+    """The `tiny` preset with three labels: the model most tests build."""
+    return NACConfig.from_preset("tiny", **{"num_labels": 3, **overrides})
 
 
 # A small image NAC for the digits (8×8 grayscale), quick to train in tests.
@@ -21,6 +35,19 @@ MODEL_KINDS = {
     "byte": dict(tokenizer_type="byte"),
     "point": dict(tokenizer_type="point"),
 }
+
+
+def script(name: str):
+    """A script of `scripts/` as a module, so that tests call its functions as the script does."""
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train_run(model_args, data_args, training_args) -> dict:
+    """A whole run of `scripts/train.py` (data, model, train, evaluate, record, publish); its metrics."""
+    return script("train").run(model_args, data_args, training_args)
 
 
 def training_args(output_dir, **overrides) -> TrainingArguments:
@@ -42,10 +69,10 @@ def training_args(output_dir, **overrides) -> TrainingArguments:
 def example_inputs(config: NACConfig, batch_size: int = 3, seed: int = 0) -> dict:
     """Valid model inputs for the config's tokenizer type."""
     generator = torch.Generator().manual_seed(seed)
-    if config.tokenizer_type in ("patch", "conv"):
+    if config.modality == "image":
         size = config.image_size
         return {"pixel_values": torch.randn(batch_size, config.num_channels, size, size, generator=generator)}
-    if config.tokenizer_type == "byte":
+    if config.modality == "text":
         length = 12
         input_ids = torch.randint(5, config.vocab_size, (batch_size, length), generator=generator)
         attention_mask = torch.ones(batch_size, length, dtype=torch.long)
@@ -95,28 +122,26 @@ print(json.dumps({
 """
 
 
-def run_load_script(source, kind: str, how: str, cwd, **env) -> dict:
-    """Run LOAD_SCRIPT in a fresh process with `env` added to the environment; its printed result."""
-    import json
-    import os
-    import subprocess
-    import sys
-
+def run_python(code: str, *args, cwd, timeout: int = 300, **env) -> dict:
+    """Run `code` in a fresh Python process (Hub offline, its own remote-code cache under `cwd`, `env` added to the
+    environment) and return the JSON object it prints last."""
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(Path(cwd) / "modules"), **env}
     done = subprocess.run(
-        [sys.executable, "-c", LOAD_SCRIPT, str(source), kind, how],
-        capture_output=True, text=True, env=environment, cwd=cwd, timeout=300,
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True, text=True, env=environment, cwd=cwd, timeout=timeout,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Do you wish to run the custom code" not in done.stdout  # loading never stops to ask
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def run_load_script(source, kind: str, how: str, cwd, **env) -> dict:
+    """Run LOAD_SCRIPT in a fresh process: how a user loads `source` ("remote": without nac_hf)."""
+    return run_python(LOAD_SCRIPT, source, kind, how, cwd=cwd, **env)
+
+
 def load_script_inputs(kind: str, processor) -> dict:
     """The inputs LOAD_SCRIPT gives the model, made here with `processor`."""
-    import numpy as np
-    from PIL import Image
-
     if kind == "image":
         sample = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24), dtype=np.uint8))
         return processor(sample, return_tensors="pt")

@@ -1,8 +1,4 @@
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -19,6 +15,7 @@ from transformers import (
 )
 
 from nac_hf import NACByteTokenizer, NACConfig, NACForClassification, NACImageProcessor, NACModel
+from nac_test_utils import load_script_inputs, run_load_script
 
 
 LABELS = {0: "cat", 1: "dog", 2: "bird"}
@@ -76,83 +73,19 @@ def test_saved_folder_carries_code_and_auto_map(tmp_path):
         assert (tmp_path / name).exists(), name
 
 
-REMOTE_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    sys.modules["nac_hf"] = None  # nac_hf is not importable in this process
-    import json, torch
-    from transformers import AutoModel, AutoModelForImageClassification, AutoModelForSequenceClassification
-    from transformers import AutoImageProcessor, AutoTokenizer, pipeline
-    folder, kind = sys.argv[1], sys.argv[2]
-    try:
-        import nac_hf  # noqa: F401
-        raise SystemExit("nac_hf should not be importable here")
-    except ImportError:
-        pass
-    result = {}
-    if kind == "image":
-        model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
-        bare = AutoModel.from_pretrained(folder, trust_remote_code=True)
-        processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
-        pixels = torch.load(folder + "/pixels.pt")
-        with torch.no_grad():
-            result["logits"] = model(pixel_values=pixels).logits.tolist()
-        result["bare"] = type(bare).__name__
-        result["processor"] = type(processor).__name__
-        classify = pipeline("image-classification", model=folder, trust_remote_code=True)
-        from PIL import Image
-        result["pipeline"] = classify(Image.new("RGB", (20, 20), (120, 30, 200)))
-    else:
-        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-        batch = tokenizer(["héllo wörld", "a"], padding=True, return_tensors="pt")
-        with torch.no_grad():
-            result["logits"] = model(**batch).logits.tolist()
-        result["module"] = type(model).__module__
-        classify = pipeline("text-classification", model=folder, trust_remote_code=True)
-        result["pipeline"] = classify("remote code works")
-    print(json.dumps(result))
-    """
-)
-
-
-def run_without_nac_hf(folder, kind: str) -> dict:
-    env = {**os.environ, "HF_MODULES_CACHE": str(folder.parent / "modules"), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(folder), kind],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=folder.parent,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_remote_code_loads_images_where_nac_hf_is_not_installed(tmp_path):
-    folder = tmp_path / "nac-image"
-    model = image_folder(folder)
-    pixels = torch.randn(2, 3, 16, 16)
-    torch.save(pixels, folder / "pixels.pt")
-    result = run_without_nac_hf(folder, "image")
+@pytest.mark.parametrize("kind", ["image", "text"])
+def test_remote_code_loads_where_nac_hf_is_not_installed(tmp_path, kind):
+    folder = tmp_path / f"nac-{kind}"
+    model = (image_folder if kind == "image" else text_folder)(folder)
+    result = run_load_script(folder, kind, "remote", cwd=tmp_path)
+    processor = (AutoImageProcessor if kind == "image" else AutoTokenizer).from_pretrained(folder)
     with torch.no_grad():
-        expected = model(pixel_values=pixels).logits
+        expected = model(**load_script_inputs(kind, processor)).logits
     torch.testing.assert_close(torch.tensor(result["logits"]), expected, rtol=0, atol=1e-6)
-    assert result["bare"] == "NACModel" and result["processor"] == "NACImageProcessor"
-    assert {entry["label"] for entry in result["pipeline"]} <= set(LABELS.values())
-
-
-def test_remote_code_loads_text_where_nac_hf_is_not_installed(tmp_path):
-    folder = tmp_path / "nac-text"
-    model = text_folder(folder)
-    result = run_without_nac_hf(folder, "text")
-    batch = NACByteTokenizer()(["héllo wörld", "a"], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        expected = model(**batch).logits
-    torch.testing.assert_close(torch.tensor(result["logits"]), expected, rtol=0, atol=1e-6)
-    assert "nac_hf" not in result["module"]
-    assert result["pipeline"][0]["label"] in LABELS.values()
+    processor_class = "NACImageProcessor" if kind == "image" else "NACByteTokenizer"
+    assert result["classes"] == ["NACConfig", "NACModel", "NACForClassification", processor_class]
+    assert all(module.startswith("transformers_modules.") for module in result["modules"])
+    assert {entry["label"] for entry in result["pipeline"]} == set(LABELS.values())
 
 
 def test_image_classification_pipeline(tmp_path):

@@ -10,11 +10,12 @@ from torch import nn
 from transformers import AutoModel, AutoModelForImageClassification, Trainer
 
 from nac_hf import NACConfig, NACForClassification, NACModel
+import nac_test_utils
 from nac_test_utils import MODEL_KINDS, example_inputs, training_args
 
 
 def tiny(**overrides) -> NACConfig:
-    return NACConfig.from_preset("tiny", num_labels=3, graph_fit_steps=50, **overrides)
+    return nac_test_utils.tiny(graph_fit_steps=50, **overrides)  # a shorter signature fit: many models are built here
 
 
 def forward_logits(model, inputs, seed=0):

@@ -25,11 +25,11 @@ from nac_hf.few_shot import (
     sample_shots,
     trainable_parameter_names,
 )
-from nac_hf.training import ModelArguments, train, training_arguments_defaults
+from nac_hf.training import ModelArguments, training_arguments_defaults
+from nac_test_utils import TINY, train_run
 
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = "image_size=8,patch_size=2,num_channels=1,graph_fit_steps=50"
 NEW_LABELS = "5,6,7,8,9"
 
 
@@ -182,7 +182,7 @@ def test_few_shot_script_end_to_end(tmp_path):
         "logging_strategy": "no",
         "disable_tqdm": True,
     }
-    train(ModelArguments(preset="tiny", config_overrides=TINY), DataArguments(keep_labels="0,1,2,3,4"),
+    train_run(ModelArguments(preset="tiny", config_overrides=TINY), DataArguments(keep_labels="0,1,2,3,4"),
           TrainingArguments(**settings))
 
     output = tmp_path / "few-shot"

@@ -20,7 +20,7 @@ from nac_hf.graph_priors import (
     edge_agreement,
     fit_signatures,
     graph_adjacency,
-    graph_regularizer_loss,
+    graphon_distance,
     graphon,
     match_nodes,
     signature_distance,
@@ -355,7 +355,7 @@ def off_diagonal_mse(a, b):
 @pytest.mark.parametrize("kind", GRAPHON_KINDS)
 def test_regularizer_is_zero_at_the_graphon(kind, loss):
     target = graphon(kind, 32, num_groups=4, p_in=0.9, p_out=0.05)
-    assert float(graph_regularizer_loss(target.clone(), target, loss)) == pytest.approx(0.0, abs=1e-5)
+    assert float(graphon_distance(target.clone(), target, loss)) == pytest.approx(0.0, abs=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -368,14 +368,14 @@ def test_regularizer_is_invariant_to_relabelling_the_modules(kind, n):
     for _ in range(3):
         perm = torch.randperm(n, generator=generator)
         relabelled = learned[perm][:, perm]
-        aligned = float(graph_regularizer_loss(relabelled, target))
+        aligned = float(graphon_distance(relabelled, target))
         unaligned = off_diagonal_mse(relabelled, target)
-        assert aligned == pytest.approx(float(graph_regularizer_loss(learned, target)), rel=1e-5)
+        assert aligned == pytest.approx(float(graphon_distance(learned, target)), rel=1e-5)
         # the noise may make a swap of near-twin nodes (seed leaves of the scale-free graph) fit a little better
         assert aligned <= off_diagonal_mse(learned, target) * (1 + 1e-5)
         assert aligned < unaligned / 10
-        kl = graph_regularizer_loss(relabelled, target, "kl")
-        assert float(kl) == pytest.approx(float(graph_regularizer_loss(learned, target, "kl")), rel=1e-5)
+        kl = graphon_distance(relabelled, target, "kl")
+        assert float(kl) == pytest.approx(float(graphon_distance(learned, target, "kl")), rel=1e-5)
 
 
 def test_regularizer_aligns_a_ring_of_cliques_well_but_not_always_exactly():
@@ -384,7 +384,7 @@ def test_regularizer_aligns_a_ring_of_cliques_well_but_not_always_exactly():
     learned = noisy_copy(target, generator)
     perm = torch.randperm(64, generator=generator)
     relabelled = learned[perm][:, perm]
-    aligned = float(graph_regularizer_loss(relabelled, target))
+    aligned = float(graphon_distance(relabelled, target))
     print(
         f"\n[regularizer] ring of cliques relabelled: {aligned:.5f} (in order {off_diagonal_mse(learned, target):.5f}, "
         f"unaligned {off_diagonal_mse(relabelled, target):.5f})"
@@ -411,16 +411,16 @@ def test_regularizer_reuses_a_given_matching():
     perm = match_nodes(learned, target)
     for loss in ("mse", "kl"):
         assert torch.equal(
-            graph_regularizer_loss(learned, target, loss, perm=perm), graph_regularizer_loss(learned, target, loss)
+            graphon_distance(learned, target, loss, perm=perm), graphon_distance(learned, target, loss)
         )
-    identity = graph_regularizer_loss(learned, target, perm=torch.arange(32))
+    identity = graphon_distance(learned, target, perm=torch.arange(32))
     torch.testing.assert_close(identity, torch.tensor(off_diagonal_mse(learned, target)))
 
 
 def test_regularizer_gradient_is_the_aligned_mse_gradient():
     target = graphon("scale-free", 16, edges_per_node=2)
     learned = noisy_copy(target, torch.Generator().manual_seed(2)).requires_grad_(True)
-    graph_regularizer_loss(learned, target).backward()
+    graphon_distance(learned, target).backward()
     expected = 2 * (learned.detach() - target) / (16 * 15)
     expected.fill_diagonal_(0.0)
     torch.testing.assert_close(learned.grad, expected)
@@ -435,7 +435,7 @@ def test_regularizer_decreases_under_adam(kind, loss):
     values = []
     for _ in range(30):
         link_probs = torch.sigmoid(0.5 * (logits + logits.T))  # (16, 16) symmetric
-        value = graph_regularizer_loss(link_probs, target, loss)
+        value = graphon_distance(link_probs, target, loss)
         optimizer.zero_grad()
         value.backward()
         optimizer.step()
@@ -476,10 +476,10 @@ def test_regularizer_decreases_under_adam(kind, loss):
         (lambda: fit_signatures(torch.eye(4), 4, 0.9, lr=0.0), "lr"),
         (lambda: fit_signatures(torch.eye(4), 4, 0.9, margin=-0.1), "margin"),
         (lambda: edge_agreement(torch.randn(3, 4), torch.eye(4), 0.9), "signatures"),
-        (lambda: graph_regularizer_loss(torch.rand(4, 4), torch.rand(4, 4), "l1"), "unknown graph regularizer loss"),
-        (lambda: graph_regularizer_loss(torch.rand(4, 4), torch.rand(5, 5)), "same shape"),
-        (lambda: graph_regularizer_loss(torch.rand(4, 5), torch.rand(4, 5)), "square"),
-        (lambda: graph_regularizer_loss(torch.rand(4, 4), torch.rand(4, 4), perm=torch.tensor([0, 1, 1, 2])), "perm"),
+        (lambda: graphon_distance(torch.rand(4, 4), torch.rand(4, 4), "l1"), "unknown graphon distance"),
+        (lambda: graphon_distance(torch.rand(4, 4), torch.rand(5, 5)), "same shape"),
+        (lambda: graphon_distance(torch.rand(4, 5), torch.rand(4, 5)), "square"),
+        (lambda: graphon_distance(torch.rand(4, 4), torch.rand(4, 4), perm=torch.tensor([0, 1, 1, 2])), "perm"),
         (lambda: match_nodes(torch.rand(4, 4), torch.rand(4, 4), max_rounds=-1), "max_rounds"),
     ],
 )

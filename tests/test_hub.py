@@ -20,8 +20,8 @@ import nac_hf.hub as hub
 from nac_hf import NACConfig, NACForClassification, NACImageProcessor, NACModel
 from nac_hf.data import DataArguments
 from nac_hf.hub import PublishError, publish, verify_repository
-from nac_hf.training import ModelArguments, train
-from nac_test_utils import TINY, load_script_inputs, run_load_script, training_args
+from nac_hf.training import ModelArguments
+from nac_test_utils import TINY, load_script_inputs, run_load_script, train_run, training_args
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ REVISION = "0123456789abcdef0123456789abcdef01234567"
 def image_run(output_dir, **overrides):
     model_args = ModelArguments(preset="tiny", config_overrides=TINY)
     data_args = DataArguments(max_train_samples=160, max_eval_samples=80)
-    return train(model_args, data_args, training_args(output_dir, **overrides))
+    return train_run(model_args, data_args, training_args(output_dir, **overrides))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def text_repo(tmp_path_factory):
     (root / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
     model_args = ModelArguments(preset="tiny", config_overrides="graph_fit_steps=50")
     data_args = DataArguments(train_file=str(root / "train.jsonl"), validation_split_percentage=25, max_length=64)
-    train(model_args, data_args, training_args(root / "run"))
+    train_run(model_args, data_args, training_args(root / "run"))
     return Path(publish(root / "run", "nac-test/nac-reviews", dry_run=root / "repo"))
 
 

@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import PIL.Image
@@ -12,6 +10,7 @@ from transformers.image_utils import PILImageResampling
 
 from nac_hf.configuration_nac import NACConfig
 from nac_hf.image_processing_nac import NACImageProcessor
+from nac_test_utils import run_python
 
 
 @pytest.fixture(scope="module")
@@ -242,12 +241,7 @@ def test_trust_remote_code_loads_the_saved_processor_without_the_package(tmp_pat
         "print(json.dumps({'module': type(processor).__module__, 'pixel_values': pixel_values.tolist(),"
         " 'package_imported': 'nac_hf' in sys.modules}))\n"
     )
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_python(script, cwd=tmp_path)
     assert report["module"].startswith("transformers_modules.")
     assert not report["package_imported"]
     np.testing.assert_allclose(np.array(report["pixel_values"]), processor(rgb)["pixel_values"], atol=1e-6)

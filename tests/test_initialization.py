@@ -13,8 +13,8 @@ from nac_hf.modeling_nac import (
     ConditioningReader,
     LayerScale,
     LogVarianceLinear,
-    PatchTokenizer,
-    ConvTokenizer,
+    PatchEmbedding,
+    ConvEmbedding,
     SignatureKernel,
 )
 
@@ -63,8 +63,8 @@ def test_every_initialisation_rule_holds_on_a_built_model(name):
             for weight in module.projection_weights():
                 assert_std(weight, FAN_IN / math.sqrt(weight.shape[1]), path)
             assert torch.all(module.in_proj_bias == 0), path
-        elif isinstance(module, (PatchTokenizer, ConvTokenizer)):
-            grid = module.position_embedding if isinstance(module, PatchTokenizer) else module.position_grid
+        elif isinstance(module, (PatchEmbedding, ConvEmbedding)):
+            grid = module.position_embedding if isinstance(module, PatchEmbedding) else module.position_grid
             assert_std(grid, config.position_init_std, path)
         seen.add(type(module).__name__)
     generator = model.nac.generator

@@ -6,14 +6,10 @@ import torch.nn.functional as F
 import nac_hf.modeling_nac as modeling
 from nac_hf import NACConfig, NACForClassification, NACModel
 from nac_hf.testing import LargestTensor, naive_read_in
-from nac_test_utils import example_inputs
+from nac_test_utils import example_inputs, tiny
 
 
 TOKENIZERS = ["patch", "conv", "byte", "point"]
-
-
-def tiny(**overrides) -> NACConfig:
-    return NACConfig.from_preset("tiny", **{"num_labels": 3, **overrides})
 
 
 def labels_for(batch_size: int = 3) -> torch.Tensor:
@@ -138,6 +134,23 @@ def test_loss_for_each_problem_type():
     assert inferred.config.problem_type == "multi_label_classification"
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_read_in_residual_decides_what_the_input_modules_keep(residual):
+    torch.manual_seed(0)
+    config = tiny(read_in_residual=residual, read_in_layer_scale_init_value=0.5)
+    model = NACModel(config).eval()
+    read_in = model.read_in
+    assert torch.all(read_in.attention_residual.layer_scale.gamma == 0.5)
+    seen = {}
+    read_in.attention_residual.layer_scale.register_forward_hook(lambda m, args, out: seen.update(update=out))
+    read_in.ffn.register_forward_pre_hook(lambda m, args: seen.update(ffn_input=args[0]))
+    with torch.no_grad():
+        model(**example_inputs(config), output_hidden_states=True)
+        seeded = model.generator.seeder(model.generator.codes, 3)[:, : config.num_input_modules]
+    expected = seeded + seen["update"] if residual else seen["update"]
+    torch.testing.assert_close(seen["ffn_input"], expected)
+
+
 def test_head_reads_the_per_example_output_code_of_a_conditional_generator():
     torch.manual_seed(0)
     config = tiny(conditioning_dim=8)
@@ -233,7 +246,7 @@ def test_read_in_never_builds_a_token_by_module_tensor():
     config = tiny(tokenizer_type="byte", num_input_modules=16, hidden_size=64)
     model = NACModel(config).eval()
     batch, length = 2, 200
-    tokens, mask = model.tokenize(None, torch.randint(5, 261, (batch, length)), None, None, None)
+    tokens, mask = model.tokenize(torch.randint(5, 261, (batch, length)))
     states = torch.randn(batch, config.num_input_modules, config.hidden_size)
     codes = model.generator.codes[: config.num_input_modules]
     with torch.no_grad():
@@ -442,24 +455,6 @@ def test_head_swap_with_ignore_mismatched_sizes(tmp_path, tiny_config):
     assert swapped(**example_inputs(tiny_config)).logits.shape == (3, 7)
 
 
-def test_presets():
-    assert {"tiny", "small", "paper-tiny-imagenet"} <= set(NACConfig.presets())
-    paper = NACConfig.from_preset("paper-tiny-imagenet", graph_fit_steps=10)
-    assert (paper.tokenizer_type, paper.image_size, paper.num_labels) == ("conv", 64, 200)
-    assert (paper.num_input_modules, paper.num_processor_modules, paper.hidden_size) == (64, 256, 384)
-    with torch.device("meta"):
-        count = sum(p.numel() for p in NACForClassification(paper).parameters())
-    assert 21.0e6 < count < 23.0e6, count
-    with pytest.raises(ValueError, match="unknown NAC preset"):
-        NACConfig.from_preset("huge")
-    assert NACConfig.from_preset("tiny", hidden_size=48).hidden_size == 48
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Bad input
-# ------------------------------------------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize(
     "kind, inputs, message",
     [
@@ -502,32 +497,6 @@ def test_bad_labels_raise_clear_errors(overrides, labels, message):
     model = NACForClassification(config).eval()
     with pytest.raises(ValueError, match=message):
         model(**example_inputs(config), labels=labels)
-
-
-@pytest.mark.parametrize(
-    "overrides, field",
-    [
-        ({"tokenizer_type": "audio"}, "tokenizer_type"),
-        ({"image_size": 18}, "image_size"),
-        ({"hidden_size": 0}, "hidden_size"),
-        ({"graph_num_groups": 3}, "graph_num_groups"),
-        ({"graph_prior": "star"}, "graph_prior"),
-        ({"kernel_truncation": 0.0}, "kernel_truncation"),
-        ({"drop_path_rate": 1.5}, "drop_path_rate"),
-        ({"graph_regularizer": "scale-free"}, "graph_regularizer_weight"),
-        ({"graph_regularizer_weight": 0.1}, "graph_regularizer_weight"),
-        ({"freeze_signatures": True, "graph_regularizer": "scale-free", "graph_regularizer_weight": 1.0}, "freeze"),
-        ({"tokenizer_type": "byte", "vocab_size": 100}, "vocab_size"),
-        ({"graph_prior": "watts-strogatz", "graph_num_neighbors": 8}, "graph_num_neighbors"),
-        ({"kernel_eval_mode": "sample"}, "kernel_eval_mode"),
-        ({"output_pooling": "max"}, "output_pooling"),
-        ({"conditional_signatures": True}, "conditioning_dim"),
-        ({"conditioning_dim": -1}, "conditioning_dim"),
-    ],
-)
-def test_inconsistent_config_raises_naming_the_field(overrides, field):
-    with pytest.raises(ValueError, match=field):
-        tiny(**overrides)
 
 
 def test_checkpoint_with_another_config_raises_a_clear_error(tmp_path, tiny_config):
@@ -577,6 +546,7 @@ def test_regularizer_loss_kinds_differ():
     values = {}
     for loss in ("mse", "kl"):
         torch.manual_seed(0)
-        config = tiny(graph_regularizer="ring-of-cliques", graph_regularizer_weight=1.0, graph_regularizer_loss=loss)
+        config = tiny(graph_regularizer="ring-of-cliques", graph_regularizer_weight=1.0,
+                      graph_regularizer_distance=loss)
         values[loss] = NACModel(config).train()(**inputs).graph_regularizer_loss.item()
     assert all(v > 0 for v in values.values()) and values["mse"] != values["kl"]

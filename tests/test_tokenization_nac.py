@@ -1,8 +1,5 @@
-import json
 import os
 import random
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,6 +7,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from nac_hf.configuration_nac import NUM_SPECIAL_BYTE_TOKENS, NACConfig
 from nac_hf.tokenization_nac import NACByteTokenizer
+from nac_test_utils import run_python
 
 
 SPECIAL_TOKENS = ["<pad>", "<cls>", "<sep>", "<mask>", "<unk>"]
@@ -201,12 +199,7 @@ def test_trust_remote_code_loads_the_saved_tokenizer_without_the_package(tmp_pat
         " 'package_imported': 'nac_hf' in sys.modules}))\n"
     )
     text = "remote 日本 <mask>"
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-c", script, text], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = run_python(script, text, cwd=tmp_path)
     assert report["module"].startswith("transformers_modules.")
     assert not report["package_imported"]
     assert report["ids"] == NACByteTokenizer()(text)["input_ids"]

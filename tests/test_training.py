@@ -11,87 +11,26 @@ import evaluate
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
 from nac_hf import NACConfig, NACForClassification
-from nac_hf.data import DataArguments, augment_images, digits_dataset, load_classification_data
-from nac_test_utils import TINY, training_args
+from nac_hf.data import DataArguments, digits_dataset, load_classification_data
+from nac_test_utils import TINY, train_run, training_args
+from nac_hf.modeling_nac import CheckpointMismatchError
 from nac_hf.training import (
     TOP_K_ACCURACY,
     ModelArguments,
     build_model,
+    build_processor,
     last_complete_checkpoint,
     make_compute_metrics,
+    make_trainer,
     parse_config_overrides,
     resolve_resume,
-    train,
 )
 
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def test_digits_default_is_fixed_and_stratified():
-    first, second = digits_dataset(), digits_dataset()
-    assert (len(first["train"]), len(first["test"])) == (1437, 360)
-    assert first["test"]["label"] == second["test"]["label"]
-    counts = np.bincount(first["test"]["label"], minlength=10)
-    assert counts.min() >= 35 and counts.max() <= 37
-    data = load_classification_data(DataArguments())
-    assert data.modality == "image" and data.label_names == [str(d) for d in range(10)]
-    assert len(data.dataset["validation"]) == 360  # the held-out test split is the evaluation split
-
-
-def test_text_file_with_string_labels_gets_names_and_a_validation_split(tmp_path):
-    rows = [{"sentence": f"text number {i}", "sentiment": ["neg", "pos"][i % 2]} for i in range(40)]
-    path = tmp_path / "train.jsonl"
-    path.write_text("\n".join(json.dumps(row) for row in rows))
-    data = load_classification_data(DataArguments(train_file=str(path), validation_split_percentage=25))
-    assert data.modality == "text" and data.input_column == "sentence" and data.label_column == "sentiment"
-    assert data.label_names == ["neg", "pos"]
-    assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (30, 10)
-
-
-def test_csv_with_explicit_columns(tmp_path):
-    path = tmp_path / "train.csv"
-    path.write_text("body,y\n" + "\n".join(f"row {i},{i % 3}" for i in range(30)))
-    data = load_classification_data(DataArguments(train_file=str(path), text_column="body", label_column="y"))
-    assert data.label_names == ["0", "1", "2"] and data.input_column == "body"
-    with pytest.raises(ValueError, match="label column"):
-        load_classification_data(DataArguments(train_file=str(path), label_column="missing"))
-
-
-def test_image_folders(tmp_path):
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 6), ("val", 2)):
-        for label in ("circle", "square"):
-            folder = tmp_path / split / label
-            folder.mkdir(parents=True)
-            for i in range(count):
-                Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    args = DataArguments(train_dir=str(tmp_path / "train"), validation_dir=str(tmp_path / "val"))
-    data = load_classification_data(args)
-    assert data.modality == "image" and data.label_names == ["circle", "square"]
-    assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (12, 4)
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"dataset_name": "x", "train_file": "y.csv"}, "one data source"),
-        ({"validation_file": "v.csv"}, "needs --train_file"),
-        ({"validation_split_percentage": 0}, "validation_split_percentage"),
-    ],
-)
-def test_bad_data_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        DataArguments(**kwargs)
-
-
-def test_unknown_file_format(tmp_path):
-    with pytest.raises(ValueError, match="expected a file ending in one of"):
-        load_classification_data(DataArguments(train_file=str(tmp_path / "data.xlsx")))
 
 
 def test_config_overrides_are_typed():
@@ -136,23 +75,11 @@ def test_metric_is_offline_and_correct(monkeypatch):
     assert set(make_compute_metrics(3)(Prediction())) == {"top1_accuracy"}
 
 
-def test_augmentation_keeps_shape_and_varies():
-    image = torch.arange(3 * 16 * 16, dtype=torch.float32).view(3, 16, 16)
-    generator = torch.Generator().manual_seed(0)
-    outputs = [augment_images(image, generator=generator) for _ in range(6)]
-    assert all(out.shape == image.shape for out in outputs)
-    assert len({out.sum().item() for out in outputs}) > 1
-    # Without flips the left column stays to the left of the right one.
-    assert all(out[0, 8, 0] < out[0, 8, -1] for out in outputs)
-    flipped = [augment_images(image, flip=True, generator=generator) for _ in range(20)]
-    assert any(out[0, 8, 0] > out[0, 8, -1] for out in flipped)
-
-
 def test_a_few_trainer_steps_lower_the_loss(tmp_path):
     data_args = DataArguments(max_train_samples=256, max_eval_samples=64)
     model_args = ModelArguments(preset="tiny", config_overrides=TINY)
     args = training_args(tmp_path, max_steps=40, learning_rate=3e-3, logging_steps=10)
-    train(model_args, data_args, args)
+    train_run(model_args, data_args, args)
     history = json.loads((tmp_path / "trainer_state.json").read_text())["log_history"]
     losses = [entry["loss"] for entry in history if "loss" in entry]
     assert len(losses) == 4 and losses[-1] < losses[0], losses
@@ -161,7 +88,8 @@ def test_a_few_trainer_steps_lower_the_loss(tmp_path):
 def test_train_writes_a_loadable_model_results_and_card(tmp_path):
     data_args = DataArguments(max_train_samples=128, max_eval_samples=40)
     model_args = ModelArguments(preset="tiny", config_overrides=TINY)
-    metrics = train(model_args, data_args, training_args(tmp_path, max_steps=8, save_strategy="steps", save_steps=4))
+    args = training_args(tmp_path, max_steps=8, save_strategy="steps", save_steps=4)
+    metrics = train_run(model_args, data_args, args)
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md", "train_results.json",
                  "eval_results.json", "all_results.json", "checkpoint-8/model.safetensors"):
         assert (tmp_path / name).exists(), name
@@ -176,7 +104,8 @@ def test_train_writes_a_loadable_model_results_and_card(tmp_path):
 def test_resume_picks_the_last_complete_checkpoint(tmp_path):
     data_args = DataArguments(max_train_samples=64, max_eval_samples=16)
     model_args = ModelArguments(preset="tiny", config_overrides=TINY)
-    train(model_args, data_args, training_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, do_eval=False))
+    args = training_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=2, do_eval=False)
+    train_run(model_args, data_args, args)
     assert last_complete_checkpoint(tmp_path).endswith("checkpoint-4")
     # A run killed while saving leaves a checkpoint without its trainer state: it is set aside, not resumed from.
     broken = tmp_path / "checkpoint-6"
@@ -195,7 +124,7 @@ def test_text_training_end_to_end(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text("\n".join(json.dumps(row) for row in rows))
     output = tmp_path / "out"
-    train(
+    train_run(
         ModelArguments(preset="tiny", config_overrides="graph_fit_steps=50"),
         DataArguments(train_file=str(path), max_length=32),
         training_args(output, max_steps=6),
@@ -239,18 +168,6 @@ def test_a_run_killed_mid_training_resumes_to_the_planned_step(tmp_path):
     NACForClassification.from_pretrained(output)
 
 
-def test_dataset_name_loads_a_local_dataset_repository(tmp_path):
-    # `--dataset_name` goes through `datasets.load_dataset`, which reads a Hub repository or a local folder alike.
-    repo = tmp_path / "text-dataset"
-    (repo / "data").mkdir(parents=True)
-    for split, count in (("train", 30), ("test", 10)):
-        rows = [{"review": f"review {i}", "label": i % 2} for i in range(count)]
-        (repo / "data" / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    data = load_classification_data(DataArguments(dataset_name=str(repo)))
-    assert data.modality == "text" and data.input_column == "review"
-    assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (30, 10)  # the test split evaluates
-
-
 @pytest.mark.parametrize(
     "flags",
     [
@@ -262,7 +179,7 @@ def test_dataset_name_loads_a_local_dataset_repository(tmp_path):
 def test_precision_accumulation_and_checkpointing_flags(tmp_path, flags):
     data_args = DataArguments(max_train_samples=64, max_eval_samples=16)
     model_args = ModelArguments(preset="tiny", config_overrides=TINY)
-    metrics = train(model_args, data_args, training_args(tmp_path, max_steps=3, **flags))
+    metrics = train_run(model_args, data_args, training_args(tmp_path, max_steps=3, **flags))
     assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["eval_loss"])
     state = json.loads((tmp_path / "trainer_state.json").read_text())
     assert state["global_step"] == 3
@@ -290,3 +207,23 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     data = load_classification_data(DataArguments(max_train_samples=20, max_eval_samples=10))
     with pytest.raises(ValueError, match="expected a NAC checkpoint"):
         build_model(ModelArguments(model_name_or_path=str(tmp_path)), data)
+
+
+def test_shape_changing_overrides_of_a_checkpoint_are_refused(tmp_path):
+    data = load_classification_data(DataArguments(max_train_samples=20, max_eval_samples=10))
+    build_model(ModelArguments(preset="tiny", config_overrides=TINY), data).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointMismatchError, match=r"hidden_size: 32 vs 48.*drop those overrides"):
+        build_model(ModelArguments(model_name_or_path=str(tmp_path), config_overrides="hidden_size=48"), data)
+    # Overrides that leave the weights' shapes alone fine-tune the checkpoint as it is.
+    tuned = build_model(ModelArguments(model_name_or_path=str(tmp_path), config_overrides="drop_path_rate=0.2"), data)
+    assert tuned.config.drop_path_rate == 0.2
+
+
+def test_the_trainer_set_up_leaves_the_arguments_as_given(tmp_path):
+    data = load_classification_data(DataArguments(max_train_samples=20, max_eval_samples=10))
+    model = build_model(ModelArguments(preset="tiny", config_overrides=TINY), data)
+    args = training_args(tmp_path, push_to_hub=True, hub_model_id="org/name", hub_token="unused")
+    before = args.to_dict()
+    trainer = make_trainer(model, build_processor(ModelArguments(), model.config, data), data, DataArguments(), args)
+    assert args.to_dict() == before
+    assert trainer.args.remove_unused_columns is False and trainer.args.push_to_hub is False

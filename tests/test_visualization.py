@@ -2,7 +2,6 @@ import math
 import runpy
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import torch
 
 from nac_hf import NACConfig, NACForClassification, NACModel
+from nac_test_utils import tiny
 from nac_hf.visualization import circuit_summary, draw_circuit
 
 
@@ -20,10 +20,6 @@ from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "visualize_circuit.py"
-
-
-def tiny(**overrides) -> NACConfig:
-    return NACConfig.from_preset("tiny", **{"num_labels": 3, **overrides})
 
 
 def independent_summary(model: NACModel) -> dict:
@@ -189,9 +185,7 @@ def test_draw_every_preset(name, tmp_path):
     narrow = dict(hidden_size=32, code_dim=16, intermediate_size=48, num_attention_heads=2, attention_head_dim=16)
     config = NACConfig.from_preset(name, num_output_modules=3, num_labels=3, **narrow)
     model = NACForClassification(config)
-    start = time.perf_counter()
     fig = draw_circuit(model, tmp_path / "circuit.png", dpi=60)
-    elapsed = time.perf_counter() - start
     assert_png(tmp_path / "circuit.png", dpi=60)
     graph_ax, heat, segments = panels(fig)
     np.testing.assert_allclose(heat, model.nac.connectivity().detach().mean(0).numpy(), rtol=1e-6)
@@ -202,7 +196,6 @@ def test_draw_every_preset(name, tmp_path):
     assert len(segments) == undirected
     many = summary["input_modules"] + summary["processor_modules"] + summary["output_modules"] > 48
     assert len(graph_ax.texts) == (0 if many else sum(heat.shape) - config.num_processor_modules)
-    assert elapsed < 10.0, f"draw_circuit took {elapsed:.1f}s for the {name} preset"
 
 
 def test_script_writes_the_png_next_to_a_checkpoint(tmp_path):

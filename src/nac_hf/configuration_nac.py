@@ -1,13 +1,18 @@
 """Configuration of a Neural Attentive Circuit (NAC)."""
 
-from __future__ import annotations
-
 import copy
+import functools
+import math
+from typing import Literal
 
-from transformers import PretrainedConfig
+from huggingface_hub.dataclasses import as_validated_field, strict
+from huggingface_hub.errors import StrictDataclassError
+from transformers import PreTrainedConfig
 
 
-TOKENIZER_TYPES = ("patch", "conv", "byte", "point")
+# What each input tokenizer reads, and the model input that carries it.
+MODALITIES = {"patch": "image", "conv": "image", "byte": "text", "point": "points"}
+MAIN_INPUTS = {"image": "pixel_values", "text": "input_ids", "points": "points"}
 GRAPH_PRIORS = (
     "none",
     "complete",
@@ -23,7 +28,56 @@ GRAPH_REGULARIZERS = ("none", "planted-partition", "scale-free", "watts-strogatz
 NUM_SPECIAL_BYTE_TOKENS = 5
 
 
-class NACConfig(PretrainedConfig):
+# Field validators (huggingface_hub's strict dataclasses run them on every assignment, naming the field).
+@as_validated_field
+def positive(value: int | float) -> None:
+    if not value > 0:
+        raise ValueError(f"must be > 0, got {value!r}")
+
+
+@as_validated_field
+def non_negative(value: int | float) -> None:
+    if not value >= 0:
+        raise ValueError(f"must be >= 0, got {value!r}")
+
+
+@as_validated_field
+def probability(value: int | float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must lie in [0, 1], got {value!r}")
+
+
+@as_validated_field
+def cosine_distance(value: int | float) -> None:
+    if not 0.0 < value <= 2.0:
+        raise ValueError(f"is a cosine distance and must lie in (0, 2], got {value!r}")
+
+
+@as_validated_field
+def finite(value: int | float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+
+
+def raising_value_errors(cls):
+    """Let an invalid config raise a `ValueError` (with huggingface_hub's validation error as its cause), the error
+    Python code expects for a bad argument."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except StrictDataclassError as error:
+            raise ValueError(f"invalid NACConfig: {' '.join(str(error).split())}") from error
+
+    cls.__init__ = __init__
+    return cls
+
+
+@raising_value_errors
+@strict
+class NACConfig(PreTrainedConfig):
     r"""
     Configuration of a [`NACModel`] / [`NACForClassification`]. The defaults are the reference Tiny-ImageNet setting
     of the architecture (hidden size 384, 64 input, 256 processor and 1 output module, 8 propagator layers) read
@@ -127,7 +181,8 @@ class NACConfig(PretrainedConfig):
             `"ring-of-cliques"` (with the `graph_*` parameters above).
         graph_regularizer_weight (`float`, defaults to 0.0): weight of that loss (must be > 0 when a regularizer is
             chosen).
-        graph_regularizer_loss (`str`, defaults to `"mse"`): `"mse"` or `"kl"` (Bernoulli KL).
+        graph_regularizer_distance (`str`, defaults to `"mse"`): how that pull is measured: `"mse"` or `"kl"`
+            (Bernoulli KL).
 
     Read-out:
         output_pooling (`str`, defaults to `"confidence"`): with several output modules, how their states are
@@ -141,122 +196,89 @@ class NACConfig(PretrainedConfig):
     # Outputs that Trainer's evaluation loop must not gather as predictions (not per example, or a scalar).
     keys_to_ignore_at_inference = ["graph_regularizer_loss", "connectivity"]
 
-    tokenizer_type: str = "patch"
-    image_size: int = 64
-    patch_size: int = 4
-    num_channels: int = 3
-    conv_position_channels: int = 32
-    vocab_size: int = 256 + NUM_SPECIAL_BYTE_TOKENS
-    max_position_embeddings: int = 2048
+    tokenizer_type: Literal["patch", "conv", "byte", "point"] = "patch"
+    image_size: int = positive(default=64)
+    patch_size: int = positive(default=4)
+    num_channels: int = positive(default=3)
+    conv_position_channels: int = positive(default=32)
+    vocab_size: int = positive(default=256 + NUM_SPECIAL_BYTE_TOKENS)
+    max_position_embeddings: int = positive(default=2048)
     pad_token_id: int | None = 0
-    num_fourier_features: int = 64
-    fourier_feature_scale: float = 1.0
+    num_fourier_features: int = positive(default=64)
+    fourier_feature_scale: float | int = positive(default=1.0)
 
-    num_input_modules: int = 64
-    num_processor_modules: int = 256
-    num_output_modules: int = 1
-    hidden_size: int = 384
-    code_dim: int = 384
-    signature_dim: int = 64
+    num_input_modules: int = positive(default=64)
+    num_processor_modules: int = positive(default=256)
+    num_output_modules: int = positive(default=1)
+    hidden_size: int = positive(default=384)
+    code_dim: int = positive(default=384)
+    signature_dim: int = positive(default=64)
 
-    num_hidden_layers: int = 8
+    num_hidden_layers: int = positive(default=8)
     share_propagator_weights: bool = False
-    num_attention_heads: int = 6
-    attention_head_dim: int = 64
-    num_read_in_heads: int = 1
-    intermediate_size: int = 512
-    hidden_act: str = "geglu"
-    layer_norm_eps: float = 1e-5
-    layer_scale_init_value: float = 0.1
-    read_in_layer_scale_init_value: float = 1.0
+    num_attention_heads: int = positive(default=6)
+    attention_head_dim: int = positive(default=64)
+    num_read_in_heads: int = positive(default=1)
+    intermediate_size: int = positive(default=512)
+    hidden_act: Literal["geglu", "gelu"] = "geglu"
+    layer_norm_eps: float | int = positive(default=1e-5)
+    layer_scale_init_value: float | int = non_negative(default=0.1)
+    read_in_layer_scale_init_value: float | int = non_negative(default=1.0)
     read_in_residual: bool = False
-    drop_path_rate: float = 0.1
-    code_noise: float = 0.05
-    initializer_range: float = 0.02
-    position_init_std: float = 1.0
+    drop_path_rate: float | int = probability(default=0.1)
+    code_noise: float | int = non_negative(default=0.05)
+    initializer_range: float | int = positive(default=0.02)
+    position_init_std: float | int = positive(default=1.0)
 
-    kernel_truncation: float = 0.9
+    kernel_truncation: float | int = cosine_distance(default=0.9)
     truncate_read_out: bool = False
-    kernel_bandwidth_init: float = 1.0
+    kernel_bandwidth_init: float | int = positive(default=1.0)
     share_kernel: bool = False
     stochastic_kernel: bool = True
-    kernel_temperature: float = 0.5
-    kernel_eval_mode: str = "expected"
+    kernel_temperature: float | int = positive(default=0.5)
+    kernel_eval_mode: Literal["expected", "threshold"] = "expected"
 
     seeder_noise: bool = True
-    seeder_logvar_init: float = -5.0
-    graph_prior: str = "planted-partition"
-    graph_num_groups: int = 8
-    graph_p_in: float = 0.9
-    graph_p_out: float = 0.01
-    graph_edges_per_node: int = 4
-    graph_edge_prob: float = 0.1
-    graph_num_neighbors: int = 4
-    graph_seed: int = 0
-    graph_fit_steps: int = 1000
-    graph_fit_lr: float = 1e-3
+    seeder_logvar_init: float | int = finite(default=-5.0)
+    graph_prior: Literal[GRAPH_PRIORS] = "planted-partition"
+    graph_num_groups: int = positive(default=8)
+    graph_p_in: float | int = probability(default=0.9)
+    graph_p_out: float | int = probability(default=0.01)
+    graph_edges_per_node: int = positive(default=4)
+    graph_edge_prob: float | int = probability(default=0.1)
+    graph_num_neighbors: int = positive(default=4)
+    graph_seed: int = non_negative(default=0)
+    graph_fit_steps: int = non_negative(default=1000)
+    graph_fit_lr: float | int = positive(default=1e-3)
     freeze_signatures: bool = False
-    conditioning_dim: int = 0
+    conditioning_dim: int = non_negative(default=0)
     conditional_signatures: bool = False
-    graph_regularizer: str = "none"
-    graph_regularizer_weight: float = 0.0
-    graph_regularizer_loss: str = "mse"
+    graph_regularizer: Literal[GRAPH_REGULARIZERS] = "none"
+    graph_regularizer_weight: float | int = non_negative(default=0.0)
+    graph_regularizer_distance: Literal["mse", "kl"] = "mse"
 
-    output_pooling: str = "confidence"
-    output_gumbel_temperature: float = 1.0
+    output_pooling: Literal["confidence", "mean"] = "confidence"
+    output_gumbel_temperature: float | int = positive(default=1.0)
 
     def __post_init__(self, **kwargs):
+        if "graph_regularizer_loss" in kwargs:  # the name of graph_regularizer_distance in configs saved before it
+            self.graph_regularizer_distance = kwargs.pop("graph_regularizer_loss")
         super().__post_init__(**kwargs)
-        self.check_consistency()
 
-    def check_consistency(self):
-        """Raise a `ValueError` naming the field when the numbers of this config do not fit together."""
+    @property
+    def modality(self) -> str:
+        """What the model reads: `"image"` (the `"patch"` and `"conv"` tokenizers), `"text"` or `"points"`."""
+        return MODALITIES[self.tokenizer_type]
 
-        def choice(name, allowed):
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"NACConfig.{name} must be one of {list(allowed)}, got {value!r}")
+    @property
+    def main_input_name(self) -> str:
+        """The model input that carries what it reads: `pixel_values`, `input_ids` or `points`."""
+        return MAIN_INPUTS[self.modality]
 
-        def positive(*names):
-            for name in names:
-                value = getattr(self, name)
-                if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                    raise ValueError(f"NACConfig.{name} must be a positive number, got {value!r}")
+    # Checks across fields, run by huggingface_hub's strict dataclass after every creation and before saving.
 
-        def probability(*names, closed=True):
-            for name in names:
-                value = getattr(self, name)
-                if not (0.0 <= value <= 1.0) or (not closed and value == 1.0):
-                    raise ValueError(f"NACConfig.{name} must lie in [0, 1{']' if closed else ')'}, got {value!r}")
-
-        choice("tokenizer_type", TOKENIZER_TYPES)
-        choice("hidden_act", ("geglu", "gelu"))
-        choice("kernel_eval_mode", ("expected", "threshold"))
-        choice("graph_prior", GRAPH_PRIORS)
-        choice("graph_regularizer", GRAPH_REGULARIZERS)
-        choice("graph_regularizer_loss", ("mse", "kl"))
-        choice("output_pooling", ("confidence", "mean"))
-        positive(
-            "image_size", "patch_size", "num_channels", "conv_position_channels", "vocab_size",
-            "max_position_embeddings", "num_fourier_features", "fourier_feature_scale", "num_input_modules",
-            "num_processor_modules", "num_output_modules", "hidden_size", "code_dim", "signature_dim",
-            "num_hidden_layers", "num_attention_heads", "attention_head_dim", "num_read_in_heads",
-            "intermediate_size", "layer_norm_eps", "kernel_bandwidth_init", "kernel_temperature",
-            "output_gumbel_temperature", "graph_num_groups", "graph_edges_per_node", "graph_num_neighbors",
-            "graph_fit_lr", "initializer_range", "position_init_std",
-        )
-        probability("drop_path_rate", "graph_p_in", "graph_p_out", "graph_edge_prob")
-        if not 0.0 < self.kernel_truncation <= 2.0:
-            raise ValueError(
-                "NACConfig.kernel_truncation is a cosine distance and must lie in (0, 2], "
-                f"got {self.kernel_truncation!r}"
-            )
-        for name in (
-            "code_noise", "layer_scale_init_value", "read_in_layer_scale_init_value", "graph_regularizer_weight", "graph_fit_steps", "conditioning_dim"
-        ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"NACConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.tokenizer_type in ("patch", "conv") and self.image_size % self.patch_size != 0:
+    def validate_input_shape(self):
+        if self.modality == "image" and self.image_size % self.patch_size != 0:
             raise ValueError(
                 f"NACConfig.image_size ({self.image_size}) must be a multiple of NACConfig.patch_size "
                 f"({self.patch_size})"
@@ -272,33 +294,24 @@ class NACConfig(PretrainedConfig):
                     f"NACConfig.pad_token_id must be an id in [0, vocab_size={self.vocab_size}), "
                     f"got {self.pad_token_id!r}"
                 )
-        if self.graph_prior in ("planted-partition", "ring-of-cliques") or self.graph_regularizer in (
-            "planted-partition",
-            "ring-of-cliques",
-        ):
-            if self.num_processor_modules % self.graph_num_groups != 0:
-                raise ValueError(
-                    f"NACConfig.graph_num_groups ({self.graph_num_groups}) must divide "
-                    f"NACConfig.num_processor_modules ({self.num_processor_modules})"
-                )
-        if self.graph_prior == "scale-free" or self.graph_regularizer == "scale-free":
-            if self.graph_edges_per_node >= self.num_processor_modules:
-                raise ValueError(
-                    f"NACConfig.graph_edges_per_node ({self.graph_edges_per_node}) must be smaller than "
-                    f"num_processor_modules ({self.num_processor_modules})"
-                )
-        if self.graph_prior == "watts-strogatz" or self.graph_regularizer == "watts-strogatz":
-            if self.graph_num_neighbors >= self.num_processor_modules:
-                raise ValueError(
-                    f"NACConfig.graph_num_neighbors ({self.graph_num_neighbors}) must be smaller than "
-                    f"num_processor_modules ({self.num_processor_modules})"
-                )
-        if self.conditional_signatures and self.conditioning_dim == 0:
+
+    def validate_graph(self):
+        graphs = {self.graph_prior, self.graph_regularizer}
+        if graphs & {"planted-partition", "ring-of-cliques"} and self.num_processor_modules % self.graph_num_groups:
             raise ValueError(
-                "NACConfig.conditional_signatures=True needs a conditional generator: set conditioning_dim > 0"
+                f"NACConfig.graph_num_groups ({self.graph_num_groups}) must divide "
+                f"NACConfig.num_processor_modules ({self.num_processor_modules})"
             )
-        if self.conditional_signatures and self.freeze_signatures:
-            raise ValueError("NACConfig.conditional_signatures=True contradicts freeze_signatures=True; choose one")
+        if "scale-free" in graphs and self.graph_edges_per_node >= self.num_processor_modules:
+            raise ValueError(
+                f"NACConfig.graph_edges_per_node ({self.graph_edges_per_node}) must be smaller than "
+                f"num_processor_modules ({self.num_processor_modules})"
+            )
+        if "watts-strogatz" in graphs and self.graph_num_neighbors >= self.num_processor_modules:
+            raise ValueError(
+                f"NACConfig.graph_num_neighbors ({self.graph_num_neighbors}) must be smaller than "
+                f"num_processor_modules ({self.num_processor_modules})"
+            )
         if self.graph_regularizer != "none" and self.graph_regularizer_weight <= 0:
             raise ValueError(
                 f"NACConfig.graph_regularizer_weight must be > 0 when graph_regularizer={self.graph_regularizer!r}; "
@@ -314,6 +327,14 @@ class NACConfig(PretrainedConfig):
                 "NACConfig.freeze_signatures=True leaves nothing for graph_regularizer to train; "
                 "unfreeze the signatures or set graph_regularizer='none'"
             )
+
+    def validate_generator(self):
+        if self.conditional_signatures and self.conditioning_dim == 0:
+            raise ValueError(
+                "NACConfig.conditional_signatures=True needs a conditional generator: set conditioning_dim > 0"
+            )
+        if self.conditional_signatures and self.freeze_signatures:
+            raise ValueError("NACConfig.conditional_signatures=True contradicts freeze_signatures=True; choose one")
 
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs) -> "NACConfig":
@@ -339,7 +360,7 @@ class NACConfig(PretrainedConfig):
 
     def architecture_differences(self, other: "NACConfig") -> list[str]:
         """The fields that make `other`'s weights differ in shape from this config's, as readable lines."""
-        names = [name for name in self.__dataclass_fields__ if name in PRESET_FIELDS] + ["num_labels"]
+        names = [name for name in self.__dataclass_fields__ if name in WEIGHT_SHAPE_FIELDS] + ["num_labels"]
         return [
             f"{name}: {getattr(self, name)!r} vs {getattr(other, name)!r}"
             for name in names
@@ -349,11 +370,7 @@ class NACConfig(PretrainedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "NACConfig":
         """Build a config from a named preset (see `NACConfig.presets()`), with any field overridden by keyword."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown NAC preset {name!r}; choose one of {sorted(PRESETS)}")
-        fields = copy.deepcopy(PRESETS[name])
-        fields.update(overrides)
-        return cls(**fields)
+        return cls(**{**preset_fields(name), **overrides})
 
     @staticmethod
     def presets() -> list[str]:
@@ -362,7 +379,7 @@ class NACConfig(PretrainedConfig):
 
 
 # Fields that shape the weights (everything but training-time behaviour and labels).
-PRESET_FIELDS = (
+WEIGHT_SHAPE_FIELDS = (
     "tokenizer_type", "image_size", "patch_size", "num_channels", "conv_position_channels", "vocab_size",
     "max_position_embeddings", "num_fourier_features", "num_input_modules", "num_processor_modules",
     "num_output_modules", "hidden_size", "code_dim", "signature_dim", "num_hidden_layers", "share_propagator_weights",
@@ -370,14 +387,13 @@ PRESET_FIELDS = (
     "seeder_noise", "freeze_signatures", "conditioning_dim", "conditional_signatures", "output_pooling",
 )
 
-PRESETS: dict[str, dict] = {
-    # A few thousand parameters' worth of work: a forward/backward well under a second on a CPU.
-    "tiny": dict(
+# Each preset is a base (another preset, or None for the defaults above) and the fields it changes.
+PRESETS: dict[str, tuple[str | None, dict]] = {
+    # A few thousand parameters' worth of work, for tests and quick checks.
+    "tiny": (None, dict(
         image_size=16,
-        patch_size=4,
         num_input_modules=4,
         num_processor_modules=8,
-        num_output_modules=1,
         hidden_size=32,
         code_dim=16,
         signature_dim=8,
@@ -388,20 +404,16 @@ PRESETS: dict[str, dict] = {
         max_position_embeddings=256,
         num_fourier_features=16,
         conv_position_channels=8,
-        graph_prior="planted-partition",
         graph_num_groups=2,
-        graph_p_in=0.9,
         graph_p_out=0.1,
         graph_fit_steps=300,
         graph_fit_lr=1e-2,
-    ),
+    )),
     # A CPU-trainable model for small images (digits, CIFAR) and short texts.
-    "small": dict(
+    "small": (None, dict(
         image_size=32,
-        patch_size=4,
         num_input_modules=16,
         num_processor_modules=64,
-        num_output_modules=1,
         hidden_size=128,
         code_dim=64,
         signature_dim=32,
@@ -410,27 +422,25 @@ PRESETS: dict[str, dict] = {
         attention_head_dim=32,
         intermediate_size=176,
         max_position_embeddings=1024,
-        graph_prior="planted-partition",
         graph_num_groups=4,
-        graph_p_in=0.9,
         graph_p_out=0.05,
-    ),
+    )),
     # The reference Tiny-ImageNet setting: conv stem on 64x64 images, 200 labels, the defaults of the architecture.
-    "paper-tiny-imagenet": dict(
-        tokenizer_type="conv",
-        image_size=64,
-        patch_size=4,
-        num_labels=200,
+    "paper-tiny-imagenet": (None, dict(tokenizer_type="conv", num_labels=200)),
+    # The model of the main job (scripts/train.py on scikit-learn's 8x8 digits): `small` on 16x16 grayscale inputs
+    # with fewer modules, so that it trains in minutes on two CPU cores.
+    "digits": (
+        "small", dict(image_size=16, num_channels=1, num_input_modules=8, num_processor_modules=32, num_labels=10)
     ),
 }
 
 
-# The model of the main job (scripts/train.py on scikit-learn's 8x8 digits): the `small` model on 16x16 grayscale
-# inputs with fewer modules, so that it trains in minutes on two CPU cores; the paper's defaults otherwise.
-PRESETS["digits"] = {
-    **PRESETS["small"], "image_size": 16, "num_channels": 1, "num_input_modules": 8, "num_processor_modules": 32,
-    "num_labels": 10,
-}
+def preset_fields(name: str) -> dict:
+    """The fields of a preset: its base's, then its own."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown NAC preset {name!r}; choose one of {sorted(PRESETS)}")
+    base, changes = PRESETS[name]
+    return {**(preset_fields(base) if base else {}), **copy.deepcopy(changes)}
 
 
 __all__ = ["NACConfig"]

@@ -86,12 +86,12 @@ HEADS: dict[str, Head] = {
     ),
 }
 
-# Learning rate of each mode when none is given (Adam, constant, 100 steps). `lora` takes the common LoRA rate of
-# 1e-3 (not tuned here). Chosen for the digits demo on held-out
-# *training* images of labels 5-9 (5-shot, 3 seeds; never the test split), for the NAC and the ViT baseline alike:
-# `full` was best at 1e-3 for both (of 1e-4 ... 3e-3), `head` at 1e-2 to 3e-2 for the ViT and flat over 1e-3 ... 3e-2
-# for the NAC, `codes` best at 1e-1 (of 3e-3 ... 3e-1). Codes are drawn with standard deviation 1, so they take a
-# larger step than weights do.
+# Learning rate of each mode when none is given (Adam, constant, 100 steps). `full`, `head` and `codes` were chosen
+# for the digits demo on held-out *training* images of labels 5-9 (5-shot, 3 seeds; never the test split), for the
+# NAC and the ViT baseline alike: `full` was best at 1e-3 for both (of 1e-4 ... 3e-3), `head` at 1e-2 to 3e-2 for the
+# ViT and flat over 1e-3 ... 3e-2 for the NAC, `codes` best at 1e-1 (of 3e-3 ... 3e-1). Codes are drawn with
+# standard deviation 1, so they take a larger step than weights do. `lora` takes the common LoRA rate of 1e-3, not
+# tuned here.
 DEFAULT_LEARNING_RATES = {"full": 1e-3, "head": 1e-2, "codes": 1e-1, "lora": 1e-3}
 LORA_RANK = 8
 
@@ -446,7 +446,7 @@ def run_few_shot(
 
 def pretrain(model: PreTrainedModel, processor, data_args: DataArguments, training_args: TrainingArguments) -> dict:
     """Train a ready-made classifier (a baseline that is not a NAC, or a NAC built by hand) on the data of
-    `data_args` exactly as `nac_hf.training.train` trains a NAC: same data, transforms, collator, metrics and
+    `data_args` exactly as `scripts/train.py` trains a NAC: same data, transforms, collator, metrics and
     `Trainer`. Saves the model and its processor to `training_args.output_dir`; returns the final evaluation
     metrics. Seed before building the model: its initialisation draws from the global RNG."""
     data = load_classification_data(data_args, seed=training_args.seed)

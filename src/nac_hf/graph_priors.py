@@ -5,15 +5,15 @@ Two tools shape the connectivity of the processor modules (NAC_SPEC.md §5):
 * a **graph prior**: the signatures are fit at model creation so that the truncated signature kernel links exactly
   the module pairs of a target graph sampled from networkx (`build_prior_graph` + `fit_signatures`);
 * a **graph-prior regulariser**: a training loss that keeps the learned link-probability matrix close to a target
-  *graphon*, the expected adjacency of a random-graph family (`graphon` + `graph_regularizer_loss`), after the
+  *graphon*, the expected adjacency of a random-graph family (`graphon` + `graphon_distance`), after the
   learned modules are matched to the graphon's nodes.
 
 Everything here is a pure function of tensors and numbers (no config object, no module state). The file travels next
 to the modeling code, so it imports only torch and the standard library at module level, and a machine with nothing
 but torch and transformers loads a saved model and runs it. networkx (sampling a prior graph when a model is created
-from its config) and scipy (matching nodes for the regulariser's loss, which a model trained with one computes in its
-forward pass) are imported inside the functions that use them, in `try` blocks: transformers' remote-code loader
-requires every import outside such a block to be installed.
+from its config) and scipy (matching nodes for the regulariser's loss, computed in training or when labels are
+given) are imported inside the functions that use them, in `try` blocks: transformers' remote-code loader requires
+every import outside such a block to be installed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 PRIOR_KINDS = ("complete", "planted-partition", "scale-free", "ring-of-cliques", "erdos-renyi", "watts-strogatz")
 GRAPHON_KINDS = ("planted-partition", "scale-free", "watts-strogatz", "ring-of-cliques")
-REGULARIZER_LOSSES = ("mse", "kl")
+GRAPHON_DISTANCES = ("mse", "kl")
 
 # Half-width of the band around the truncation that the fit keeps every pair out of: linked pairs end at a cosine
 # distance <= truncation - 0.05, unlinked pairs at >= truncation + 0.05 (when the graph can be realised in the
@@ -348,7 +348,7 @@ def graphon(
     edge_prob: float = 0.1,
 ) -> torch.Tensor:
     """(n, n) float32 matrix of expected link probabilities of a random-graph family, 0 on the diagonal (self links
-    are not part of the graph, and `graph_regularizer_loss` ignores the diagonal).
+    are not part of the graph, and `graphon_distance` ignores the diagonal).
 
     * `"planted-partition"`: stochastic block model of `num_groups` groups of consecutive nodes, `p_in` inside a
       group, `p_out` across (exact for `networkx.planted_partition_graph`).
@@ -514,14 +514,14 @@ def match_nodes(learned: torch.Tensor, target: torch.Tensor, max_rounds: int = 4
     return best_perm
 
 
-def graph_regularizer_loss(
-    link_probs: torch.Tensor, target: torch.Tensor, loss: str = "mse", *, perm: torch.Tensor | None = None
+def graphon_distance(
+    link_probs: torch.Tensor, target: torch.Tensor, distance: str = "mse", *, perm: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Distance between a learned link-probability matrix and a target graphon, up to a relabelling of the nodes.
 
     The learned nodes are first matched to the graphon's (`match_nodes`, a Hungarian matching of rows computed
     without gradient). The module graph is undirected, so a relabelling permutes rows and columns alike: the aligned
-    matrix is `link_probs[perm][:, perm]`. The loss is then the mean over off-diagonal entries of
+    matrix is `link_probs[perm][:, perm]`. The distance is then the mean over off-diagonal entries of
 
     * `"mse"`: `(aligned - target)^2`;
     * `"kl"`: the Bernoulli KL(target || aligned) `= t log(t / p) + (1 - t) log((1 - t) / (1 - p))`, with the learned
@@ -530,14 +530,14 @@ def graph_regularizer_loss(
     Args:
         link_probs: (n, n) learned link probabilities in [0, 1] (differentiable).
         target: (n, n) graphon (see `graphon`), same size.
-        loss: `"mse"` or `"kl"`.
+        distance: `"mse"` or `"kl"`.
         perm: a matching from `match_nodes` to use instead of matching again, e.g. one matching shared by the
             kernels of several layers, or refreshed every few steps (the matching is the costly part).
 
     Returns:
         A scalar tensor, differentiable with respect to `link_probs`.
     """
-    _check_kind(loss, REGULARIZER_LOSSES, "graph regularizer loss")
+    _check_kind(distance, GRAPHON_DISTANCES, "graphon distance")
     if link_probs.dim() != 2 or link_probs.shape[0] != link_probs.shape[1]:
         raise ValueError(f"expected link_probs as a square (n, n) matrix, got {tuple(link_probs.shape)}")
     if target.shape != link_probs.shape:
@@ -557,7 +557,7 @@ def graph_regularizer_loss(
     target = target.to(device=link_probs.device, dtype=link_probs.dtype)
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device=link_probs.device)
     p, t = aligned[off_diagonal], target[off_diagonal]  # (n (n - 1),)
-    if loss == "mse":
+    if distance == "mse":
         return ((p - t) ** 2).mean()
     p = p.clamp(_KL_EPS, 1.0 - _KL_EPS)
     kl = torch.xlogy(t, t) - t * torch.log(p) + torch.xlogy(1.0 - t, 1.0 - t) - (1.0 - t) * torch.log1p(-p)
@@ -568,12 +568,12 @@ __all__ = [
     "DEFAULT_MARGIN",
     "GRAPHON_KINDS",
     "PRIOR_KINDS",
-    "REGULARIZER_LOSSES",
+    "GRAPHON_DISTANCES",
     "build_prior_graph",
     "edge_agreement",
     "fit_signatures",
     "graph_adjacency",
-    "graph_regularizer_loss",
+    "graphon_distance",
     "graphon",
     "match_nodes",
     "signature_distance",

@@ -27,20 +27,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer
 from transformers.dynamic_module_utils import get_imports
 
 from .configuration_nac import NACConfig
 from .modeling_nac import NACForClassification, NACModel
+from .training import TRAINING_DETAILS
 
 
 logger = logging.getLogger(__name__)
 
 MODEL_CARD_TEMPLATE = resources.files("nac_hf") / "model_cards" / "nac_model_card.md"
-TRAINING_DETAILS = "training_details.json"
 CIRCUIT_FIGURE = "circuit.png"
 RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", TRAINING_DETAILS)
 TAGS = ["nac", "neural-attentive-circuits"]
@@ -61,13 +63,6 @@ class PublishError(RuntimeError):
     """A repository could not be assembled, did not load, or could not be uploaded. Nothing local was changed."""
 
 
-def modality(config: NACConfig) -> str:
-    """What the model reads: "image", "text" or "points"."""
-    if config.tokenizer_type == "byte":
-        return "text"
-    return "points" if config.tokenizer_type == "point" else "image"
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # Reading a checkpoint and its run
 
@@ -85,7 +80,7 @@ def load_checkpoint(checkpoint: str | os.PathLike):
         model = model_class.from_pretrained(checkpoint).eval()
     except (OSError, ValueError) as error:
         raise PublishError(f"cannot load the NAC in {checkpoint}: {error}") from error
-    kind = modality(config)
+    kind = config.modality
     if kind == "points":
         return model, None
     auto = AutoImageProcessor if kind == "image" else AutoTokenizer
@@ -157,7 +152,7 @@ def eval_results(run: dict) -> list[EvalResult]:
 def card_data(model, run: dict, repo_id: str, license: str) -> ModelCardData:
     """The card's metadata: license, library, tags, datasets, metrics, pipeline tag and the model-index results."""
     details = run["details"]
-    kind = modality(model.config)
+    kind = model.config.modality
     datasets = [details["dataset_id"]] if details.get("dataset_id") else None
     base_model = details.get("base_model")
     return ModelCardData(
@@ -245,7 +240,7 @@ def build_model_card(
 ) -> ModelCard:
     """The model card of `model`, rendered from the template in `model_cards/` (or `template`)."""
     config = model.config
-    kind = modality(config)
+    kind = config.modality
     details = run["details"]
     if template is not None and not Path(template).is_file():
         raise PublishError(f"card template {template} is not a file; give a Jinja markdown file like model_cards/'s")
@@ -377,10 +372,10 @@ VERIFY_SCRIPT = textwrap.dedent(
     config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
     model = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_code=True).eval()
     sample = torch.load(sample_path, weights_only=True)
-    if config.tokenizer_type == "byte":
+    if config.modality == "text":
         from transformers import AutoTokenizer
         inputs = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)([sample["text"]], return_tensors="pt")
-    elif config.tokenizer_type == "point":
+    elif config.modality == "points":
         inputs = {"points": sample["points"]}
     else:
         from PIL import Image
@@ -406,17 +401,13 @@ def bare_install_modules() -> frozenset[str]:
     provides = {}  # normalised distribution name -> its top-level modules
     for module, distributions in importlib.metadata.packages_distributions().items():
         for distribution in distributions:
-            provides.setdefault(_normalised(distribution), set()).add(module)
+            provides.setdefault(canonicalize_name(distribution), set()).add(module)
     modules = {"torch", "transformers", "PIL", "numpy", *sys.stdlib_module_names}
     for line in importlib.metadata.requires("transformers") or []:
         requirement = Requirement(line)
         if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-            modules |= provides.get(_normalised(requirement.name), set())
+            modules |= provides.get(canonicalize_name(requirement.name), set())
     return frozenset(modules)
-
-
-def _normalised(distribution: str) -> str:
-    return distribution.lower().replace("_", "-").replace(".", "-")
 
 
 def check_code_imports(folder: str | os.PathLike) -> None:
@@ -453,7 +444,7 @@ def verify_repository(folder: str | os.PathLike, model, processor, timeout: floa
     if missing:
         raise PublishError(f"{folder} lacks {', '.join(missing)}; it would not load from the Hub")
     check_code_imports(folder)
-    kind = modality(model.config)
+    kind = model.config.modality
     sample, inputs = _sample(model.config, processor)
     with torch.no_grad():
         outputs = model(**inputs)
@@ -493,7 +484,7 @@ def verify_repository(folder: str | os.PathLike, model, processor, timeout: floa
 def _sample(config: NACConfig, processor) -> tuple[dict, dict]:
     """A fixed input in raw form (for the fresh process) and as model inputs (for this one)."""
     generator = np.random.default_rng(0)
-    kind = modality(config)
+    kind = config.modality
     if kind == "text":
         return {"text": SAMPLE_TEXT}, processor([SAMPLE_TEXT], return_tensors="pt")
     if kind == "points":
@@ -584,10 +575,24 @@ def publish(
     return url
 
 
+def run_repo_id(training_args) -> str:
+    """The repository `train.py --push_to_hub` publishes to (`--hub_model_id`, else the output folder's name), after
+    checking that there is a token: a run that cannot be published stops before it trains, not after."""
+    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    if not (training_args.hub_token or get_token()):
+        raise PublishError(
+            f"--push_to_hub needs a Hugging Face token to publish {repo_id}: set HF_TOKEN or run `hf auth login` "
+            "(or pass --hub_token); nothing was trained or uploaded"
+        )
+    _check_repo_id(repo_id)
+    return repo_id
+
+
 def _check_repo_id(repo_id: str) -> None:
-    parts = repo_id.split("/") if repo_id else []
-    if not repo_id or len(parts) > 2 or not all(parts) or any(c.isspace() for c in repo_id):
-        raise PublishError(f"invalid repository id {repo_id!r}: use 'name' or 'organisation/name'")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise PublishError(f"invalid repository id {repo_id!r}: {error}; use 'name' or 'organisation/name'") from None
 
 
 __all__ = [
@@ -602,6 +607,7 @@ __all__ = [
     "load_checkpoint",
     "publish",
     "read_run",
+    "run_repo_id",
     "upload_repository",
     "verify_repository",
 ]

@@ -24,7 +24,7 @@ from .graph_priors import (
     build_prior_graph,
     fit_signatures,
     graph_adjacency,
-    graph_regularizer_loss,
+    graphon_distance,
     graphon,
     match_nodes,
 )
@@ -178,7 +178,7 @@ class ResidualBranch(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Input tokenizers
+# Input tokenizers: the input as tokens (B, V, T) and a padding mask (B, V) or None
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -219,7 +219,7 @@ def _check_pixel_values(config: NACConfig, pixel_values: torch.Tensor | None) ->
         raise ValueError(f"expected floating-point pixel_values, got dtype {pixel_values.dtype}")
 
 
-class PatchTokenizer(nn.Module):
+class PatchEmbedding(nn.Module):
     """Non-overlapping patches (Conv2d, kernel = stride = patch size) plus a learned, interpolable 2-D position grid."""
 
     embedding_name = "projection"  # the layer `get_input_embeddings` returns
@@ -232,7 +232,7 @@ class PatchTokenizer(nn.Module):
         self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size)
         self.position_embedding = nn.Parameter(torch.zeros(1, config.hidden_size, grid, grid))
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, pixel_values: torch.Tensor | None, mask: None = None) -> tuple[torch.Tensor, None]:
         _check_pixel_values(self.config, pixel_values)
         features = self.projection(pixel_values.to(self.projection.weight.dtype))  # (B, D, h, w)
         features = features + _interpolate_grid(self.position_embedding, *features.shape[-2:])
@@ -254,7 +254,7 @@ class ConvNeXtBlock(nn.Module):
         return x + hidden.permute(0, 3, 1, 2)
 
 
-class ConvTokenizer(nn.Module):
+class ConvEmbedding(nn.Module):
     """ConvNeXt-style stem: a patchify conv (stride = patch size), one ConvNeXt block, and a learned positional grid
     concatenated as extra channels."""
 
@@ -270,7 +270,7 @@ class ConvTokenizer(nn.Module):
         self.block = ConvNeXtBlock(config.hidden_size, config.layer_norm_eps, config.layer_scale_init_value)
         self.position_grid = nn.Parameter(torch.zeros(1, config.conv_position_channels, grid, grid))
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, pixel_values: torch.Tensor | None, mask: None = None) -> tuple[torch.Tensor, None]:
         _check_pixel_values(self.config, pixel_values)
         features = self.stem(pixel_values.to(self.stem.weight.dtype))
         features = self.stem_norm(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
@@ -280,7 +280,7 @@ class ConvTokenizer(nn.Module):
         return features.flatten(2).transpose(1, 2), None
 
 
-class ByteTokenizer(nn.Module):
+class ByteEmbedding(nn.Module):
     """UTF-8 byte ids (shifted by the special tokens) → embedding + learned positions; padding masked in the read-in."""
 
     embedding_name = "embedding"
@@ -326,7 +326,7 @@ class ByteTokenizer(nn.Module):
         return tokens, attention_mask.bool()
 
 
-class PointTokenizer(nn.Module):
+class PointEmbedding(nn.Module):
     """Per-point MLP over (x, y, z) and its random Fourier features; no positions, so the order of points is free."""
 
     embedding_name = "mlp"
@@ -362,7 +362,7 @@ class PointTokenizer(nn.Module):
         return self.mlp(features), (None if points_mask is None else points_mask.bool())
 
 
-INPUT_TOKENIZERS = {"patch": PatchTokenizer, "conv": ConvTokenizer, "byte": ByteTokenizer, "point": PointTokenizer}
+INPUT_EMBEDDINGS = {"patch": PatchEmbedding, "conv": ConvEmbedding, "byte": ByteEmbedding, "point": PointEmbedding}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -568,6 +568,34 @@ class SignatureKernel(nn.Module):
         return torch.exp(-distance / self.log_bandwidth.exp())
 
 
+def kernel_modulated_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel: torch.Tensor, output_attentions: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`softmax_v(q_u·k_v/√d + log K̃_uv) v`, i.e. `K̃ ⊙ exp(s) / Σ K̃ ⊙ exp(s)`: attention weighted by the sampled
+    kernel K̃ `(B|1, 1, R, S)`, 0 where modules do not talk. query `(B, H, R, d)`, key and value `(B, H, S, d)`.
+
+    When K̃ needs a gradient (training) or the weights are asked for, the formula is written out, so that the
+    straight-through gradient reaches K̃ also where it is 0 in the forward pass; otherwise SDPA with `log K̃` as its
+    additive mask. A receiver that hears no sender gets 0. Returns the context `(B, H, R, d)` and the weights
+    `(B, H, R, S)` when asked for."""
+    if not (output_attentions or kernel.requires_grad):
+        bias = kernel.log()  # -inf where a pair does not talk
+        silent = torch.isneginf(bias).all(-1, keepdim=True)  # receivers with no sender at all
+        bias = bias.masked_fill(silent, 0.0).to(query.dtype)
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias).masked_fill(silent, 0.0), None
+    scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])  # (B, H, R, S)
+    talks = kernel > 0
+    logits = scores + kernel.clamp_min(torch.finfo(scores.dtype).tiny).log()
+    peak = logits.masked_fill(~talks, float("-inf")).amax(-1, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)).detach()
+    # Pairs that do not talk weigh 0 in the forward pass; their exp(s - peak) only scales the gradient that reaches
+    # their kernel, and is capped at 1 (a score at most the strongest talking pair's) to bound it.
+    shifted = torch.where(talks, scores - peak, (scores - peak).clamp(max=0.0))
+    weights = kernel * torch.exp(shifted)
+    weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+    return weights @ value, (weights if output_attentions else None)
+
+
 class ModulatedAttention(nn.Module):
     """Stochastic Kernel Modulated Dot-Product Attention between modules.
 
@@ -624,34 +652,11 @@ class ModulatedAttention(nn.Module):
         key = self.key(senders, sender_codes).view(batch, num_senders, self.num_heads, self.head_dim)
         value = self.value(senders, sender_codes).view(batch, num_senders, self.num_heads, self.head_dim)
         query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, H, ·, Dh)
-        modulation = self.sample_kernel(kernel, talks, batch)  # (B, R, S) or (R, S)
-        if modulation.dim() == 2:
-            modulation = modulation.unsqueeze(0)
-        modulation = modulation.unsqueeze(1)  # (B|1, 1, R, S)
-
-        if output_attentions or modulation.requires_grad:
-            # Kernel-modulated softmax written out: K̃ ⊙ exp(s) / Σ K̃ ⊙ exp(s). Equal to softmax(s + log K̃), and the
-            # straight-through gradient reaches K̃ also where K̃ is 0 in the forward pass.
-            scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, R, S)
-            talks = modulation > 0
-            logits = scores + modulation.clamp_min(torch.finfo(scores.dtype).tiny).log()
-            peak = logits.masked_fill(~talks, float("-inf")).amax(-1, keepdim=True)
-            peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)).detach()
-            # Pairs that do not talk weigh 0 in the forward pass; their exp(s - peak) only scales the gradient that
-            # reaches their kernel, and is capped at 1 (a score at most the strongest talking pair's) to bound it.
-            shifted = torch.where(talks, scores - peak, (scores - peak).clamp(max=0.0))
-            weights = modulation * torch.exp(shifted)
-            weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
-            context = weights @ value
-        else:
-            bias = modulation.log()  # -inf where a pair does not talk
-            silent = torch.isneginf(bias).all(-1, keepdim=True)  # receivers with no sender at all
-            bias = bias.masked_fill(silent, 0.0)
-            context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
-            context = context.masked_fill(silent, 0.0)
-            weights = None
+        kernel_sample = self.sample_kernel(kernel, talks, batch)  # (B, R, S) or (R, S)
+        kernel_sample = (kernel_sample if kernel_sample.dim() == 3 else kernel_sample.unsqueeze(0)).unsqueeze(1)
+        context, weights = kernel_modulated_attention(query, key, value, kernel_sample, output_attentions)
         context = context.transpose(1, 2).reshape(batch, num_receivers, self.num_heads * self.head_dim)
-        return self.output(context, receiver_codes), (weights if output_attentions else None)
+        return self.output(context, receiver_codes), weights
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -820,7 +825,7 @@ class NACPreTrainedModel(PreTrainedModel):
 
     def __init__(self, config: NACConfig, *inputs, **kwargs):
         super().__init__(config, *inputs, **kwargs)
-        self.main_input_name = {"byte": "input_ids", "point": "points"}.get(config.tokenizer_type, "pixel_values")
+        self.main_input_name = config.main_input_name
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -837,7 +842,8 @@ class NACPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, ConditioningReader):
-            for weight in module.projection_weights() if hasattr(module, "q_proj_weight") else [module.in_proj_weight]:
+            packed = getattr(module, "in_proj_weight", None)  # q, k and v in one tensor when the sizes agree
+            for weight in [packed] if packed is not None else module.projection_weights():
                 init.kaiming_uniform_(weight, a=math.sqrt(5))
             init.zeros_(module.in_proj_bias)
         elif isinstance(module, nn.Embedding):
@@ -851,10 +857,10 @@ class NACPreTrainedModel(PreTrainedModel):
             init.constant_(module.gamma, module.init_value)
         elif isinstance(module, SignatureKernel):
             init.constant_(module.log_bandwidth, math.log(module.bandwidth_init))
-        elif isinstance(module, (PatchTokenizer, ConvTokenizer)):
-            grid = module.position_embedding if isinstance(module, PatchTokenizer) else module.position_grid
+        elif isinstance(module, (PatchEmbedding, ConvEmbedding)):
+            grid = module.position_embedding if isinstance(module, PatchEmbedding) else module.position_grid
             init.normal_(grid, std=config.position_init_std)
-        elif isinstance(module, PointTokenizer):
+        elif isinstance(module, PointEmbedding):
             init.normal_(module.frequencies, std=config.fourier_feature_scale)
         elif isinstance(module, CircuitGenerator):
             init.normal_(module.codes, std=1.0)
@@ -892,21 +898,27 @@ class NACPreTrainedModel(PreTrainedModel):
             )
         return (model, loading_info) if output_loading_info else model
 
-    def route_main_input(self, inputs: torch.Tensor | None, named: dict) -> dict:
-        """Put a positional input in the place of the config's main input (`pixel_values`, `input_ids` or
-        `points`), as transformers models accept their main input positionally."""
-        if inputs is None:
-            return named
-        if named[self.main_input_name] is not None:
-            raise ValueError(
-                f"got {self.main_input_name} both positionally and by keyword; pass it once"
-            )
-        return {**named, self.main_input_name: inputs}
-
     def save_pretrained(self, save_directory, *args, **kwargs):
         # One saved folder serves every Auto class this model is registered for, also without nac_hf installed.
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class Recorder:
+    """Collects what a forward pass was asked to return besides its result: the states of all modules after each
+    step (`output_hidden_states`) and the attention weights of each step (`output_attentions`)."""
+
+    def __init__(self, config: NACConfig, hidden_states: bool | None, attentions: bool | None):
+        hidden_states = config.output_hidden_states if hidden_states is None else hidden_states
+        self.attentions = config.output_attentions if attentions is None else attentions  # steps return weights
+        self.hidden_states = () if hidden_states else None
+        self.weights = () if self.attentions else None
+
+    def __call__(self, states: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        if self.hidden_states is not None:
+            self.hidden_states += (states,)
+        if self.weights is not None and weights is not None:
+            self.weights += (weights,)
 
 
 class NACModel(NACPreTrainedModel):
@@ -921,7 +933,7 @@ class NACModel(NACPreTrainedModel):
 
     def __init__(self, config: NACConfig):
         super().__init__(config)
-        self.input_tokenizer = INPUT_TOKENIZERS[config.tokenizer_type](config)
+        self.input_tokenizer = INPUT_EMBEDDINGS[config.tokenizer_type](config)
         self.generator = CircuitGenerator(config)
         self.read_in = ReadIn(config, self.input_tokenizer.token_dim)
         num_weight_sets = 1 if config.share_propagator_weights else config.num_hidden_layers
@@ -980,8 +992,8 @@ class NACModel(NACPreTrainedModel):
         links = links.mean(1) if links.dim() == 4 else links
         # One node matching for all layers (the signatures, hence the graph, are shared; only bandwidths differ).
         perm = match_nodes(links.detach().mean(0), self.graph_target)
-        kind = self.config.graph_regularizer_loss
-        return torch.stack([graph_regularizer_loss(k, self.graph_target, kind, perm=perm) for k in links]).mean()
+        distance = self.config.graph_regularizer_distance
+        return torch.stack([graphon_distance(k, self.graph_target, distance, perm=perm) for k in links]).mean()
 
     def connectivity(self, signatures: torch.Tensor | None = None) -> torch.Tensor:
         """The truncated kernels `(num_kernels, [B,] P + O, I + P)`: 0 where modules never talk."""
@@ -1004,98 +1016,82 @@ class NACModel(NACPreTrainedModel):
         return_dict: bool | None = None,
     ) -> NACModelOutput | tuple:
         config = self.config
-        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else config.return_dict
-
-        main = dict(pixel_values=pixel_values, input_ids=input_ids, points=points)
-        main = self.route_main_input(inputs, main)
-        tokens, token_mask = self.tokenize(main["pixel_values"], main["input_ids"], attention_mask, main["points"], points_mask)
+        record = Recorder(config, output_hidden_states, output_attentions)
+        return_dict = config.return_dict if return_dict is None else return_dict
+        main = self.main_input(inputs, pixel_values=pixel_values, input_ids=input_ids, points=points)
+        mask = {"input_ids": attention_mask, "points": points_mask}.get(self.main_input_name)
+        tokens, token_mask = self.tokenize(main, mask)  # (B, V, T), (B, V) or None
         batch = tokens.shape[0]
-        num_in, num_proc = config.num_input_modules, config.num_processor_modules
         codes, signatures = self.generator(batch, conditioning, conditioning_mask)  # ([B,] U, C), ([B,] U, S)
         states = self.generator.seeder(codes, batch)  # (B, U, D)
-        codes_in, codes_proc, codes_out = codes.split([num_in, num_proc, config.num_output_modules], dim=-2)
-        codes_send = codes[..., : num_in + num_proc, :]
-        inputs, processors, outputs = states.split([num_in, num_proc, config.num_output_modules], dim=1)
+        inputs, processors, outputs = self.by_module_kind(states, dim=1)
+        codes_in, codes_proc, codes_out = self.by_module_kind(codes, dim=-2)
+        codes_send = torch.cat([codes_in, codes_proc], dim=-2)
+        record(states)
 
-        all_states = (states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-
-        inputs, weights = self.read_in(inputs, codes_in, tokens, token_mask, self.drop_rates[0], output_attentions)
-        if output_hidden_states:
-            all_states += (torch.cat([inputs, processors, outputs], dim=1),)
-        if output_attentions:
-            all_attentions += (weights,)
-
+        inputs, weights = self.read_in(inputs, codes_in, tokens, token_mask, self.drop_rates[0], record.attentions)
+        record(torch.cat([inputs, processors, outputs], dim=1), weights)
         kernels, talks = self.circuit(signatures)  # (K, [B,] P + O, I + P), ([B,] P + O, I + P)
         for layer in range(config.num_hidden_layers):
             propagator = self.propagators[0 if config.share_propagator_weights else layer]
-            kernel = kernels[0 if config.share_kernel else layer][..., :num_proc, :]
-            senders = torch.cat([inputs, processors], dim=1)
             processors, weights = propagator(
-                processors,
-                senders,
-                codes_proc,
-                codes_send,
-                kernel,
-                talks[..., :num_proc, :],
-                self.drop_rates[layer + 1],
-                output_attentions,
+                processors, torch.cat([inputs, processors], dim=1), codes_proc, codes_send,
+                *self.receiving(kernels, talks, layer), self.drop_rates[layer + 1], record.attentions,
             )
-            if output_hidden_states:
-                all_states += (torch.cat([inputs, processors, outputs], dim=1),)
-            if output_attentions:
-                all_attentions += (weights,)
-
-        kernel = kernels[0 if config.share_kernel else config.num_hidden_layers][..., num_proc:, :]
-        senders = torch.cat([inputs, processors], dim=1)
+            record(torch.cat([inputs, processors, outputs], dim=1), weights)
         outputs, weights = self.read_out(
-            outputs, senders, codes_out, codes_send, kernel, talks[..., num_proc:, :], self.drop_rates[-1], output_attentions
+            outputs, torch.cat([inputs, processors], dim=1), codes_out, codes_send,
+            *self.receiving(kernels, talks, config.num_hidden_layers), self.drop_rates[-1], record.attentions,
         )
-        connectivity = truncate(kernels, talks)
         last_hidden_state = torch.cat([inputs, processors, outputs], dim=1)  # (B, U, D)
-        if output_hidden_states:
-            all_states += (last_hidden_state,)
-        if output_attentions:
-            all_attentions += (weights,)
+        record(last_hidden_state, weights)
 
-        # The regulariser matches nodes on the CPU: computed in training, or by the head when a loss is asked for.
-        regularizer = self.graph_regularizer(connectivity) if self.training else None
-
+        connectivity = truncate(kernels, talks)
         output = NACModelOutput(
             last_hidden_state=last_hidden_state,
             pooler_output=self.pooling(outputs),
             connectivity=connectivity,
-            graph_regularizer_loss=regularizer,
-            hidden_states=all_states,
-            attentions=all_attentions,
+            # The regulariser matches nodes on the CPU: computed in training, or by the head when labels are given.
+            graph_regularizer_loss=self.graph_regularizer(connectivity) if self.training else None,
+            hidden_states=record.hidden_states,
+            attentions=record.weights,
             output_codes=codes_out,
         )
         return output if return_dict else output.to_tuple()
 
-    def tokenize(self, pixel_values, input_ids, attention_mask, points, points_mask):
-        """Run the configured input tokenizer: tokens `(B, V, T)` and a padding mask `(B, V)` or None."""
-        kind = self.config.tokenizer_type
-        given = {
-            "pixel_values": pixel_values is not None,
-            "input_ids": input_ids is not None,
-            "points": points is not None,
-        }
-        wanted = self.main_input_name
-        stray = [name for name, present in given.items() if present and name != wanted]
+    def by_module_kind(self, tensor: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Split a tensor over all modules into its input, processor and output modules' parts."""
+        config = self.config
+        sizes = [config.num_input_modules, config.num_processor_modules, config.num_output_modules]
+        return tensor.split(sizes, dim=dim)
+
+    def receiving(self, kernels: torch.Tensor, talks: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kernel and talking pairs of propagator layer `layer` (processor receivers) or, for `layer` = L, of the
+        read-out (output receivers): `([B,] R, I + P)`."""
+        config = self.config
+        kernel = kernels[0 if config.share_kernel else layer]
+        rows = slice(None, config.num_processor_modules)
+        if layer == config.num_hidden_layers:
+            rows = slice(config.num_processor_modules, None)
+        return kernel[..., rows, :], talks[..., rows, :]
+
+    def main_input(self, inputs: torch.Tensor | None, **named: torch.Tensor | None) -> torch.Tensor | None:
+        """The main input (`config.main_input_name`), given by keyword or positionally as transformers models take
+        it; another modality's input is refused."""
+        name = self.main_input_name
+        stray = [key for key, value in named.items() if value is not None and key != name]
         if stray:
             raise ValueError(
-                f"this NAC reads {wanted} (config.tokenizer_type={kind!r}) but got {stray}; pass {wanted} only"
+                f"this NAC reads {name} (config.tokenizer_type={self.config.tokenizer_type!r}) but got {stray}; "
+                f"pass {name} only"
             )
-        if kind == "byte":
-            tokens, mask = self.input_tokenizer(input_ids, attention_mask)
-        elif kind == "point":
-            tokens, mask = self.input_tokenizer(points, points_mask)
-        else:
-            tokens, mask = self.input_tokenizer(pixel_values)
+        if inputs is not None and named[name] is not None:
+            raise ValueError(f"got {name} both positionally and by keyword; pass it once")
+        return named[name] if inputs is None else inputs
+
+    def tokenize(self, main: torch.Tensor | None, mask: torch.Tensor | None = None):
+        """Run the input tokenizer on the main input: tokens `(B, V, T)` and a padding mask `(B, V)` or None."""
+        tokens, mask = self.input_tokenizer(main, mask)
         if mask is not None and checks_values() and not bool(mask.any(-1).all()):
             raise ValueError("every example needs at least one unmasked token, but an attention mask is all zeros")
         return tokens, mask
@@ -1112,6 +1108,7 @@ class NACForClassification(NACPreTrainedModel):
 
     def __init__(self, config: NACConfig):
         super().__init__(config)
+        self.loss_type = "ForSequenceClassification"  # transformers' classification loss, `self.loss_function`
         self.num_labels = config.num_labels
         self.nac = NACModel(config)
         self.head_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -1162,7 +1159,8 @@ class NACForClassification(NACPreTrainedModel):
         loss = None
         regularizer = outputs.graph_regularizer_loss
         if labels is not None:
-            loss = self.classification_loss(logits, labels)
+            labels = self.checked_labels(logits, labels)
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
             if regularizer is None:
                 regularizer = self.nac.graph_regularizer(outputs.connectivity)
             if regularizer is not None:
@@ -1178,8 +1176,9 @@ class NACForClassification(NACPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Loss by `config.problem_type`, as transformers' classification heads compute it, with checked labels."""
+    def checked_labels(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """`labels` checked against `config.problem_type` (inferred from `num_labels` and the labels' dtype when
+        unset, and kept), in the dtype and device the loss takes; a `ValueError` that names the expected form."""
         config = self.config
         batch, num_labels = logits.shape
         labels = labels.to(logits.device)
@@ -1205,14 +1204,14 @@ class NACForClassification(NACPreTrainedModel):
                     f"labels must be class ids in [0, {num_labels}) (config.num_labels), got values in "
                     f"[{int(labels.min())}, {int(labels.max())}]"
                 )
-            return F.cross_entropy(logits, labels.long())
+            return labels.long()
         if config.problem_type == "multi_label_classification":
             if labels.shape != (batch, num_labels):
                 raise ValueError(
                     f"multi-label classification expects labels of shape ({batch}, {num_labels}) "
                     f"(batch, config.num_labels), got {tuple(labels.shape)}"
                 )
-            return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+            return labels.to(logits.dtype)
         if config.problem_type == "regression":
             if not labels.is_floating_point():
                 raise ValueError(f"regression expects floating-point labels, got dtype {labels.dtype}")
@@ -1220,7 +1219,7 @@ class NACForClassification(NACPreTrainedModel):
             if labels.shape not in allowed:
                 expected = f"({batch},)" if num_labels == 1 else f"({batch}, {num_labels})"
                 raise ValueError(f"regression expects labels of shape {expected}, got {tuple(labels.shape)}")
-            return F.mse_loss(logits, labels.reshape(batch, num_labels).to(logits.dtype))
+            return labels.reshape(batch, num_labels).to(logits.dtype)
         raise ValueError(
             f"config.problem_type must be 'single_label_classification', 'multi_label_classification' or "
             f"'regression', got {config.problem_type!r}"

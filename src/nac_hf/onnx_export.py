@@ -30,20 +30,20 @@ class LogitsOnly(nn.Module):
 
 
 def input_names(config: NACConfig) -> list[str]:
-    """The inputs an exported model takes, by the config's tokenizer type."""
-    return {"byte": ["input_ids", "attention_mask"], "point": ["points"]}.get(config.tokenizer_type, ["pixel_values"])
+    """The inputs an exported model takes, by what the model reads."""
+    return [config.main_input_name] + (["attention_mask"] if config.modality == "text" else [])
 
 
 def example_onnx_inputs(config: NACConfig, batch_size: int = 2, length: int = 16, seed: int = 0) -> dict:
     """Valid inputs of the given batch size (and length: bytes per text, points per cloud)."""
     generator = torch.Generator().manual_seed(seed)
-    if config.tokenizer_type == "byte":
+    if config.modality == "text":
         ids = torch.randint(5, config.vocab_size, (batch_size, length), generator=generator)
         mask = torch.ones(batch_size, length, dtype=torch.long)
         mask[0, length // 2:] = 0  # one padded text
         ids[0, length // 2:] = config.pad_token_id
         return {"input_ids": ids, "attention_mask": mask}
-    if config.tokenizer_type == "point":
+    if config.modality == "points":
         return {"points": torch.randn(batch_size, length, 3, generator=generator)}
     size = config.image_size
     return {"pixel_values": torch.randn(batch_size, config.num_channels, size, size, generator=generator)}
@@ -52,10 +52,10 @@ def example_onnx_inputs(config: NACConfig, batch_size: int = 2, length: int = 16
 def dynamic_shapes(config: NACConfig) -> dict:
     """A dynamic batch for every input, and a dynamic length for bytes and points."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    if config.tokenizer_type == "byte":
+    if config.modality == "text":
         length = torch.export.Dim("length", min=2, max=config.max_position_embeddings)
         return {"input_ids": {0: batch, 1: length}, "attention_mask": {0: batch, 1: length}}
-    if config.tokenizer_type == "point":
+    if config.modality == "points":
         return {"points": {0: batch, 1: torch.export.Dim("num_points", min=2, max=1 << 20)}}
     return {"pixel_values": {0: batch}}
 

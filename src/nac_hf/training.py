@@ -1,9 +1,11 @@
-"""Training NACs with `Trainer`: the model arguments, the model and processor a run starts from, the transforms,
-offline top-k metrics, and resuming from the last complete checkpoint. `scripts/train.py` is a thin entry point over
-`train`."""
+"""Training NACs with `Trainer`, step by step: the data of a run, the model and processor it starts from, the
+`Trainer` with its transforms and offline top-k metrics, training (resuming from the last complete checkpoint),
+evaluation, and the record a model card is made from. `scripts/train.py` calls these steps in order and publishes the
+result with `nac_hf.hub`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -15,7 +17,6 @@ from pathlib import Path
 import evaluate
 import torch
 import transformers
-from huggingface_hub import get_token
 from safetensors import safe_open
 from transformers import (
     AutoConfig,
@@ -27,9 +28,8 @@ from transformers import (
     DefaultDataCollator,
     Trainer,
     TrainingArguments,
-    set_seed,
 )
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import get_last_checkpoint
 
 from . import __version__
 from .configuration_nac import NACConfig
@@ -41,9 +41,8 @@ from .data import (
     augment_images,
     load_classification_data,
 )
-from .hub import TRAINING_DETAILS, PublishError, publish
 from .image_processing_nac import NACImageProcessor
-from .modeling_nac import NACForClassification
+from .modeling_nac import CheckpointMismatchError, NACForClassification
 from .tokenization_nac import NACByteTokenizer
 
 
@@ -51,8 +50,8 @@ logger = logging.getLogger(__name__)
 
 # The top-k accuracy metric ships inside the package: `evaluate.load` reads it from this path, with no network.
 TOP_K_ACCURACY = str(Path(__file__).parent / "metrics" / "top_k_accuracy")
-
-IMAGE_TOKENIZERS = ("patch", "conv")
+# What a run writes for its model card (`nac_hf.hub` reads it).
+TRAINING_DETAILS = "training_details.json"
 
 
 @dataclass
@@ -128,6 +127,14 @@ def build_model(model_args: ModelArguments, data: ClassificationData) -> NACForC
         saved = AutoConfig.from_pretrained(source, **common)
         config = AutoConfig.from_pretrained(source, **common, **overrides, **labels)
         check_modality(config, data)
+        # Only the head may change size (new labels); any other weight of another shape would be drawn afresh.
+        reshaped = [line for line in saved.architecture_differences(config) if not line.startswith("num_labels:")]
+        if reshaped:
+            raise CheckpointMismatchError(
+                f"--config_overrides change the shape of {source}'s weights (checkpoint vs requested: "
+                f"{'; '.join(reshaped)}), so they could not be loaded; drop those overrides to fine-tune the "
+                "checkpoint, or train a new model with --preset"
+            )
         auto = AutoModelForImageClassification if data.modality == "image" else AutoModelForSequenceClassification
         model = auto.from_pretrained(source, config=config, ignore_mismatched_sizes=True, **common)
         if saved.id2label != config.id2label:
@@ -163,8 +170,7 @@ def check_modality(config, data: ClassificationData) -> None:
         raise ValueError(
             f"expected a NAC checkpoint (model_type 'nac'), got model_type {getattr(config, 'model_type', None)!r}"
         )
-    reads_images = config.tokenizer_type in IMAGE_TOKENIZERS
-    if (data.modality == "image") != reads_images or (data.modality == "text" and config.tokenizer_type != "byte"):
+    if config.modality != data.modality:
         raise ValueError(
             f"{data.source} holds {data.modality} data but the model reads tokenizer_type={config.tokenizer_type!r}; "
             f"use a {'patch or conv' if data.modality == 'image' else 'byte'} model"
@@ -246,23 +252,18 @@ def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
 
 
 def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest complete `checkpoint-N` in `output_dir`. Folders a killed run left half-written are moved aside
-    (renamed `*.incomplete`) so that neither `Trainer` nor a later resume picks them up."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
+    """The newest complete `checkpoint-N` in `output_dir` (transformers' `get_last_checkpoint`, passed over while the
+    newest is incomplete). Folders a killed run left half-written are moved aside (renamed `*.incomplete`) so that
+    neither `Trainer` nor a later resume picks them up."""
+    if not Path(output_dir).is_dir():
         return None
-    steps = []
-    for folder in output_dir.iterdir():
-        prefix, _, step = folder.name.partition("-")
-        if prefix == PREFIX_CHECKPOINT_DIR and step.isdigit() and folder.is_dir():
-            steps.append((int(step), folder))
-    for _, folder in sorted(steps, reverse=True):
-        if is_complete_checkpoint(folder):
-            return str(folder)
-        aside = folder.with_name(folder.name + ".incomplete")
+    while (newest := get_last_checkpoint(str(output_dir))) is not None:
+        if is_complete_checkpoint(newest):
+            return newest
+        aside = Path(newest).with_name(Path(newest).name + ".incomplete")
         shutil.rmtree(aside, ignore_errors=True)
-        folder.rename(aside)
-        logger.warning("%s was not completely written (the run stopped while saving): moved to %s", folder, aside)
+        Path(newest).rename(aside)
+        logger.warning("%s was not completely written (the run stopped while saving): moved to %s", newest, aside)
     return None
 
 
@@ -295,105 +296,68 @@ def _broadcast(value):
     return box[0]
 
 
+def load_run_data(data_args: DataArguments, training_args: TrainingArguments, cache_dir: str | None = None):
+    """The run's data, read by the main process first (other ranks then find it in the cache)."""
+    with training_args.main_process_first(desc="loading data"):
+        return load_classification_data(data_args, seed=training_args.seed, cache_dir=cache_dir)
+
+
 def make_trainer(
     model, processor, data: ClassificationData, data_args: DataArguments, training_args: TrainingArguments,
     compute_metrics=None,
 ) -> Trainer:
-    """A `Trainer` for `model` on `data`: its transforms, collator and top-k metrics."""
-    # The transforms produce the model inputs themselves, so Trainer must not drop the raw columns first.
-    training_args.remove_unused_columns = False
+    """A `Trainer` for `model` on `data`: its transforms, collator and top-k metrics. `training_args` is not changed:
+    the Trainer gets a copy that keeps the raw columns (the transforms make the model inputs from them) and does not
+    push checkpoints (a run is published once, at the end, with `nac_hf.hub.publish`)."""
+    args = dataclasses.replace(training_args, remove_unused_columns=False, push_to_hub=False)
     train_dataset, eval_dataset, collator = prepare_datasets(data, processor, data_args, model.config)
-    return Trainer(
+    trainer = Trainer(
         model=model,
-        args=training_args,
+        args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,
         data_collator=collator,
         compute_metrics=compute_metrics or make_compute_metrics(len(data.label_names)),
     )
-
-
-def build_trainer(
-    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
-) -> tuple[Trainer, ClassificationData]:
-    """The `Trainer` of a run: data, model, processor, collator and metrics, all set up."""
-    set_seed(training_args.seed)
-    with training_args.main_process_first(desc="loading data"):
-        data = load_classification_data(data_args, seed=training_args.seed, cache_dir=model_args.cache_dir)
-    model = build_model(model_args, data)
-    processor = build_processor(model_args, model.config, data)
-    trainer = make_trainer(model, processor, data, data_args, training_args)
     logger.info(
         "%s: %d train / %d evaluation examples, %d labels; model with %.2f M parameters",
-        data.source,
-        len(trainer.train_dataset),
-        len(trainer.eval_dataset),
-        len(data.label_names),
-        model.num_parameters() / 1e6,
+        data.source, len(train_dataset), len(eval_dataset), len(data.label_names), model.num_parameters() / 1e6,
     )
-    return trainer, data
+    return trainer
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
-    """Train (and evaluate) a NAC; write the model, its processor, metrics JSON files and a model card to
-    `training_args.output_dir`. Returns the metrics."""
-    repo_id = None
-    if training_args.push_to_hub:
-        repo_id = hub_repo_id(training_args)
-        # Trainer would push raw checkpoints as it saves them; the run is published once, at the end, through the
-        # same assembly and load check as scripts/push_to_hub.py.
-        training_args.push_to_hub = False
-    trainer, data = build_trainer(model_args, data_args, training_args)
-    train_dataset, eval_dataset = trainer.train_dataset, trainer.eval_dataset
-    metrics = {}
-    runtime = None
-    if training_args.do_train:
-        result = trainer.train(resume_from_checkpoint=resolve_resume(training_args))
-        runtime = result.metrics.get("train_runtime")
-        trainer.save_model()
-        train_metrics = {**result.metrics, "train_samples": len(train_dataset)}
-        trainer.log_metrics("train", train_metrics)
-        trainer.save_metrics("train", train_metrics)
-        trainer.save_state()
-        metrics.update(train_metrics)
-    if training_args.do_eval:
-        eval_metrics = {**trainer.evaluate(), "eval_samples": len(eval_dataset)}
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-        metrics.update(eval_metrics)
-
-    if trainer.is_world_process_zero():
-        card = {"finetuned_from": model_args.model_name_or_path, "tasks": f"{data.modality}-classification"}
-        if data_args.dataset_name:
-            card["dataset"] = data_args.dataset_name
-        trainer.create_model_card(**card)
-        details = training_details(trainer, data, model_args, data_args, runtime)
-        path = Path(training_args.output_dir) / TRAINING_DETAILS
-        path.with_suffix(".json.partial").write_text(json.dumps(details, indent=2) + "\n")
-        os.replace(path.with_suffix(".json.partial"), path)  # never a half-written file in place of a whole one
-        if repo_id is not None:
-            url = publish(
-                training_args.output_dir,
-                repo_id,
-                private=bool(training_args.hub_private_repo),
-                revision=training_args.hub_revision,
-                token=training_args.hub_token,
-            )
-            logger.info("published %s: %s", repo_id, url)
+def train_model(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
+    """Train, then save the model, its processor, the trainer state and `train_results.json`; the train metrics."""
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    trainer.save_model()
+    metrics = {**result.metrics, "train_samples": len(trainer.train_dataset)}
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
     return metrics
 
 
-def hub_repo_id(training_args: TrainingArguments) -> str:
-    """The repository `--push_to_hub` publishes to (`--hub_model_id`, else the output folder's name), after checking
-    that there is a token: a run that cannot be published stops before it trains, not after."""
-    repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
-    if not (training_args.hub_token or get_token()):
-        raise PublishError(
-            f"--push_to_hub needs a Hugging Face token to publish {repo_id}: set HF_TOKEN or run `hf auth login` "
-            "(or pass --hub_token); nothing was trained or uploaded"
-        )
-    return repo_id
+def evaluate_model(trainer: Trainer) -> dict:
+    """Evaluate on the evaluation split and save `eval_results.json`; the evaluation metrics."""
+    metrics = {**trainer.evaluate(), "eval_samples": len(trainer.eval_dataset)}
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    return metrics
+
+
+def record_run(trainer: Trainer, data: ClassificationData, model_args: ModelArguments, data_args: DataArguments,
+               metrics: dict) -> None:
+    """Write what the run was beside its model: transformers' model card and `training_details.json` (data,
+    schedule, batch, hardware, time, versions), which `nac_hf.hub` renders into the published card."""
+    card = {"finetuned_from": model_args.model_name_or_path, "tasks": f"{data.modality}-classification"}
+    if data_args.dataset_name:
+        card["dataset"] = data_args.dataset_name
+    trainer.create_model_card(**card)
+    details = training_details(trainer, data, model_args, data_args, metrics.get("train_runtime"))
+    path = Path(trainer.args.output_dir) / TRAINING_DETAILS
+    path.with_suffix(".json.partial").write_text(json.dumps(details, indent=2) + "\n")
+    os.replace(path.with_suffix(".json.partial"), path)  # never a half-written file in place of a whole one
 
 
 def training_details(trainer: Trainer, data: ClassificationData, model_args: ModelArguments, data_args, runtime):
@@ -467,18 +431,20 @@ __all__ = [
     "ModelArguments",
     "DataArguments",
     "TOP_K_ACCURACY",
+    "TRAINING_DETAILS",
     "build_model",
-    "build_trainer",
-    "hub_repo_id",
-    "training_details",
-    "make_trainer",
-    "reinitialize",
     "build_processor",
+    "evaluate_model",
     "last_complete_checkpoint",
+    "load_run_data",
     "make_compute_metrics",
+    "make_trainer",
     "parse_config_overrides",
     "prepare_datasets",
+    "record_run",
+    "reinitialize",
     "resolve_resume",
-    "train",
+    "train_model",
     "training_arguments_defaults",
+    "training_details",
 ]

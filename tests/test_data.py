@@ -1,0 +1,96 @@
+"""Classification data: the digits default, text files, image folders, local dataset repositories, augmentation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nac_hf.data import DataArguments, augment_images, digits_dataset, load_classification_data
+
+
+def test_digits_default_is_fixed_and_stratified():
+    first, second = digits_dataset(), digits_dataset()
+    assert (len(first["train"]), len(first["test"])) == (1437, 360)
+    assert first["test"]["label"] == second["test"]["label"]
+    counts = np.bincount(first["test"]["label"], minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37
+    data = load_classification_data(DataArguments())
+    assert data.modality == "image" and data.label_names == [str(d) for d in range(10)]
+    assert len(data.dataset["validation"]) == 360  # the held-out test split is the evaluation split
+
+
+def test_text_file_with_string_labels_gets_names_and_a_validation_split(tmp_path):
+    rows = [{"sentence": f"text number {i}", "sentiment": ["neg", "pos"][i % 2]} for i in range(40)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(row) for row in rows))
+    data = load_classification_data(DataArguments(train_file=str(path), validation_split_percentage=25))
+    assert data.modality == "text" and data.input_column == "sentence" and data.label_column == "sentiment"
+    assert data.label_names == ["neg", "pos"]
+    assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (30, 10)
+
+
+def test_csv_with_explicit_columns(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text("body,y\n" + "\n".join(f"row {i},{i % 3}" for i in range(30)))
+    data = load_classification_data(DataArguments(train_file=str(path), text_column="body", label_column="y"))
+    assert data.label_names == ["0", "1", "2"] and data.input_column == "body"
+    with pytest.raises(ValueError, match="label column"):
+        load_classification_data(DataArguments(train_file=str(path), label_column="missing"))
+
+
+def test_image_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("val", 2)):
+        for label in ("circle", "square"):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    args = DataArguments(train_dir=str(tmp_path / "train"), validation_dir=str(tmp_path / "val"))
+    data = load_classification_data(args)
+    assert data.modality == "image" and data.label_names == ["circle", "square"]
+    assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (12, 4)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"dataset_name": "x", "train_file": "y.csv"}, "one data source"),
+        ({"validation_file": "v.csv"}, "needs --train_file"),
+        ({"validation_split_percentage": 0}, "validation_split_percentage"),
+    ],
+)
+def test_bad_data_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DataArguments(**kwargs)
+
+
+def test_unknown_file_format(tmp_path):
+    with pytest.raises(ValueError, match="expected a file ending in one of"):
+        load_classification_data(DataArguments(train_file=str(tmp_path / "data.xlsx")))
+
+
+def test_augmentation_keeps_shape_and_varies():
+    image = torch.arange(3 * 16 * 16, dtype=torch.float32).view(3, 16, 16)
+    generator = torch.Generator().manual_seed(0)
+    outputs = [augment_images(image, generator=generator) for _ in range(6)]
+    assert all(out.shape == image.shape for out in outputs)
+    assert len({out.sum().item() for out in outputs}) > 1
+    # Without flips the left column stays to the left of the right one.
+    assert all(out[0, 8, 0] < out[0, 8, -1] for out in outputs)
+    flipped = [augment_images(image, flip=True, generator=generator) for _ in range(20)]
+    assert any(out[0, 8, 0] > out[0, 8, -1] for out in flipped)
+
+
+def test_dataset_name_loads_a_local_dataset_repository(tmp_path):
+    # `--dataset_name` goes through `datasets.load_dataset`, which reads a Hub repository or a local folder alike.
+    repo = tmp_path / "text-dataset"
+    (repo / "data").mkdir(parents=True)
+    for split, count in (("train", 30), ("test", 10)):
+        rows = [{"review": f"review {i}", "label": i % 2} for i in range(count)]
+        (repo / "data" / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    data = load_classification_data(DataArguments(dataset_name=str(repo)))
+    assert data.modality == "text" and data.input_column == "review"
+    assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (30, 10)  # the test split evaluates
