@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import nac_hf.modeling_nac as modeling
 from nac_hf import NACConfig, NACForClassification, NACModel
-from nac_hf.testing import LargestTensor, naive_read_in
+from nac_hf.testing import LargestTensor, naive_read_in, written_out_kernel_attention
 from nac_test_utils import example_inputs, tiny
 
 
@@ -550,3 +550,64 @@ def test_regularizer_loss_kinds_differ():
                       graph_regularizer_distance=loss)
         values[loss] = NACModel(config).train()(**inputs).graph_regularizer_loss.item()
     assert all(v > 0 for v in values.values()) and values["mse"] != values["kl"]
+
+
+def test_code_noise_is_drawn_each_pass_and_shared_by_the_batch():
+    config = tiny(code_noise=0.1)
+    model = NACModel(config)
+    inputs = example_inputs(config)
+    codes = model.generator.codes[-config.num_output_modules :]
+    first, second = (model.train()(**inputs).output_codes for _ in range(2))
+    assert first.shape == codes.shape  # one draw for all examples: the modulations stay one matmul per module
+    assert not torch.equal(first, second) and not torch.equal(first, codes)
+    relative = (first / codes - 1.0) / 0.1  # the noise n in c ⊙ (1 + code_noise · n)
+    assert 0.3 < relative.std().item() < 3.0
+    torch.testing.assert_close(model.eval()(**inputs).output_codes, codes, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kernel_batch", [1, 3])
+def test_kernel_modulated_attention_has_the_gradients_of_its_formula(kernel_batch):
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(3, 2, 5, 4, generator=generator, dtype=torch.float64)
+    key, value = (torch.randn(3, 2, 7, 4, generator=generator, dtype=torch.float64) for _ in range(2))
+    kernel = torch.rand(kernel_batch, 1, 5, 7, generator=generator, dtype=torch.float64)
+    kernel = kernel * (torch.rand(kernel.shape, generator=generator, dtype=torch.float64) > 0.4)  # pairs that are cut
+    kernel[..., :, 0] = 0.5  # every receiver hears someone (a silent one is checked below)
+    leaves = [t.requires_grad_() for t in (query, key, value, kernel)]
+    context, weights = modeling.kernel_modulated_attention(query, key, value, kernel, output_attentions=True)
+    expected_context, expected_weights = written_out_kernel_attention(query, key, value, kernel)
+    torch.testing.assert_close(context, expected_context)
+    torch.testing.assert_close(weights, expected_weights)
+    upstream = torch.randn(context.shape, generator=generator, dtype=torch.float64)
+    grads = torch.autograd.grad(context, leaves, upstream)
+    expected = torch.autograd.grad(expected_context, leaves, upstream)
+    for name, got, want in zip(("query", "key", "value", "kernel"), grads, expected):
+        torch.testing.assert_close(got, want, msg=name)
+    assert grads[3][kernel == 0].abs().sum() > 0  # the straight-through gradient reaches pairs that do not talk
+    # A receiver that hears no sender reads nothing, and nothing flows back from it.
+    silent = kernel.detach().clone().index_fill_(2, torch.tensor([1]), 0.0).requires_grad_()
+    context, _ = modeling.kernel_modulated_attention(query, key, value, silent)
+    grads = torch.autograd.grad(context, [query, silent], upstream)
+    assert torch.all(context[:, :, 1] == 0) and all(torch.isfinite(g).all() for g in grads)
+    assert torch.all(grads[0][:, :, 1] == 0) and torch.all(grads[1][:, :, 1] == 0)
+    scores = torch.randn(3, 2, 5, 7, dtype=torch.float64, generator=generator).requires_grad_()
+    positive = (kernel.detach() + 0.05).requires_grad_()  # away from 0, where the cut makes the function a kink
+    assert torch.autograd.gradcheck(modeling.KernelModulatedSoftmax.apply, (scores, positive))
+
+
+def test_a_model_trains_with_the_gradients_of_the_written_out_attention(monkeypatch):
+    config = tiny(graph_prior="none", kernel_truncation=0.6)
+    inputs, labels = example_inputs(config), torch.tensor([0, 1, 2])
+    gradients = []
+    for attention in (modeling.kernel_modulated_attention, None):
+        if attention is None:
+            monkeypatch.setattr(
+                modeling, "kernel_modulated_attention",
+                lambda q, k, v, kernel, output_attentions=False: written_out_kernel_attention(q, k, v, kernel),
+            )
+        torch.manual_seed(0)
+        model = NACForClassification(config).train()
+        model(**inputs, labels=labels).loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    for name, grad in gradients[0].items():
+        torch.testing.assert_close(grad, gradients[1][name], rtol=1e-4, atol=1e-6, msg=name)

@@ -129,7 +129,7 @@ class NACConfig(PreTrainedConfig):
         drop_path_rate (`float`, defaults to 0.1): stochastic depth of the residual branches (training only),
             rising linearly over the propagator layers.
         code_noise (`float`, defaults to 0.05): standard deviation of the multiplicative noise on the codes in
-            training.
+            training, `c ⊙ (1 + code_noise · n)`, drawn in every forward pass and shared by the batch's examples.
         initializer_range (`float`, defaults to 0.02): standard deviation of the initial byte and byte-position
             embeddings (linear and convolution weights are initialised with fan-in scaling).
         position_init_std (`float`, defaults to 1.0): standard deviation of the initial 2-D position grid of the

@@ -65,7 +65,7 @@ class NACModelOutput(ModelOutput):
             each propagator layer `(batch_size, num_heads, num_processor_modules, num_senders)` and of the read-out
             `(batch_size, num_heads, num_output_modules, num_senders)`.
         output_codes (`torch.FloatTensor` of shape `(num_output_modules, code_dim)`, or per example
-            `(batch_size, num_output_modules, code_dim)` with code noise in training or a conditional generator):
+            `(batch_size, num_output_modules, code_dim)` with a conditional generator):
             The output modules' codes as this forward pass used them; the classification head reads them.
     """
 
@@ -531,9 +531,10 @@ class CircuitGenerator(nn.Module):
                 "got conditioning but this NAC's circuit generator is unconditional (config.conditioning_dim=0)"
             )
         if self.training and self.config.code_noise > 0:
-            # Multiplicative code noise, drawn per example.
-            noise = torch.randn((batch_size,) + self.codes.shape, device=codes.device, dtype=codes.dtype)
-            codes = codes * (1.0 + self.config.code_noise * noise)
+            # Multiplicative code noise, drawn afresh in every forward pass and shared by the examples of the batch
+            # (as the reference implementation draws it): per-example codes would make every modulation a per-example
+            # matmul, half again the FLOPs of a training step. A conditional generator's codes are per example already.
+            codes = codes * (1.0 + self.config.code_noise * torch.randn_like(codes))
         return codes, signatures
 
 
@@ -568,32 +569,63 @@ class SignatureKernel(nn.Module):
         return torch.exp(-distance / self.log_bandwidth.exp())
 
 
+class KernelModulatedSoftmax(torch.autograd.Function):
+    """`w = K̃ ⊙ exp(s) / Σ_v K̃ ⊙ exp(s)` over the last axis, i.e. `softmax(s + log K̃)`, with the gradient written out.
+
+    scores `s` `(B, H, R, S)`; kernel `K̃` `(B|1, 1, R, S)`, 0 where a pair does not talk. The gradient reaches K̃
+    also where it is 0 in the forward pass (straight-through): `∂L/∂K̃ = p ⊙ (g − Σ_v w g)` with `p = exp(s) / Σ K̃
+    exp(s)`, and `∂L/∂s = w ⊙ (g − Σ_v w g)`, g the gradient of the weights. `exp(s)` is taken relative to the
+    strongest talking pair of the row, and for a pair that does not talk capped at 1, so that its gradient stays
+    bounded; a receiver that hears no sender has no weights and sends no gradient. Only `p` is kept for the backward
+    pass, where autograd would keep every intermediate of the formula.
+    """
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        talks = kernel > 0
+        tiny = torch.finfo(scores.dtype).tiny
+        peak = (scores + kernel.clamp_min(tiny).log()).masked_fill_(~talks, float("-inf")).amax(-1, keepdim=True)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+        cap = torch.where(talks, float("inf"), 0.0).to(scores.dtype)  # exp(s - peak) <= 1 where a pair is silent
+        exponent = torch.minimum(scores - peak, cap).exp_()
+        normaliser = (exponent * kernel).sum(-1, keepdim=True)
+        # A receiver that hears no sender gets no weights, and its kernel no gradient: p = 0 on its row.
+        probabilities = exponent.div_(normaliser.masked_fill_(normaliser == 0, float("inf")))  # p
+        ctx.save_for_backward(probabilities, kernel)
+        return probabilities * kernel
+
+    @staticmethod
+    def backward(ctx, grad_weights: torch.Tensor):
+        probabilities, kernel = ctx.saved_tensors
+        weights = probabilities * kernel
+        centred = grad_weights - (weights * grad_weights).sum(-1, keepdim=True)
+        grad_kernel = None
+        if ctx.needs_input_grad[1]:
+            grad_kernel = probabilities * centred
+            dims = [dim for dim in range(kernel.dim()) if kernel.shape[dim] == 1 and grad_kernel.shape[dim] > 1]
+            grad_kernel = grad_kernel.sum(dims, keepdim=True) if dims else grad_kernel
+        return weights.mul_(centred), grad_kernel
+
+
 def kernel_modulated_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel: torch.Tensor, output_attentions: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`softmax_v(q_u·k_v/√d + log K̃_uv) v`, i.e. `K̃ ⊙ exp(s) / Σ K̃ ⊙ exp(s)`: attention weighted by the sampled
     kernel K̃ `(B|1, 1, R, S)`, 0 where modules do not talk. query `(B, H, R, d)`, key and value `(B, H, S, d)`.
 
-    When K̃ needs a gradient (training) or the weights are asked for, the formula is written out, so that the
-    straight-through gradient reaches K̃ also where it is 0 in the forward pass; otherwise SDPA with `log K̃` as its
-    additive mask. A receiver that hears no sender gets 0. Returns the context `(B, H, R, d)` and the weights
+    When K̃ needs a gradient (training) or the weights are asked for, the weights come from `KernelModulatedSoftmax`,
+    whose gradient reaches K̃ also where it is 0 in the forward pass (straight-through); otherwise SDPA with `log K̃`
+    as its additive mask. A receiver that hears no sender gets 0. Returns the context `(B, H, R, d)` and the weights
     `(B, H, R, S)` when asked for."""
     if not (output_attentions or kernel.requires_grad):
         bias = kernel.log()  # -inf where a pair does not talk
         silent = torch.isneginf(bias).all(-1, keepdim=True)  # receivers with no sender at all
         bias = bias.masked_fill(silent, 0.0).to(query.dtype)
         return F.scaled_dot_product_attention(query, key, value, attn_mask=bias).masked_fill(silent, 0.0), None
-    scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])  # (B, H, R, S)
-    talks = kernel > 0
-    logits = scores + kernel.clamp_min(torch.finfo(scores.dtype).tiny).log()
-    peak = logits.masked_fill(~talks, float("-inf")).amax(-1, keepdim=True)
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)).detach()
-    # Pairs that do not talk weigh 0 in the forward pass; their exp(s - peak) only scales the gradient that reaches
-    # their kernel, and is capped at 1 (a score at most the strongest talking pair's) to bound it.
-    shifted = torch.where(talks, scores - peak, (scores - peak).clamp(max=0.0))
-    weights = kernel * torch.exp(shifted)
-    weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
-    return weights @ value, (weights if output_attentions else None)
+    scores = (query / math.sqrt(query.shape[-1])) @ key.transpose(-1, -2)  # (B, H, R, S)
+    dtype = torch.promote_types(scores.dtype, kernel.dtype)  # the kernel's float32 also under bf16 autocast
+    weights = KernelModulatedSoftmax.apply(scores.to(dtype), kernel.to(dtype))
+    return weights.to(value.dtype) @ value, (weights if output_attentions else None)
 
 
 class ModulatedAttention(nn.Module):
@@ -1151,7 +1183,7 @@ class NACForClassification(NACPreTrainedModel):
         )
         pooled = self.head_norm(outputs.pooler_output)  # (B, D)
         if self.config.num_output_modules == 1:  # a ModFC head (also when wrapped, e.g. by PEFT)
-            # The output module's code as the read-out used it: per example with code noise or a conditional generator.
+            # The output module's code as the read-out used it (with its code noise; per example when conditional).
             logits = self.classifier(pooled.unsqueeze(1), outputs.output_codes).squeeze(1)
         else:
             logits = self.classifier(pooled)

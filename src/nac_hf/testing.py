@@ -29,6 +29,22 @@ def naive_read_in(read_in, states: torch.Tensor, codes: torch.Tensor, tokens: to
     return read_in.output(context, codes)
 
 
+def written_out_kernel_attention(query, key, value, kernel):
+    """Kernel-modulated attention as a formula for autograd to differentiate: `K̃ ⊙ exp(s − peak) / Σ K̃ ⊙ exp(s −
+    peak)`, with `exp(s − peak)` capped at 1 where a pair does not talk (K̃ = 0). `KernelModulatedSoftmax` computes
+    the same weights with its gradient written out (NAC_SPEC §4). query `(B, H, R, d)`, key and value `(B, H, S, d)`,
+    kernel `(B|1, 1, R, S)`. Returns the context and the weights."""
+    scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
+    talks = kernel > 0
+    logits = scores + kernel.clamp_min(torch.finfo(scores.dtype).tiny).log()
+    peak = logits.masked_fill(~talks, float("-inf")).amax(-1, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak)).detach()
+    shifted = torch.where(talks, scores - peak, (scores - peak).clamp(max=0.0))
+    weights = kernel * torch.exp(shifted)
+    weights = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+    return weights @ value, weights
+
+
 class LargestTensor(TorchDispatchMode):
     """Records the largest tensor (in bytes) any operation makes while the mode is active."""
 

@@ -1,0 +1,101 @@
+"""How fast a NAC runs, beside the models a user would pick instead at a similar FLOP count.
+
+    python scripts/benchmark_speed.py --preset paper-tiny-imagenet --batch_size 32 --output speed.json
+        [--image_size S] [--repeats 5] [--baselines vit,perceiver] [--compile]
+
+In one run: the machine's fp32 GEMM rate (a 2048³ matmul), then for the NAC and each baseline (transformers'
+`ViTForImageClassification`, 384 wide, patch = the preset's patch size, and `PerceiverForImageClassificationLearned`,
+256 latents of 384; each with the number of layers whose FLOPs per example come closest to the NAC's) the median eval
+forward and training step (forward, backward, AdamW) over `--repeats` runs after a warm-up, FLOPs per example
+(`FlopCounterMode`), achieved GFLOP/s and peak resident memory. Each model runs in a fresh process of its own, one
+after the other, so that its peak memory is its own. With `--compile`, also the compiled training step.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from nac_hf.speed import BASELINES, example_batch, gemm_gflops, matched_baseline, measure, nac_model
+
+
+def measure_one(args) -> dict:
+    torch.manual_seed(0)
+    nac = nac_model(args.preset, args.image_size)
+    config = nac.config
+    pixels, labels = example_batch(config, args.batch_size, config.image_size)
+    if args.model == "nac":
+        return {"model": f"NAC {args.preset}", **measure(nac, pixels, labels, args.repeats, args.compile)}
+    target = args.target_gflop * 1e9
+    del nac
+    model, layers = matched_baseline(args.model, target, config.num_labels, config.num_channels, config.image_size,
+                                     config.patch_size)
+    name = {"vit": "ViTForImageClassification", "perceiver": "PerceiverForImageClassificationLearned"}[args.model]
+    return {"model": f"{name}, {layers} layers", **measure(model, pixels, labels, args.repeats, args.compile)}
+
+
+def child(args, model: str, target_gflop: float | None = None) -> dict:
+    command = [sys.executable, __file__, "--preset", args.preset, "--batch_size", str(args.batch_size), "--repeats",
+               str(args.repeats), "--model", model]
+    if args.image_size:
+        command += ["--image_size", str(args.image_size)]
+    if target_gflop is not None:
+        command += ["--target_gflop", str(target_gflop)]
+    if args.compile:
+        command.append("--compile")
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ)
+    if done.returncode != 0:
+        raise SystemExit(f"measuring {model} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="paper-tiny-imagenet")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--image_size", type=int, default=None, help="Default: the preset's.")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baselines", default=",".join(BASELINES), help="Comma-separated, or empty for none.")
+    parser.add_argument("--compile", action="store_true", help="Also time the torch.compile'd training step.")
+    parser.add_argument("--output", default=None, help="Write the results as JSON here.")
+    parser.add_argument("--model", default=None, help=argparse.SUPPRESS)  # one model, in a child process
+    parser.add_argument("--target_gflop", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.model is not None:
+        print(json.dumps(measure_one(args)))
+        return 0
+    baselines = [name for name in args.baselines.split(",") if name]
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        parser.error(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
+    result = {
+        "preset": args.preset,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gemm_gflops": gemm_gflops(),
+    }
+    result.update(child(args, "nac"))
+    result["eval_over_gemm_bound"] = result["eval_s"] / (
+        result["gflop_per_example"] * args.batch_size / result["gemm_gflops"]
+    )
+    result["baselines"] = [child(args, name, result["gflop_per_example"]) for name in baselines]
+    rows = [result, *result["baselines"]]
+    print(f"fp32 GEMM: {result['gemm_gflops']:.1f} GFLOP/s on {result['threads']} threads; batch {args.batch_size}")
+    print("| model | params | GFLOP/example | eval s | train step s | train / eval | eval GFLOP/s | peak MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['model']} | {row['parameters'] / 1e6:.2f} M | {row['gflop_per_example']:.2f} | "
+              f"{row['eval_s']:.3f} | {row['train_s']:.3f} | {row['train_over_eval']:.2f} | {row['eval_gflops']:.1f} | "
+              f"{row['peak_rss_mb']:.0f} |")
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

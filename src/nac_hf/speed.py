@@ -1,0 +1,160 @@
+"""Measuring how fast a model runs: the eval forward and the training step (forward, backward, AdamW) after warm-up,
+FLOPs per example (`torch.utils.flop_counter.FlopCounterMode`), the machine's fp32 GEMM rate, and the non-modular
+models a user would pick instead at a similar FLOP count (transformers' ViT and Perceiver). `scripts/benchmark_speed.py`
+runs it."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import (
+    PerceiverConfig,
+    PerceiverForImageClassificationLearned,
+    ViTConfig,
+    ViTForImageClassification,
+)
+
+from .configuration_nac import NACConfig
+from .modeling_nac import NACForClassification
+
+
+BASELINES = ("vit", "perceiver")
+
+
+def median_time(function, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of `function()` over `repeats` calls, after `warmup` calls."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def gemm_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """The machine's fp32 matrix-multiplication rate in GFLOP/s: a `size`³ matmul, median of `repeats`."""
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+
+    def matmul():
+        a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    return 2 * size**3 / median_time(matmul, repeats) / 1e9
+
+
+def example_batch(config, batch_size: int, image_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(batch_size, config.num_channels, image_size, image_size, generator=generator)
+    return pixels, torch.randint(0, config.num_labels, (batch_size,), generator=generator)
+
+
+def flops_per_example(model, pixel_values: torch.Tensor) -> float:
+    """FLOPs of one eval forward pass per example."""
+    model.eval()
+    with FlopCounterMode(display=False) as counter:  # under grad mode: the counter's hooks need autograd
+        model(pixel_values=pixel_values)
+    return counter.get_total_flops() / pixel_values.shape[0]
+
+
+def nac_model(preset: str, image_size: int | None = None) -> NACForClassification:
+    overrides = {"image_size": image_size} if image_size else {}
+    return NACForClassification(NACConfig.from_preset(preset, **overrides))
+
+
+def vit_model(num_labels: int, num_channels: int, image_size: int, patch_size: int, num_layers: int):
+    """A ViT-S-wide model (384 wide, 6 heads, MLP 4×) of `num_layers` layers."""
+    config = ViTConfig(
+        image_size=image_size, patch_size=patch_size, num_channels=num_channels, hidden_size=384,
+        num_hidden_layers=num_layers, num_attention_heads=6, intermediate_size=1536, num_labels=num_labels,
+    )
+    return ViTForImageClassification(config)
+
+
+def perceiver_model(num_labels: int, num_channels: int, image_size: int, num_layers: int):
+    """transformers' Perceiver with learned positions: 256 latents of 384, `num_layers` latent self-attention layers."""
+    if num_channels != 3:
+        raise ValueError("PerceiverForImageClassificationLearned reads RGB images (num_channels=3)")
+    config = PerceiverConfig(
+        num_latents=256, d_latents=384, num_blocks=1, num_self_attends_per_block=num_layers,
+        num_self_attention_heads=6, num_cross_attention_heads=1, image_size=image_size, num_labels=num_labels,
+    )
+    return PerceiverForImageClassificationLearned(config)
+
+
+def matched_baseline(name: str, target_flops: float, num_labels: int, num_channels: int, image_size: int,
+                     patch_size: int):
+    """The baseline `name` with the number of layers whose FLOPs per example come closest to `target_flops`."""
+
+    def build(layers: int):
+        if name == "vit":
+            return vit_model(num_labels, num_channels, image_size, patch_size, layers)
+        return perceiver_model(num_labels, num_channels, image_size, layers)
+
+    pixels = torch.randn(1, num_channels, image_size, image_size)
+    one, two = (flops_per_example(build(layers), pixels) for layers in (1, 2))
+    layers = max(1, round(1 + (target_flops - one) / max(two - one, 1.0)))
+    return build(layers), layers
+
+
+def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: int, compile: bool = False) -> dict:
+    """Eval forward and training step (AdamW included) of `model` on one batch: median seconds after warm-up, FLOPs
+    per example, achieved GFLOP/s, and the process's peak resident memory. With `compile`, the training step of
+    `torch.compile(model)` too (its first call, the compilation, reported apart)."""
+    flops = flops_per_example(model, pixel_values)  # per example at this batch: a NAC modulates once per batch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def evaluate():
+        model.eval()
+        with torch.no_grad():
+            model(pixel_values=pixel_values)
+
+    def train_step(forward=model):
+        model.train()
+        forward(pixel_values=pixel_values, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    eval_s = median_time(evaluate, repeats)
+    train_s = median_time(train_step, repeats)
+    result = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "eval_s": eval_s,
+        "train_s": train_s,
+        "train_over_eval": train_s / eval_s,
+        "gflop_per_example": flops / 1e9,
+        "eval_gflops": flops * len(pixel_values) / eval_s / 1e9,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if compile:
+        compiled = torch.compile(model)
+        start = time.perf_counter()
+        train_step(compiled)
+        result["compile_s"] = time.perf_counter() - start
+        result["train_compiled_s"] = median_time(lambda: train_step(compiled), repeats)
+    return result
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+__all__ = [
+    "BASELINES",
+    "example_batch",
+    "flops_per_example",
+    "gemm_gflops",
+    "matched_baseline",
+    "measure",
+    "median_time",
+    "nac_model",
+]

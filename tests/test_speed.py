@@ -1,0 +1,45 @@
+"""The speed benchmark: what it measures, side by side with the baselines it builds at the NAC's FLOP count."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nac_hf.speed import flops_per_example, matched_baseline, measure, nac_model
+from nac_test_utils import ROOT
+
+
+def test_a_baseline_is_sized_to_the_flops_it_is_given():
+    pixels = torch.randn(1, 3, 32, 32)
+    for target in (0.5e9, 1.5e9):
+        model, layers = matched_baseline("vit", target, num_labels=10, num_channels=3, image_size=32, patch_size=4)
+        per_layer = flops_per_example(matched_baseline("vit", 0, 10, 3, 32, 4)[0], pixels)
+        assert abs(flops_per_example(model, pixels) - target) <= per_layer  # within one layer of the target
+    assert matched_baseline("vit", 1.5e9, 10, 3, 32, 4)[1] > matched_baseline("vit", 0.5e9, 10, 3, 32, 4)[1]
+
+
+def test_measure_reports_times_flops_and_memory():
+    torch.manual_seed(0)
+    model = nac_model("tiny")
+    pixels, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 0, 1])
+    before = [p.detach().clone() for p in model.parameters()]
+    result = measure(model, pixels, labels, repeats=1)
+    assert result["eval_s"] > 0 and result["train_s"] > 0 and result["peak_rss_mb"] > 0
+    assert result["gflop_per_example"] == pytest.approx(flops_per_example(model, pixels) / 1e9)
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the step did train
+
+
+def test_the_script_writes_every_figure(tmp_path):
+    output = tmp_path / "speed.json"
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark_speed.py"), "--preset", "tiny", "--batch_size", "2",
+               "--repeats", "1", "--baselines", "vit", "--output", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    for key in ("eval_s", "train_s", "gflop_per_example", "gemm_gflops", "eval_over_gemm_bound", "peak_rss_mb"):
+        assert result[key] > 0, key
+    (vit,) = result["baselines"]
+    assert vit["model"].startswith("ViTForImageClassification") and vit["train_s"] > 0
+    assert "| NAC tiny |" in done.stdout
