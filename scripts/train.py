@@ -12,19 +12,21 @@ Data: --dataset_name (a Hub image or text classification dataset), --train_dir/-
 --train_file/--validation_file (csv, json, parquet texts). Model: --model_name_or_path, or --preset with
 --config_overrides "k=v,...". Any TrainingArguments flag works (--bf16, --activation_checkpointing,
 --resume_from_checkpoint last, --report_to, ...). --push_to_hub --hub_model_id org/name publishes the trained model at
-the end, through the same assembly and load check as scripts/push_to_hub.py. See --help.
+the end, through the same assembly and load check as scripts/push_to_hub.py. On CPUs every core is used
+(--cpu_threads to choose). See --help.
 """
 
 import logging
 import sys
 
 import transformers
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import HfArgumentParser, set_seed
 
 from nac_hf.hub import publish, run_repo_id
 from nac_hf.training import (
     DataArguments,
     ModelArguments,
+    NACTrainingArguments,
     build_model,
     build_processor,
     evaluate_model,
@@ -32,14 +34,16 @@ from nac_hf.training import (
     make_trainer,
     record_run,
     resolve_resume,
+    set_cpu_threads,
     train_model,
     training_arguments_defaults,
 )
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: NACTrainingArguments) -> dict:
     """One run: data → model → train → evaluate → record → publish. Returns the metrics."""
     repo_id = run_repo_id(training_args) if training_args.push_to_hub else None  # no token: stop before training
+    set_cpu_threads(training_args)
     set_seed(training_args.seed)
     data = load_run_data(data_args, training_args, cache_dir=model_args.cache_dir)
     model = build_model(model_args, data)
@@ -60,7 +64,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Tra
 
 
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, NACTrainingArguments))
     parser.set_defaults(**training_arguments_defaults())
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
     level = logging.INFO if training_args.should_log else logging.WARNING

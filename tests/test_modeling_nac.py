@@ -565,8 +565,8 @@ def test_code_noise_is_drawn_each_pass_and_shared_by_the_batch():
     torch.testing.assert_close(model.eval()(**inputs).output_codes, codes, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kernel_batch", [1, 3])
-def test_kernel_modulated_attention_has_the_gradients_of_its_formula(kernel_batch):
+@pytest.mark.parametrize("kernel_batch, output_attentions", [(1, True), (3, True), (1, False), (3, False)])
+def test_kernel_modulated_attention_has_the_gradients_of_its_formula(kernel_batch, output_attentions):
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(3, 2, 5, 4, generator=generator, dtype=torch.float64)
     key, value = (torch.randn(3, 2, 7, 4, generator=generator, dtype=torch.float64) for _ in range(2))
@@ -574,10 +574,11 @@ def test_kernel_modulated_attention_has_the_gradients_of_its_formula(kernel_batc
     kernel = kernel * (torch.rand(kernel.shape, generator=generator, dtype=torch.float64) > 0.4)  # pairs that are cut
     kernel[..., :, 0] = 0.5  # every receiver hears someone (a silent one is checked below)
     leaves = [t.requires_grad_() for t in (query, key, value, kernel)]
-    context, weights = modeling.kernel_modulated_attention(query, key, value, kernel, output_attentions=True)
+    context, weights = modeling.kernel_modulated_attention(query, key, value, kernel, output_attentions)
     expected_context, expected_weights = written_out_kernel_attention(query, key, value, kernel)
     torch.testing.assert_close(context, expected_context)
-    torch.testing.assert_close(weights, expected_weights)
+    if output_attentions:  # else the weights are never formed as a tensor of their own
+        torch.testing.assert_close(weights, expected_weights)
     upstream = torch.randn(context.shape, generator=generator, dtype=torch.float64)
     grads = torch.autograd.grad(context, leaves, upstream)
     expected = torch.autograd.grad(expected_context, leaves, upstream)
@@ -611,3 +612,22 @@ def test_a_model_trains_with_the_gradients_of_the_written_out_attention(monkeypa
         gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
     for name, grad in gradients[0].items():
         torch.testing.assert_close(grad, gradients[1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_relaxed_bernoulli_draw_has_the_gradient_of_its_formula():
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.rand(5, 7, generator=generator, dtype=torch.float64).clamp(0.01, 0.99).requires_grad_()
+    uniform = torch.rand(3, 5, 7, generator=generator, dtype=torch.float64)
+    talks = torch.rand(5, 7, generator=generator) > 0.3
+    sample = modeling.RelaxedBernoulliSample.apply(probs, uniform, talks, 0.5)
+    logits = (probs.log() - (-probs).log1p() + uniform.log() - (-uniform).log1p()) / 0.5
+    expected = modeling.truncate(torch.sigmoid(logits), talks)  # straight-through: the gradient ignores the cut
+    torch.testing.assert_close(sample, expected)
+    assert torch.all(sample[:, ~talks] == 0)
+    upstream = torch.randn(sample.shape, generator=generator, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(sample, probs, upstream)
+    (want,) = torch.autograd.grad(expected, probs, upstream)
+    torch.testing.assert_close(grad, want)
+    assert torch.autograd.gradcheck(
+        lambda p: modeling.RelaxedBernoulliSample.apply(p, uniform, torch.ones_like(talks), 0.5), (probs,)
+    )

@@ -569,6 +569,49 @@ class SignatureKernel(nn.Module):
         return torch.exp(-distance / self.log_bandwidth.exp())
 
 
+def sum_to(gradient: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """`gradient` summed over the axes that `shape` broadcast (size 1, or missing in front)."""
+    extra = gradient.dim() - len(shape)
+    dims = list(range(extra)) + [extra + i for i, size in enumerate(shape) if size == 1 and gradient.shape[extra + i] > 1]
+    return gradient.sum(dims, keepdim=True).reshape(shape) if dims else gradient
+
+
+class RelaxedBernoulliSample(torch.autograd.Function):
+    """`y = σ((logit p + logit u) / T) ⊙ talks`: a reparameterised relaxed-Bernoulli draw with probability p from the
+    uniform noise u, cut where modules do not talk, with the gradient to p as if it were not cut (straight-through):
+    `∂y/∂p = y (1 − y) / (T p (1 − p))`. Keeps one tensor of the draw's size for the backward pass, where autograd
+    would keep each step of the formula. p `([B,] R, S)`, u `(B, R, S)`."""
+
+    @staticmethod
+    def forward(ctx, probs: torch.Tensor, uniform: torch.Tensor, talks: torch.Tensor, temperature: float):
+        logits = uniform.log() - torch.log1p(-uniform) + (probs.log() - torch.log1p(-probs))
+        sample = logits.div_(temperature).sigmoid_()
+        ctx.save_for_backward(probs, sample)
+        ctx.temperature = temperature
+        return sample * talks
+
+    @staticmethod
+    def backward(ctx, grad_sample: torch.Tensor):
+        probs, sample = ctx.saved_tensors
+        grad = grad_sample * sample * (1.0 - sample)
+        grad_probs = sum_to(grad, probs.shape) / (ctx.temperature * probs * (1.0 - probs))
+        return grad_probs, None, None, None
+
+
+def kernel_softmax_probabilities(scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """`p = exp(s − peak) / Σ_v K̃ exp(s − peak)`, so that the kernel-modulated weights are `p ⊙ K̃`; peak is the
+    strongest talking pair's `s + log K̃` in each row, and `exp(s − peak)` is capped at 1 where a pair does not talk.
+    A receiver that hears no sender gets `p = 0` on its row."""
+    talks = kernel > 0
+    tiny = torch.finfo(scores.dtype).tiny
+    peak = (scores + kernel.clamp_min(tiny).log()).masked_fill_(~talks, float("-inf")).amax(-1, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    cap = torch.where(talks, float("inf"), 0.0).to(scores.dtype)
+    exponent = torch.minimum(scores - peak, cap).exp_()
+    normaliser = (exponent * kernel).sum(-1, keepdim=True)
+    return exponent.div_(normaliser.masked_fill_(normaliser == 0, float("inf")))
+
+
 class KernelModulatedSoftmax(torch.autograd.Function):
     """`w = K̃ ⊙ exp(s) / Σ_v K̃ ⊙ exp(s)` over the last axis, i.e. `softmax(s + log K̃)`, with the gradient written out.
 
@@ -582,15 +625,7 @@ class KernelModulatedSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        talks = kernel > 0
-        tiny = torch.finfo(scores.dtype).tiny
-        peak = (scores + kernel.clamp_min(tiny).log()).masked_fill_(~talks, float("-inf")).amax(-1, keepdim=True)
-        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-        cap = torch.where(talks, float("inf"), 0.0).to(scores.dtype)  # exp(s - peak) <= 1 where a pair is silent
-        exponent = torch.minimum(scores - peak, cap).exp_()
-        normaliser = (exponent * kernel).sum(-1, keepdim=True)
-        # A receiver that hears no sender gets no weights, and its kernel no gradient: p = 0 on its row.
-        probabilities = exponent.div_(normaliser.masked_fill_(normaliser == 0, float("inf")))  # p
+        probabilities = kernel_softmax_probabilities(scores, kernel)
         ctx.save_for_backward(probabilities, kernel)
         return probabilities * kernel
 
@@ -601,10 +636,31 @@ class KernelModulatedSoftmax(torch.autograd.Function):
         centred = grad_weights - (weights * grad_weights).sum(-1, keepdim=True)
         grad_kernel = None
         if ctx.needs_input_grad[1]:
-            grad_kernel = probabilities * centred
-            dims = [dim for dim in range(kernel.dim()) if kernel.shape[dim] == 1 and grad_kernel.shape[dim] > 1]
-            grad_kernel = grad_kernel.sum(dims, keepdim=True) if dims else grad_kernel
+            grad_kernel = sum_to(probabilities * centred, kernel.shape)
         return weights.mul_(centred), grad_kernel
+
+
+class KernelModulatedAttention(torch.autograd.Function):
+    """`KernelModulatedSoftmax(s, K̃) @ v` in one step: the weights are not kept for the backward pass (they are
+    `p ⊙ K̃`, from the `p` that is kept), which saves a `(B, H, R, S)` tensor per layer."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, kernel: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        probabilities = kernel_softmax_probabilities(scores, kernel)
+        ctx.save_for_backward(probabilities, kernel, value)
+        with torch.autocast(value.device.type, enabled=False):  # in the dtype it is given, as the backward is
+            return (probabilities * kernel) @ value
+
+    @staticmethod
+    def backward(ctx, grad_context: torch.Tensor):
+        probabilities, kernel, value = ctx.saved_tensors
+        grad_context = grad_context.to(value.dtype)
+        weights = probabilities * kernel
+        grad_value = weights.transpose(-1, -2) @ grad_context if ctx.needs_input_grad[2] else None
+        grad_weights = grad_context @ value.transpose(-1, -2)  # (B, H, R, S)
+        centred = grad_weights.sub_((weights * grad_weights).sum(-1, keepdim=True))
+        grad_kernel = sum_to(probabilities * centred, kernel.shape) if ctx.needs_input_grad[1] else None
+        return weights.mul_(centred), grad_kernel, grad_value
 
 
 def kernel_modulated_attention(
@@ -624,8 +680,11 @@ def kernel_modulated_attention(
         return F.scaled_dot_product_attention(query, key, value, attn_mask=bias).masked_fill(silent, 0.0), None
     scores = (query / math.sqrt(query.shape[-1])) @ key.transpose(-1, -2)  # (B, H, R, S)
     dtype = torch.promote_types(scores.dtype, kernel.dtype)  # the kernel's float32 also under bf16 autocast
-    weights = KernelModulatedSoftmax.apply(scores.to(dtype), kernel.to(dtype))
-    return weights.to(value.dtype) @ value, (weights if output_attentions else None)
+    scores, kernel = scores.to(dtype), kernel.to(dtype)
+    if not output_attentions:
+        return KernelModulatedAttention.apply(scores, kernel, value.to(dtype)).to(value.dtype), None
+    weights = KernelModulatedSoftmax.apply(scores, kernel)
+    return weights.to(value.dtype) @ value, weights
 
 
 class ModulatedAttention(nn.Module):
@@ -659,10 +718,8 @@ class ModulatedAttention(nn.Module):
             # through logit(K), which grows like 1 / (1 - K), finite for near-identical signatures.
             probs = kernel.float().clamp(1e-6, 1 - 1e-3)
             shape = (batch_size,) + kernel.shape[-2:]
-            uniform = torch.rand(shape, device=kernel.device, dtype=probs.dtype)
-            uniform = uniform.clamp(1e-6, 1 - 1e-6)
-            logits = (probs.log() - (-probs).log1p() + uniform.log() - (-uniform).log1p()) / config.kernel_temperature
-            return truncate(torch.sigmoid(logits), talks)
+            uniform = torch.rand(shape, device=kernel.device, dtype=probs.dtype).clamp_(1e-6, 1 - 1e-6)
+            return RelaxedBernoulliSample.apply(probs, uniform, talks, config.kernel_temperature)
         if not self.training and config.kernel_eval_mode == "threshold":
             return ((kernel * talks) > 0.5).to(kernel.dtype)
         return truncate(kernel, talks)

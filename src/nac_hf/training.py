@@ -78,6 +78,38 @@ class ModelArguments:
     )
 
 
+@dataclass
+class NACTrainingArguments(TrainingArguments):
+    """`TrainingArguments` and the number of threads a CPU run computes with."""
+
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "Threads per process when training on CPUs. Default: every core this process may run on, shared "
+            "among the processes on this machine (accelerate launch and torchrun would otherwise leave one thread "
+            "per process)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"--cpu_threads must be at least 1, got {self.cpu_threads}")
+
+
+def set_cpu_threads(training_args: TrainingArguments) -> int | None:
+    """Give torch `--cpu_threads` threads on a CPU run, or by default the cores this process may run on divided by
+    the processes on this machine. Returns the number set, or None when the run is not on CPUs."""
+    if not training_args.use_cpu:
+        return None
+    threads = getattr(training_args, "cpu_threads", None)
+    if threads is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def parse_config_overrides(text: str | None) -> dict:
     """`"hidden_size=96,graph_prior=none,freeze_signatures=true"` → config fields, typed like their defaults."""
     if not text:
@@ -429,6 +461,7 @@ def training_arguments_defaults() -> dict:
 
 __all__ = [
     "ModelArguments",
+    "NACTrainingArguments",
     "DataArguments",
     "TOP_K_ACCURACY",
     "TRAINING_DETAILS",
@@ -444,6 +477,7 @@ __all__ = [
     "record_run",
     "reinitialize",
     "resolve_resume",
+    "set_cpu_threads",
     "train_model",
     "training_arguments_defaults",
     "training_details",
