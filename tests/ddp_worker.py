@@ -18,6 +18,10 @@ from nac_hf.training import (
 )
 
 
+def pixel_digest(pixel_values) -> str:
+    return hashlib.sha256(pixel_values.float().numpy().round(4).tobytes()).hexdigest()
+
+
 def main() -> None:
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     parser.set_defaults(**training_arguments_defaults())
@@ -26,8 +30,12 @@ def main() -> None:
     data = load_run_data(data_args, training_args)
     model = build_model(model_args, data)
     trainer = make_trainer(model, build_processor(model_args, model.config, data), data, data_args, training_args)
-    # The examples this rank is served in an epoch: Accelerate shards the batches by rank.
-    indices = [i for batch in trainer.get_train_dataloader().batch_sampler for i in batch]
+    # The examples this rank is served in an epoch: Accelerate shards the batches by rank. A stream has no indices:
+    # its examples are named by a digest of their pixels.
+    if data_args.streaming:
+        indices = [pixel_digest(image) for batch in trainer.get_train_dataloader() for image in batch["pixel_values"]]
+    else:
+        indices = [int(i) for batch in trainer.get_train_dataloader().batch_sampler for i in batch]
     trainer.train()
     digest = hashlib.sha256()
     for name, tensor in sorted(trainer.model.state_dict().items()):
@@ -36,7 +44,7 @@ def main() -> None:
     record = {
         "rank": training_args.process_index,
         "world_size": training_args.world_size,
-        "indices": [int(i) for i in indices],
+        "indices": indices,
         "global_step": trainer.state.global_step,
         "weights": digest.hexdigest(),
         "parallel_mode": str(training_args.parallel_mode),

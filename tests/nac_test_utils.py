@@ -18,6 +18,29 @@ from nac_hf.training import training_arguments_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
+def image_dataset_folder(folder, num_train: int = 64, num_validation: int = 16, shards: int = 4) -> Path:
+    """A local dataset repository of distinct random 8×8 grayscale images with a ClassLabel of 3 names, the training
+    split in `shards` parquet files: what `load_dataset(folder)` reads like a Hub dataset, also as a stream."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    rng = np.random.default_rng(0)
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b", "c"])})
+
+    def split(count: int) -> Dataset:
+        images = [Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)) for _ in range(count)]
+        return Dataset.from_dict({"image": images, "label": [i % 3 for i in range(count)]}, features=features)
+
+    (Path(folder) / "data").mkdir(parents=True)
+    train = split(num_train)
+    for index in range(shards):
+        train.shard(shards, index, contiguous=True).to_parquet(
+            Path(folder) / "data" / f"train-{index:05d}-of-{shards:05d}.parquet"
+        )
+    split(num_validation).to_parquet(Path(folder) / "data" / "validation-00000-of-00001.parquet")
+    return Path(folder)
+
+
 def tiny(**overrides) -> NACConfig:
     """The `tiny` preset with three labels: the model most tests build."""
     return NACConfig.from_preset("tiny", **{"num_labels": 3, **overrides})

@@ -5,9 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from datasets import IterableDataset
 from PIL import Image
 
 from nac_hf.data import DataArguments, augment_images, digits_dataset, load_classification_data
+from nac_test_utils import image_dataset_folder
 
 
 def test_digits_default_is_fixed_and_stratified():
@@ -94,3 +96,36 @@ def test_dataset_name_loads_a_local_dataset_repository(tmp_path):
     data = load_classification_data(DataArguments(dataset_name=str(repo)))
     assert data.modality == "text" and data.input_column == "review"
     assert (len(data.dataset["train"]), len(data.dataset["validation"])) == (30, 10)  # the test split evaluates
+
+
+def test_a_stream_is_shuffled_complete_and_evaluated_whole(tmp_path):
+    folder = image_dataset_folder(tmp_path / "images")
+    plain = load_classification_data(DataArguments(dataset_name=str(folder)))
+    data = load_classification_data(DataArguments(dataset_name=str(folder), streaming=True, shuffle_buffer_size=8))
+    assert isinstance(data.dataset["train"], IterableDataset) and not isinstance(data.dataset["validation"],
+                                                                                 IterableDataset)
+    assert data.label_names == plain.label_names == ["a", "b", "c"] and data.modality == "image"
+    assert len(data.dataset["validation"]) == 16
+    fingerprint = lambda example: (np.asarray(example["image"]).tobytes(), example["label"])  # noqa: E731
+    streamed = [fingerprint(example) for example in data.dataset["train"]]
+    stored = [fingerprint(example) for example in plain.dataset["train"]]
+    assert sorted(streamed) == sorted(stored) and streamed != stored  # every example once, in another order
+    kept = load_classification_data(DataArguments(dataset_name=str(folder), streaming=True, keep_labels="c,a",
+                                                  max_train_samples=10))
+    labels = [example["label"] for example in kept.dataset["train"]]
+    assert kept.label_names == ["c", "a"] and len(labels) == 10 and set(labels) <= {0, 1}
+
+
+def test_what_a_stream_cannot_do_is_refused(tmp_path):
+    folder = image_dataset_folder(tmp_path / "images")
+    (folder / "data" / "validation-00000-of-00001.parquet").unlink()
+    with pytest.raises(ValueError, match="--streaming needs an evaluation split"):
+        load_classification_data(DataArguments(dataset_name=str(folder), streaming=True))
+    with pytest.raises(ValueError, match="--streaming reads --dataset_name"):
+        DataArguments(streaming=True)
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps({"text": f"t{i}", "label": "xy"[i % 2]}) for i in range(8)))
+    (tmp_path / "validation.jsonl").write_text(path.read_text())
+    with pytest.raises(ValueError, match="to be a ClassLabel"):
+        load_classification_data(DataArguments(train_file=str(path), validation_file=str(tmp_path / "validation.jsonl"),
+                                               streaming=True))

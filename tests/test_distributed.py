@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ddp_worker import pixel_digest
+from nac_hf.data import DataArguments
+from nac_hf.training import ModelArguments, build_model, build_processor, load_run_data, prepare_datasets
+from nac_test_utils import image_dataset_folder, training_args
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,3 +63,23 @@ def test_train_script_runs_under_torchrun(tmp_path):
     results = json.loads((tmp_path / "all_results.json").read_text())
     assert "eval_top1_accuracy" in results and "train_loss" in results
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "preprocessor_config.json").exists()
+
+
+def test_two_processes_read_disjoint_parts_of_a_stream(tmp_path):
+    folder = image_dataset_folder(tmp_path / "images", num_train=64, shards=4)
+    run = [*TINY_RUN[:4], "--per_device_train_batch_size", "8", "--save_strategy", "no", "--eval_strategy", "no",
+           "--disable_tqdm", "true", "--dataset_name", str(folder), "--streaming", "true", "--max_steps", "3",
+           "--dataloader_num_workers", "2", "--output_dir", str(tmp_path / "run")]
+    done = torchrun(ROOT / "tests" / "ddp_worker.py", run)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((tmp_path / "run" / f"rank{r}.json").read_text()) for r in range(2)]
+    first, second = (set(r["indices"]) for r in ranks)
+    assert len(first) == len(second) == 32 and not first & second, "the ranks were served the same examples"
+    # Together they are served every example of the stream once, as one process would make them.
+    data_args = DataArguments(dataset_name=str(folder))
+    model_args = ModelArguments(preset="tiny", config_overrides=TINY_RUN[3])
+    data = load_run_data(data_args, training_args(tmp_path / "plain"))
+    model = build_model(model_args, data)
+    train, _, _ = prepare_datasets(data, build_processor(model_args, model.config, data), data_args, model.config)
+    assert first | second == {pixel_digest(example["pixel_values"]) for example in train}
+    assert [r["global_step"] for r in ranks] == [3, 3] and ranks[0]["weights"] == ranks[1]["weights"]

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 
 import nac_hf.modeling_nac as modeling
-from nac_hf import NACConfig, NACForClassification, NACModel
+from nac_hf import NACForClassification, NACModel
 from nac_hf.testing import LargestTensor, naive_read_in, written_out_kernel_attention
 from nac_test_utils import example_inputs, tiny
 

@@ -15,7 +15,7 @@ from transformers import AutoModelForImageClassification, pipeline
 
 from nac_hf import NACConfig, NACForClassification
 from nac_hf.data import DataArguments, digits_dataset, load_classification_data
-from nac_test_utils import TINY, train_run, training_args
+from nac_test_utils import TINY, image_dataset_folder, train_run, training_args
 from nac_hf.modeling_nac import CheckpointMismatchError
 from nac_hf.training import (
     TOP_K_ACCURACY,
@@ -227,3 +227,17 @@ def test_the_trainer_set_up_leaves_the_arguments_as_given(tmp_path):
     trainer = make_trainer(model, build_processor(ModelArguments(), model.config, data), data, DataArguments(), args)
     assert args.to_dict() == before
     assert trainer.args.remove_unused_columns is False and trainer.args.push_to_hub is False
+
+
+def test_a_streamed_run_trains_evaluates_and_says_it_streamed(tmp_path):
+    folder = image_dataset_folder(tmp_path / "images")
+    model_args = ModelArguments(preset="tiny", config_overrides=TINY)
+    data_args = DataArguments(dataset_name=str(folder), streaming=True, shuffle_buffer_size=16)
+    args = training_args(tmp_path / "run", max_steps=4, per_device_train_batch_size=8, dataloader_num_workers=2)
+    metrics = train_run(model_args, data_args, args)
+    assert json.loads((tmp_path / "run" / "trainer_state.json").read_text())["global_step"] == 4
+    assert 0.0 <= metrics["eval_top1_accuracy"] <= 1.0 and "train_samples" not in metrics
+    details = json.loads((tmp_path / "run" / "training_details.json").read_text())
+    assert details["streamed"] is True and details["train_examples"] is None and details["eval_examples"] == 16
+    with pytest.raises(ValueError, match="--streaming needs --max_steps"):
+        train_run(model_args, data_args, training_args(tmp_path / "again"))

@@ -3,12 +3,13 @@ handwritten digits that ship with scikit-learn (the default, which needs no down
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, IterableDataset, Value, load_dataset
 
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,17 @@ class DataArguments:
     max_length: int | None = field(
         default=None, metadata={"help": "Truncate texts to this many bytes (default: the model's max_position_embeddings)."}
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Read the training split as a stream (a datasets IterableDataset) instead of downloading it first: "
+            "shuffled through a buffer, each process of a distributed run served its own part; needs --max_steps. "
+            "The evaluation split is loaded whole."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=10_000, metadata={"help": "With --streaming: how many examples the shuffling buffer holds."}
+    )
 
     def __post_init__(self):
         if self.dataset_name and (self.train_dir or self.train_file):
@@ -74,6 +86,10 @@ class DataArguments:
             raise ValueError("--validation_dir needs --train_dir")
         if self.validation_file and not self.train_file:
             raise ValueError("--validation_file needs --train_file")
+        if self.streaming and not (self.dataset_name or self.train_dir or self.train_file):
+            raise ValueError("--streaming reads --dataset_name, --train_dir or --train_file; the digits are in memory")
+        if self.shuffle_buffer_size < 1:
+            raise ValueError(f"--shuffle_buffer_size must be at least 1, got {self.shuffle_buffer_size}")
         if not 0 < self.validation_split_percentage < 100:
             raise ValueError(
                 f"--validation_split_percentage must lie in (0, 100), got {self.validation_split_percentage}"
@@ -137,15 +153,19 @@ def _file_format(path: str) -> str:
     return FILE_FORMATS[extension]
 
 
-def load_raw(args: DataArguments, cache_dir: str | None = None) -> tuple[DatasetDict, str]:
-    """The dataset as it comes, with a description of where it came from."""
+def load_raw(
+    args: DataArguments, cache_dir: str | None = None, streaming: bool = False, split: str | None = None
+) -> tuple[DatasetDict, str]:
+    """The dataset as it comes (as streams with `streaming`; only `split` when one is named), with a description of
+    where it came from."""
+    common = {"cache_dir": cache_dir, "streaming": streaming, "split": split}
     if args.dataset_name:
-        return load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=cache_dir), args.dataset_name
+        return load_dataset(args.dataset_name, args.dataset_config_name, **common), args.dataset_name
     if args.train_dir:
         files = {"train": f"{args.train_dir}/**"}
         if args.validation_dir:
             files["validation"] = f"{args.validation_dir}/**"
-        return load_dataset("imagefolder", data_files=files, cache_dir=cache_dir), args.train_dir
+        return load_dataset("imagefolder", data_files=files, **common), args.train_dir
     if args.train_file:
         fmt = _file_format(args.train_file)
         files = {"train": args.train_file}
@@ -154,18 +174,14 @@ def load_raw(args: DataArguments, cache_dir: str | None = None) -> tuple[Dataset
                 raise ValueError("--train_file and --validation_file must have the same format")
             files["validation"] = args.validation_file
         options = {"delimiter": "\t"} if args.train_file.endswith(".tsv") else {}
-        return load_dataset(fmt, data_files=files, cache_dir=cache_dir, **options), args.train_file
+        return load_dataset(fmt, data_files=files, **common, **options), args.train_file
     return digits_dataset(), DIGITS_SOURCE
 
 
-def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str | None = None) -> ClassificationData:
-    """Load the data the arguments name, find its columns, label names and evaluation split."""
-    raw, source = load_raw(args, cache_dir)
-    if args.train_split not in raw:
-        raise ValueError(f"no split {args.train_split!r} in {source}; it has {sorted(raw)} (--train_split)")
-    train = raw[args.train_split]
-    columns = train.column_names
-
+def find_columns(split, args: DataArguments, source: str) -> tuple[str, str, str]:
+    """What a split holds: its modality ("image" or "text"), input column and label column, as the arguments name
+    them or as found from the features and the usual column names."""
+    train, columns = split, split.column_names
     image_column = args.image_column or next(
         (name for name, feature in train.features.items() if isinstance(feature, Image)), None
     ) or _first_of(columns, IMAGE_COLUMNS)
@@ -193,6 +209,19 @@ def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str
                 "name it with --image_column or --text_column"
             )
         modality, input_column = "text", text_column
+    return modality, input_column, label_column
+
+
+def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str | None = None) -> ClassificationData:
+    """Load the data the arguments name, find its columns, label names and evaluation split (with `args.streaming`,
+    the training split as a shuffled stream)."""
+    if args.streaming:
+        return load_streamed_data(args, seed, cache_dir)
+    raw, source = load_raw(args, cache_dir)
+    if args.train_split not in raw:
+        raise ValueError(f"no split {args.train_split!r} in {source}; it has {sorted(raw)} (--train_split)")
+    train = raw[args.train_split]
+    modality, input_column, label_column = find_columns(train, args, source)
 
     split_name = args.validation_split or next((name for name in VALIDATION_SPLITS if name in raw), None)
     if args.validation_split and args.validation_split not in raw:
@@ -233,6 +262,47 @@ def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str
     return ClassificationData(dataset, modality, input_column, label_column, label_names, source, eval_split)
 
 
+def load_streamed_data(args: DataArguments, seed: int, cache_dir: str | None) -> ClassificationData:
+    """The training split as a stream: its columns and labels from the dataset's features (a stream cannot be read
+    ahead for them), shuffled through a buffer of `args.shuffle_buffer_size` and cut to `args.max_train_samples`; the
+    evaluation split loaded whole, as without streaming. Under DDP, `nac_hf.training.make_trainer` has each process
+    read its own part (Accelerate shards the stream by its files, or deals out the examples of each batch)."""
+    streams, source = load_raw(args, cache_dir, streaming=True)
+    if args.train_split not in streams:
+        raise ValueError(f"no split {args.train_split!r} in {source}; it has {sorted(streams)} (--train_split)")
+    split_name = args.validation_split or next((name for name in VALIDATION_SPLITS if name in streams), None)
+    if split_name is None or split_name not in streams:
+        raise ValueError(
+            f"--streaming needs an evaluation split in {source} (it has {sorted(streams)}): a stream cannot be held "
+            "out from; name one with --validation_split, or train without --streaming"
+        )
+    train = streams[args.train_split]
+    if train.features is None:
+        raise ValueError(f"{source} does not say its features, which --streaming needs; train without --streaming")
+    modality, input_column, label_column = find_columns(train, args, source)
+    label = train.features[label_column]
+    if not isinstance(label, ClassLabel):
+        raise ValueError(
+            f"--streaming needs the label column {label_column!r} of {source} to be a ClassLabel, so that the labels "
+            "are known without reading the whole stream; train without --streaming"
+        )
+    evaluation = DatasetDict(validation=load_raw(args, cache_dir, split=split_name)[0])
+    if evaluation["validation"].features[label_column] != label:
+        raise ValueError(f"the {args.train_split} and {split_name} splits of {source} name their labels differently")
+    label_names = list(label.names)
+    if args.keep_labels:
+        train, _ = _keep_labels(train, label_column, label_names, args.keep_labels.split(","))
+        evaluation, label_names = _keep_labels(evaluation, label_column, label_names, args.keep_labels.split(","))
+    train = train.select_columns([input_column, label_column]).shuffle(seed=seed, buffer_size=args.shuffle_buffer_size)
+    if args.max_train_samples is not None:
+        train = train.take(args.max_train_samples)
+    validation = evaluation["validation"]
+    if args.max_eval_samples is not None:
+        validation = validation.select(range(min(args.max_eval_samples, len(validation))))
+    dataset = DatasetDict(train=train, validation=validation.select_columns([input_column, label_column]))
+    return ClassificationData(dataset, modality, input_column, label_column, label_names, source, split_name)
+
+
 def _keep_labels(dataset: DatasetDict, label_column: str, names: list[str], keep: list[str]):
     """Only the examples of the labels in `keep`, relabelled 0..len(keep)-1 in that order."""
     keep = [name.strip() for name in keep]
@@ -240,6 +310,12 @@ def _keep_labels(dataset: DatasetDict, label_column: str, names: list[str], keep
     if unknown:
         raise ValueError(f"--keep_labels names labels {unknown} that the data does not have; it has {names}")
     new_id = {names.index(name): index for index, name in enumerate(keep)}
+    if isinstance(dataset, IterableDataset):  # relabelled as it is read, with the features said up front
+        features = dataset.features.copy()
+        features[label_column] = ClassLabel(names=keep)
+        dataset = dataset.filter(lambda batch: [i in new_id for i in batch[label_column]], batched=True)
+        relabel = lambda batch: {label_column: [new_id[i] for i in batch[label_column]]}  # noqa: E731
+        return dataset.map(relabel, batched=True, features=features), keep
     dataset = dataset.filter(lambda batch: [i in new_id for i in batch[label_column]], batched=True)
     dataset = dataset.cast_column(label_column, Value("int64"))
     dataset = dataset.map(lambda batch: {label_column: [new_id[i] for i in batch[label_column]]}, batched=True)

@@ -173,7 +173,7 @@ def training_rows(run: dict) -> list[tuple[str, str]]:
     details = run["details"]
     fields = [
         ("Dataset", details.get("dataset")),
-        ("Training examples", details.get("train_examples")),
+        ("Training examples", details.get("train_examples") or ("streamed" if details.get("streamed") else None)),
         ("Evaluation examples", details.get("eval_examples")),
         ("Started from", details.get("start")),
         ("Epochs", f"{details['epochs']:g}" if details.get("epochs") is not None else None),

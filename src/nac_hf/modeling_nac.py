@@ -52,8 +52,8 @@ class NACModelOutput(ModelOutput):
         connectivity (`torch.FloatTensor` of shape `(num_kernels, num_receivers, num_senders)`):
             The truncated signature kernel K of every propagator layer and of the read-out (one row when
             `config.share_kernel`); with `config.conditional_signatures`, per example:
-            `(num_kernels, batch_size, num_receivers, num_senders)`. Receivers are the processor then output modules, senders the input then
-            processor modules; 0 where a pair never talks.
+            `(num_kernels, batch_size, num_receivers, num_senders)`. Receivers are the processor then output modules,
+            senders the input then processor modules; 0 where a pair never talks.
         graph_regularizer_loss (`torch.FloatTensor` of shape `()`, *optional*):
             Unweighted distance of the learned link probabilities among processors to the configured graphon;
             computed in training (and by `NACForClassification` whenever labels are given).
@@ -572,7 +572,8 @@ class SignatureKernel(nn.Module):
 def sum_to(gradient: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """`gradient` summed over the axes that `shape` broadcast (size 1, or missing in front)."""
     extra = gradient.dim() - len(shape)
-    dims = list(range(extra)) + [extra + i for i, size in enumerate(shape) if size == 1 and gradient.shape[extra + i] > 1]
+    broadcast = [extra + i for i, size in enumerate(shape) if size == 1 and gradient.shape[extra + i] > 1]
+    dims = list(range(extra)) + broadcast
     return gradient.sum(dims, keepdim=True).reshape(shape) if dims else gradient
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import evaluate
 import torch
 import transformers
+from datasets import IterableDataset
 from safetensors import safe_open
 from transformers import (
     AutoConfig,
@@ -241,7 +242,11 @@ def prepare_datasets(data: ClassificationData, processor, data_args: DataArgumen
 
             return apply
 
-        train = data.dataset["train"].with_transform(transform(data_args.augment))
+        train = data.dataset["train"]
+        if isinstance(train, IterableDataset):  # transformed as it is read, in the dataloader's workers
+            train = train.map(transform(data_args.augment), batched=True, remove_columns=[column, label])
+        else:
+            train = train.with_transform(transform(data_args.augment))
         evaluation = data.dataset["validation"].with_transform(transform(False))
         return train, evaluation, DefaultDataCollator()
 
@@ -251,7 +256,10 @@ def prepare_datasets(data: ClassificationData, processor, data_args: DataArgumen
         encoded = processor(batch[column], truncation=True, max_length=max_length)
         return {**encoded, "labels": batch[label]}
 
-    tokenized = data.dataset.map(tokenize, batched=True, remove_columns=[column, label], desc="bytes")
+    tokenized = {}
+    for name, split in data.dataset.items():
+        progress = {} if isinstance(split, IterableDataset) else {"desc": "bytes"}  # a stream maps as it is read
+        tokenized[name] = split.map(tokenize, batched=True, remove_columns=[column, label], **progress)
     return tokenized["train"], tokenized["validation"], DataCollatorWithPadding(processor)
 
 
@@ -330,6 +338,8 @@ def _broadcast(value):
 
 def load_run_data(data_args: DataArguments, training_args: TrainingArguments, cache_dir: str | None = None):
     """The run's data, read by the main process first (other ranks then find it in the cache)."""
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError("--streaming needs --max_steps: a stream has no length to count epochs in")
     with training_args.main_process_first(desc="loading data"):
         return load_classification_data(data_args, seed=training_args.seed, cache_dir=cache_dir)
 
@@ -341,7 +351,11 @@ def make_trainer(
     """A `Trainer` for `model` on `data`: its transforms, collator and top-k metrics. `training_args` is not changed:
     the Trainer gets a copy that keeps the raw columns (the transforms make the model inputs from them) and does not
     push checkpoints (a run is published once, at the end, with `nac_hf.hub.publish`)."""
-    args = dataclasses.replace(training_args, remove_unused_columns=False, push_to_hub=False)
+    changes = {"remove_unused_columns": False, "push_to_hub": False}
+    if isinstance(data.dataset["train"], IterableDataset):
+        # Each process reads its own part of the stream, rather than the first process reading for all.
+        changes["accelerator_config"] = dataclasses.replace(training_args.accelerator_config, dispatch_batches=False)
+    args = dataclasses.replace(training_args, **changes)
     train_dataset, eval_dataset, collator = prepare_datasets(data, processor, data_args, model.config)
     trainer = Trainer(
         model=model,
@@ -353,17 +367,25 @@ def make_trainer(
         compute_metrics=compute_metrics or make_compute_metrics(len(data.label_names)),
     )
     logger.info(
-        "%s: %d train / %d evaluation examples, %d labels; model with %.2f M parameters",
-        data.source, len(train_dataset), len(eval_dataset), len(data.label_names), model.num_parameters() / 1e6,
+        "%s: %s train / %d evaluation examples, %d labels; model with %.2f M parameters",
+        data.source, examples(train_dataset) or "streamed", len(eval_dataset), len(data.label_names),
+        model.num_parameters() / 1e6,
     )
     return trainer
+
+
+def examples(dataset) -> int | None:
+    """How many examples a dataset holds, or None for a stream."""
+    return None if isinstance(dataset, IterableDataset) else len(dataset)
 
 
 def train_model(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
     """Train, then save the model, its processor, the trainer state and `train_results.json`; the train metrics."""
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model()
-    metrics = {**result.metrics, "train_samples": len(trainer.train_dataset)}
+    metrics = {**result.metrics}
+    if examples(trainer.train_dataset) is not None:
+        metrics["train_samples"] = examples(trainer.train_dataset)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
@@ -409,7 +431,8 @@ def training_details(trainer: Trainer, data: ClassificationData, model_args: Mod
         "dataset_id": data_args.dataset_name or (DIGITS_DATASET_ID if data.source == DIGITS_SOURCE else None),
         "modality": data.modality,
         "eval_split": data.eval_split,
-        "train_examples": len(trainer.train_dataset),
+        "train_examples": examples(trainer.train_dataset),
+        "streamed": isinstance(trainer.train_dataset, IterableDataset),
         "eval_examples": len(trainer.eval_dataset),
         "labels": data.label_names,
         "start": model_args.model_name_or_path or f"a new model, preset {preset_of(model_args, data)!r}"
