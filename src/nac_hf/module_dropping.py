@@ -1,0 +1,115 @@
+"""Dropping modules from a trained NAC (NAC_SPEC §8): every executor step is a set operation over modules, so a NAC
+with fewer input or processor modules is the same model on a smaller set, and it costs less to run.
+
+`drop_modules(model, keep_processor=..., keep_input=..., order=...)` removes modules for real: their codes and
+signatures go, the config counts the modules that stay, and the model saves, loads and runs like any other NAC.
+Which modules stay is decided by an order over the learned circuit (evaluation-mode kernel):
+
+- `random`: a seeded random choice;
+- `out_degree`: the modules that the most receivers hear;
+- `in_degree`: for processors, the modules that hear the most senders (input modules hear none: by out-degree);
+- `kernel_mass`: the modules whose messages weigh most, the sum of the kernel they send over receivers and layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .modeling_nac import NACModel
+
+
+ORDERS = ("random", "out_degree", "in_degree", "kernel_mass")
+
+
+def module_scores(model: NACModel, order: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A score per input module and per processor module (higher stays first), by `order`."""
+    if order not in ORDERS:
+        raise ValueError(f"unknown module order {order!r}; choose one of {list(ORDERS)}")
+    config = model.config
+    num_in, num_proc = config.num_input_modules, config.num_processor_modules
+    if order == "random":
+        generator = torch.Generator().manual_seed(seed)
+        return torch.rand(num_in, generator=generator), torch.rand(num_proc, generator=generator)
+    with torch.no_grad():
+        kernels, talks = model.circuit()  # (K, [B,] P + O, I + P)
+        if kernels.dim() == 4:  # per-example signatures: the mean circuit
+            kernels, talks = kernels.mean(1), talks.float().mean(0) > 0.5
+        eye = torch.zeros_like(talks)
+        eye[:num_proc, num_in:] = torch.eye(num_proc, dtype=torch.bool)  # a module talking to itself is no edge
+        edges = talks & ~eye
+        truncated = (kernels * edges).sum(0)  # (P + O, I + P): kernel mass over layers
+    if order == "kernel_mass":
+        sent = truncated.sum(0)
+    elif order == "out_degree":
+        sent = edges.float().sum(0)
+    else:  # in_degree: what a processor hears; input modules hear no module, so they go by what they send
+        heard = edges[:num_proc].float().sum(1)
+        return edges.float().sum(0)[:num_in], heard
+    return sent[:num_in], sent[num_in:]
+
+
+def kept_modules(scores: torch.Tensor, keep: int | float | Sequence[int] | None, kind: str) -> torch.Tensor:
+    """The indices that stay (ascending): `keep` modules of the best score, a fraction of them, or given indices."""
+    count = len(scores)
+    if keep is None:
+        return torch.arange(count)
+    if isinstance(keep, torch.Tensor | Sequence) and not isinstance(keep, str):
+        indices = torch.as_tensor(sorted({int(i) for i in keep}), dtype=torch.long)
+        if len(indices) == 0 or indices.min() < 0 or indices.max() >= count:
+            raise ValueError(f"keep_{kind} names modules outside 0..{count - 1} (or none): {list(keep)}")
+        return indices
+    if isinstance(keep, float):
+        if not 0.0 < keep <= 1.0:
+            raise ValueError(f"keep_{kind} as a fraction must lie in (0, 1], got {keep}")
+        keep = max(1, round(keep * count))
+    if not isinstance(keep, int) or not 1 <= keep <= count:
+        raise ValueError(f"keep_{kind} must keep between 1 and the {count} {kind} modules there are, got {keep!r}")
+    ranked = sorted(range(count), key=lambda i: (-float(scores[i]), i))  # ties by index: a stable choice
+    return torch.tensor(sorted(ranked[:keep]), dtype=torch.long)
+
+
+@torch.no_grad()
+def drop_modules(
+    model,
+    keep_processor: int | float | Sequence[int] | None = None,
+    keep_input: int | float | Sequence[int] | None = None,
+    order: str = "out_degree",
+    seed: int = 0,
+) -> dict[str, list[int]]:
+    """Remove modules from `model` (a `NACModel` or `NACForClassification`) in place.
+
+    `keep_processor` / `keep_input`: how many modules of that group stay (an int), what fraction of them (a float in
+    (0, 1]), or which ones (a sequence of indices within the group); None keeps them all. The modules that stay are
+    the best by `order` (see `ORDERS`; `seed` for `random`). Their codes and signatures are kept as they were, so with
+    everything kept the model computes exactly what it did. The config then counts the modules that stay, and says
+    no graph prior or regulariser, whose graphs were drawn for the modules there were. Returns the original indices
+    of the modules that stay, per group."""
+    nac = model.nac if hasattr(model, "nac") else model
+    if not isinstance(nac, NACModel):
+        raise TypeError(f"drop_modules takes a NACModel or NACForClassification, got {type(model).__name__}")
+    config = nac.config
+    num_in, num_proc = config.num_input_modules, config.num_processor_modules
+    input_scores, processor_scores = module_scores(nac, order, seed)
+    inputs = kept_modules(input_scores, keep_input, "input")
+    processors = kept_modules(processor_scores, keep_processor, "processor")
+    outputs = torch.arange(num_in + num_proc, num_in + num_proc + config.num_output_modules)
+    rows = torch.cat([inputs, num_in + processors, outputs])
+    generator = nac.generator
+    generator.codes = torch.nn.Parameter(generator.codes[rows].clone())
+    signatures = generator.signatures[rows].clone()
+    if isinstance(generator.signatures, torch.nn.Parameter):
+        generator.signatures = torch.nn.Parameter(signatures)
+    else:  # frozen signatures are a buffer
+        generator.register_buffer("signatures", signatures)
+    config.graph_prior = "none"
+    config.graph_regularizer = "none"
+    config.graph_regularizer_weight = 0.0
+    nac.graph_target = None
+    config.num_input_modules = len(inputs)
+    config.num_processor_modules = len(processors)
+    return {"input": inputs.tolist(), "processor": processors.tolist()}
+
+
+__all__ = ["ORDERS", "drop_modules", "kept_modules", "module_scores"]

@@ -1,0 +1,112 @@
+"""Dropping modules: slicing equals masking, everything kept changes nothing, a dropped NAC saves and loads as any
+other, and the orders rank modules by the circuit they learned."""
+
+import pytest
+import torch
+from transformers import AutoModelForImageClassification
+
+import nac_hf.modeling_nac as modeling
+from nac_hf import NACForClassification, NACImageProcessor, NACModel
+from nac_hf.module_dropping import drop_modules, module_scores
+from nac_test_utils import example_inputs, load_script_inputs, run_load_script, tiny
+
+
+def trained_like(**overrides) -> NACForClassification:
+    """A tiny classifier whose kernel lets most pairs talk, with varied signatures (as training leaves them)."""
+    torch.manual_seed(0)
+    config = tiny(num_input_modules=6, num_processor_modules=10, graph_prior="none", kernel_truncation=1.0, **overrides)
+    return NACForClassification(config).eval()
+
+
+def masked_logits(model, inputs, inputs_kept, processors_kept, monkeypatch) -> torch.Tensor:
+    """The oracle: the undropped model with the dropped modules cut out of every kernel as senders, so that what
+    they compute reaches no one."""
+    config = model.config
+    senders = torch.zeros(config.num_input_modules + config.num_processor_modules, dtype=torch.bool)
+    senders[inputs_kept] = True
+    senders[config.num_input_modules + torch.as_tensor(processors_kept)] = True
+    circuit = modeling.NACModel.circuit
+
+    def cut(self, signatures=None):
+        kernels, talks = circuit(self, signatures)
+        return kernels, talks & senders
+
+    monkeypatch.setattr(modeling.NACModel, "circuit", cut)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    monkeypatch.setattr(modeling.NACModel, "circuit", circuit)
+    return logits
+
+
+def test_keeping_every_module_changes_nothing():
+    model = trained_like()
+    inputs = example_inputs(model.config)
+    with torch.no_grad():
+        before = model(**inputs).logits
+    kept = drop_modules(model, keep_processor=1.0, keep_input=6)
+    assert kept == {"input": list(range(6)), "processor": list(range(10))}
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, before)
+
+
+@pytest.mark.parametrize("order", ["random", "out_degree", "in_degree", "kernel_mass"])
+def test_dropping_equals_cutting_the_modules_out_of_the_circuit(order, monkeypatch):
+    model = trained_like()
+    inputs = example_inputs(model.config)
+    original = trained_like()
+    kept = drop_modules(model, keep_processor=0.5, keep_input=3, order=order, seed=1)
+    assert len(kept["processor"]) == 5 and len(kept["input"]) == 3
+    assert model.nac.generator.codes.shape[0] == 3 + 5 + 1 and model.config.num_processor_modules == 5
+    with torch.no_grad():
+        dropped = model(**inputs).logits
+    expected = masked_logits(original, inputs, kept["input"], kept["processor"], monkeypatch)
+    assert (dropped - expected).abs().max().item() <= 1e-5
+
+
+def test_a_dropped_nac_saves_loads_and_is_smaller(tmp_path):
+    model = trained_like(graph_regularizer="ring-of-cliques", graph_regularizer_weight=1.0, graph_num_groups=2)
+    inputs = example_inputs(model.config)
+    drop_modules(model, keep_processor=[0, 3, 4], keep_input=[1, 5])
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert (loaded.config.num_input_modules, loaded.config.num_processor_modules) == (2, 3)
+    assert loaded.config.graph_prior == "none" and loaded.config.graph_regularizer == "none"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits)
+    assert loaded.num_parameters() < trained_like().num_parameters()
+    # And where nac_hf is not installed, from the folder's own code.
+    processor = NACImageProcessor(size={"height": 16, "width": 16})
+    processor.save_pretrained(tmp_path)
+    remote = run_load_script(tmp_path, "image", "remote", cwd=tmp_path.parent)
+    with torch.no_grad():
+        expected = model(**load_script_inputs("image", processor)).logits
+    torch.testing.assert_close(torch.tensor(remote["logits"]), expected)
+
+
+def test_orders_follow_the_degrees_of_hand_placed_signatures():
+    torch.manual_seed(0)
+    config = tiny(num_input_modules=2, num_processor_modules=4, signature_dim=8, graph_prior="none",
+                  kernel_truncation=0.6)
+    model = NACModel(config)
+    # Signatures on axes: two modules talk when their cosine is above 0.4. Processor 0 points between the axes of
+    # both input modules and of processors 1 and 2 (cosine 0.5 with each); processor 3 is alone on its own axis.
+    axes = torch.eye(8)
+    hub = axes[0] + axes[1] + axes[2] + axes[3]
+    model.generator.signatures.data.copy_(torch.stack([axes[0], axes[1], hub, axes[2], axes[3], axes[6], axes[7]]))
+    inputs_out, out_degree = module_scores(model, "out_degree")
+    _, in_degree = module_scores(model, "in_degree")
+    # Receivers: processors 0-3 and the output module, which hears every sender (the read-out is not truncated).
+    assert out_degree.tolist() == [3, 2, 2, 1] and inputs_out.tolist() == [2, 2]
+    assert in_degree.tolist() == [4, 1, 1, 0]  # a module hearing itself is no edge
+    assert drop_modules(model, keep_processor=2, order="out_degree")["processor"] == [0, 1]  # a tie goes by index
+
+
+def test_bad_requests_are_refused():
+    model = trained_like()
+    for keep, message in ((0, "between 1 and the 10"), (11, "between 1 and the 10"), (1.5, "fraction"),
+                          ([10], "outside 0..9")):
+        with pytest.raises(ValueError, match=message):
+            drop_modules(model, keep_processor=keep)
+    with pytest.raises(ValueError, match="unknown module order"):
+        drop_modules(model, keep_processor=2, order="size")
+    assert model.config.num_processor_modules == 10  # nothing was dropped by a refused call
