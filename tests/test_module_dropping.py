@@ -110,3 +110,31 @@ def test_bad_requests_are_refused():
     with pytest.raises(ValueError, match="unknown module order"):
         drop_modules(model, keep_processor=2, order="size")
     assert model.config.num_processor_modules == 10  # nothing was dropped by a refused call
+
+
+def test_the_script_measures_every_order_at_every_fraction(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from nac_test_utils import ROOT
+
+    model = trained_like(num_labels=10, image_size=8, patch_size=2, num_channels=1)
+    model.save_pretrained(tmp_path / "ckpt")
+    NACImageProcessor(size={"height": 8, "width": 8}, num_channels=1).save_pretrained(tmp_path / "ckpt")
+    command = [sys.executable, str(ROOT / "scripts" / "module_dropping.py"), str(tmp_path / "ckpt"), "--output_dir",
+               str(tmp_path / "out"), "--keep", "1,0.5", "--keep_input", "1", "--random_seeds", "0,1", "--repeats", "1",
+               "--max_eval_samples", "40"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "module_dropping.json").read_text())
+    assert results["examples"] == 40 and results["baseline"]["processor_modules"] == 10
+    rows = results["rows"]
+    assert len(rows) == (2 + 3) * 2  # random twice, the three learned orders once; two fractions each
+    assert {row["order"] for row in rows} == {"random", "out_degree", "in_degree", "kernel_mass"}
+    for row in rows:
+        assert row["processor_modules"] == (10 if row["keep_processor"] == 1.0 else 5)
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["throughput"] > 0
+        assert row["gflops"] < results["baseline"]["gflops"] or row["keep_processor"] == 1.0
+    full = [row for row in rows if row["keep_processor"] == 1.0]
+    assert all(row["accuracy"] == results["baseline"]["accuracy"] for row in full)  # nothing dropped, same answers

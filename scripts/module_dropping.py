@@ -1,0 +1,121 @@
+"""Accuracy and speed of a trained NAC with modules dropped, for every order, in one run.
+
+    python scripts/module_dropping.py CHECKPOINT --output_dir DIR [--batch_size 256] [--repeats 7]
+        [--keep 1,0.5,0.25,0.125] [--keep_input 1,0.5] [--random_seeds 0,1,2] [--dataset_name ... as in train.py]
+
+Evaluates the checkpoint on its evaluation data (the held-out digits when no data is named, as for the main job) as
+it is, then with processor modules dropped to each `--keep` fraction and input modules to each `--keep_input`
+fraction, by each order of `nac_hf.module_dropping.ORDERS` (`random` once per seed). Each row: top-1 accuracy on the
+whole evaluation set, GFLOPs per example (`FlopCounterMode`) and throughput (examples per second of the model's
+forward on one evaluation batch, median of `--repeats` after a warm-up, in this process). Writes
+DIR/module_dropping.json ({"baseline": {...}, "rows": [...]}) and, with matplotlib, DIR/module_dropping.png (accuracy
+against measured speed-up, one line per order at the full set of input modules).
+"""
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, HfArgumentParser
+
+import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
+from nac_hf.data import DataArguments
+from nac_hf.evaluation import load_evaluation_set, median_seconds, predict
+from nac_hf.module_dropping import ORDERS, drop_modules
+from nac_hf.speed import flops_per_example
+
+
+def measure(model, evaluation, repeats: int) -> dict:
+    batch = evaluation.batches[0]
+    size = len(next(iter(batch.values())))
+    accuracy = (predict(model, evaluation).argmax(-1) == evaluation.labels).float().mean().item()
+    return {
+        "accuracy": accuracy,
+        "gflops": flops_per_example(model, batch[model.main_input_name]) / 1e9,
+        "throughput": size / median_seconds(model, batch, repeats=repeats),
+    }
+
+
+def plot(baseline: dict, rows: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for order in ORDERS:
+        points = {}
+        for row in rows:
+            if row["order"] == order and row["keep_input"] == 1.0:
+                points.setdefault(row["keep_processor"], []).append(row)
+        if not points:
+            continue
+        keeps = sorted(points, reverse=True)
+        speedup = [statistics.mean(r["throughput"] for r in points[k]) / baseline["throughput"] for k in keeps]
+        accuracy = [100 * statistics.mean(r["accuracy"] for r in points[k]) for k in keeps]
+        axes.plot(speedup, accuracy, marker="o", label=order)
+    axes.axhline(100 * baseline["accuracy"] - 3, color="grey", linestyle=":", label="3 points below the full model")
+    axes.set_xlabel("measured speed-up of the forward pass (×)")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_xscale("log", base=2)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--batch_size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--keep", default="1,0.5,0.25,0.125", help="Fractions of processor modules to keep.")
+    parser.add_argument("--keep_input", default="1,0.5", help="Fractions of input modules to keep.")
+    parser.add_argument("--random_seeds", default="0,1,2")
+    args, rest = parser.parse_known_args()
+    (data_args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(rest)
+    torch.manual_seed(0)
+    evaluation = load_evaluation_set(args.checkpoint, data_args, args.batch_size)
+    auto = AutoModelForSequenceClassification if "input_ids" in evaluation.batches[0] else AutoModelForImageClassification
+    full = auto.from_pretrained(args.checkpoint).eval()
+    baseline = {**measure(full, evaluation, args.repeats), "input_modules": full.config.num_input_modules,
+                "processor_modules": full.config.num_processor_modules}
+    rows = []
+    for order in ORDERS:
+        for seed in ([int(s) for s in args.random_seeds.split(",")] if order == "random" else [0]):
+            for keep_input in (float(k) for k in args.keep_input.split(",")):
+                for keep_processor in (float(k) for k in args.keep.split(",")):
+                    model = copy.deepcopy(full)
+                    kept = drop_modules(model, keep_processor=keep_processor, keep_input=keep_input, order=order,
+                                        seed=seed)
+                    row = {"order": order, "seed": seed, "keep_input": keep_input, "keep_processor": keep_processor,
+                           "input_modules": len(kept["input"]), "processor_modules": len(kept["processor"]),
+                           **measure(model, evaluation, args.repeats)}
+                    row["speedup"] = row["throughput"] / baseline["throughput"]
+                    rows.append(row)
+                    print(f"{order:11s} seed {seed} inputs {row['input_modules']:3d} processors "
+                          f"{row['processor_modules']:3d}: top-1 {100 * row['accuracy']:.2f} %, "
+                          f"{row['gflops']:.3f} GFLOP, {row['speedup']:.2f}x", flush=True)
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    results = {"checkpoint": args.checkpoint, "data": evaluation.source, "examples": len(evaluation.labels),
+               "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(), "baseline": baseline,
+               "rows": rows}
+    (output / "module_dropping.json").write_text(json.dumps(results, indent=2) + "\n")
+    drew = plot(baseline, rows, output / "module_dropping.png")
+    print(f"full model: top-1 {100 * baseline['accuracy']:.2f} %, {baseline['gflops']:.3f} GFLOP, "
+          f"{baseline['throughput']:.0f} examples/s; wrote {output / 'module_dropping.json'}"
+          + (" and module_dropping.png" if drew else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
