@@ -84,8 +84,10 @@ def main() -> int:
     (data_args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(rest)
     torch.manual_seed(0)
     evaluation = load_evaluation_set(args.checkpoint, data_args, args.batch_size)
-    auto = AutoModelForSequenceClassification if "input_ids" in evaluation.batches[0] else AutoModelForImageClassification
-    full = auto.from_pretrained(args.checkpoint).eval()
+    text = "input_ids" in evaluation.batches[0]
+    full = (AutoModelForSequenceClassification if text else AutoModelForImageClassification).from_pretrained(
+        args.checkpoint
+    ).eval()
     baseline = {**measure(full, evaluation, args.repeats), "input_modules": full.config.num_input_modules,
                 "processor_modules": full.config.num_processor_modules}
     rows = []

@@ -83,3 +83,13 @@ def test_two_processes_read_disjoint_parts_of_a_stream(tmp_path):
     train, _, _ = prepare_datasets(data, build_processor(model_args, model.config, data), data_args, model.config)
     assert first | second == {pixel_digest(example["pixel_values"]) for example in train}
     assert [r["global_step"] for r in ranks] == [3, 3] and ranks[0]["weights"] == ranks[1]["weights"]
+
+
+def test_ddp_trains_with_module_dropout_without_searching_for_unused_parameters(tmp_path):
+    run = [*TINY_RUN, "--output_dir", str(tmp_path)]
+    run[3] += ",module_dropout=0.3"
+    done = torchrun(ROOT / "tests" / "ddp_worker.py", run)
+    assert done.returncode == 0, done.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert ranks[0]["find_unused_parameters"] is False and [r["global_step"] for r in ranks] == [6, 6]
+    assert ranks[0]["weights"] == ranks[1]["weights"]

@@ -168,6 +168,27 @@ def test_card_of_a_checkpoint_folder_reads_trainer_state(image_checkpoint, tmp_p
     assert "No figure was drawn" in card.text
 
 
+def test_the_card_carries_the_module_dropping_table_when_the_folder_has_one(image_checkpoint, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(image_checkpoint, folder)
+    model = NACForClassification.from_pretrained(folder)
+    assert "With modules dropped" not in hub.build_model_card(model, hub.read_run(folder), "org/x", figure=None).text
+    measured = {
+        "baseline": {"accuracy": 0.95, "gflops": 0.043, "throughput": 2000.0, "input_modules": 4,
+                     "processor_modules": 8},
+        "rows": [{"order": "out_degree", "seed": 0, "keep_input": 1.0, "keep_processor": 0.5, "input_modules": 4,
+                  "processor_modules": 4, "accuracy": 0.9472, "gflops": 0.021, "throughput": 3600.0},
+                 {"order": "random", "seed": 2, "keep_input": 1.0, "keep_processor": 0.5, "input_modules": 4,
+                  "processor_modules": 4, "accuracy": 0.5, "gflops": 0.021, "throughput": 3000.0}],
+    }
+    (folder / "module_dropping.json").write_text(json.dumps(measured))
+    card = hub.build_model_card(model, hub.read_run(folder), "org/x", figure=None).text
+    assert "| all modules | 4 | 8 | 95.00 % | 0.043 | 1.00× |" in card
+    assert "| out_degree | 4 | 4 | 94.72 % | 0.021 | 1.80× |" in card
+    assert "| random (seed 2) | 4 | 4 | 50.00 % | 0.021 | 1.50× |" in card
+    assert "module_dropping.json" in hub.RESULT_FILES  # published beside the card
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Loading the published folder offline, as users will load it from the Hub
 

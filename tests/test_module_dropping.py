@@ -138,3 +138,42 @@ def test_the_script_measures_every_order_at_every_fraction(tmp_path):
         assert row["gflops"] < results["baseline"]["gflops"] or row["keep_processor"] == 1.0
     full = [row for row in rows if row["keep_processor"] == 1.0]
     assert all(row["accuracy"] == results["baseline"]["accuracy"] for row in full)  # nothing dropped, same answers
+
+
+def test_module_dropout_draws_processors_per_example_and_keeps_the_inputs():
+    model = NACModel(tiny(module_dropout=0.25, num_processor_modules=40, graph_num_groups=2)).train()
+    torch.manual_seed(0)
+    kept = model.kept_senders(500, "cpu")  # (B, I + P)
+    assert kept.shape == (500, 4 + 40) and kept[:, :4].all()
+    assert abs((~kept[:, 4:]).float().mean().item() - 0.25) < 0.02
+    assert not torch.equal(kept[0], kept[1])
+    talks = torch.ones(41, 44, dtype=torch.bool)
+    assert model.eval().drop_senders(talks, 3) is talks  # never in evaluation
+    off = NACModel(tiny()).train()
+    state = torch.get_rng_state()
+    assert off.drop_senders(talks, 3) is talks and torch.equal(torch.get_rng_state(), state)  # off: nothing drawn
+
+
+def test_a_dropped_out_module_is_cut_out_of_its_example(monkeypatch):
+    deterministic = dict(seeder_noise=False, code_noise=0.0, stochastic_kernel=False, drop_path_rate=0.0)
+    model = trained_like(module_dropout=0.5, **deterministic).train()
+    inputs = example_inputs(model.config, batch_size=2)
+    masks = torch.ones(2, 16, dtype=torch.bool)
+    masks[0, [6, 8, 9]] = False  # processors 0, 2 and 3 dropped for the first example
+    masks[1, [7, 15]] = False
+    monkeypatch.setattr(modeling.NACModel, "kept_senders", lambda self, batch, device: masks)
+    with torch.no_grad():
+        together = model(**inputs).logits
+    monkeypatch.undo()
+    model.config.module_dropout = 0.0  # the oracle: no dropout of its own, the example's modules cut out by hand
+    for example in range(2):
+        alone = {name: value[example : example + 1] for name, value in inputs.items()}
+        processors = [i - 6 for i in range(6, 16) if masks[example, i]]
+        expected = masked_logits(model, alone, list(range(6)), processors, monkeypatch)
+        torch.testing.assert_close(together[example : example + 1], expected)
+
+
+def test_every_parameter_learns_under_module_dropout():
+    model = trained_like(module_dropout=0.5).train()
+    model(**example_inputs(model.config), labels=torch.tensor([0, 1, 2])).loss.backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []

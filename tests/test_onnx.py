@@ -43,3 +43,14 @@ def test_export_script(tmp_path):
     refused = subprocess.run([*command[:2], str(tmp_path), "--output", str(tmp_path / "x.onnx")],
                              capture_output=True, text=True, env=env, timeout=300)
     assert refused.returncode != 0 and "is not a NAC checkpoint" in refused.stderr
+
+
+def test_a_model_with_modules_dropped_exports_and_compiles(tmp_path):
+    from nac_hf.module_dropping import drop_modules
+
+    model = tiny_model("patch").eval()
+    drop_modules(model, keep_processor=3, keep_input=2)
+    path = export_onnx(model, tmp_path / "dropped.onnx", batch_size=2)
+    assert onnx_max_difference(model, path, batch_size=3) <= 1e-4
+    explanation = torch._dynamo.explain(model)(pixel_values=torch.randn(2, 3, 16, 16))
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0

@@ -48,6 +48,12 @@ def probability(value: int | float) -> None:
 
 
 @as_validated_field
+def dropout(value: int | float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"must lie in [0, 1), got {value!r}")
+
+
+@as_validated_field
 def cosine_distance(value: int | float) -> None:
     if not 0.0 < value <= 2.0:
         raise ValueError(f"is a cosine distance and must lie in (0, 2], got {value!r}")
@@ -128,6 +134,9 @@ class NACConfig(PreTrainedConfig):
             what they read (`LayerScale(attention)`), so the input is not diluted by the seeded states.
         drop_path_rate (`float`, defaults to 0.1): stochastic depth of the residual branches (training only),
             rising linearly over the propagator layers.
+        module_dropout (`float`, defaults to 0.0): in training, the probability with which each processor module is
+            dropped for an example (heard by no one, as if removed), so that the model learns to lose modules
+            gracefully (`nac_hf.module_dropping`). 0 leaves training unchanged.
         code_noise (`float`, defaults to 0.05): standard deviation of the multiplicative noise on the codes in
             training, `c ⊙ (1 + code_noise · n)`, drawn in every forward pass and shared by the batch's examples.
         initializer_range (`float`, defaults to 0.02): standard deviation of the initial byte and byte-position
@@ -226,6 +235,7 @@ class NACConfig(PreTrainedConfig):
     read_in_layer_scale_init_value: float | int = non_negative(default=1.0)
     read_in_residual: bool = False
     drop_path_rate: float | int = probability(default=0.1)
+    module_dropout: float | int = dropout(default=0.0)
     code_noise: float | int = non_negative(default=0.05)
     initializer_range: float | int = positive(default=0.02)
     position_init_std: float | int = positive(default=1.0)

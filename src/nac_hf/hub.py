@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 
 MODEL_CARD_TEMPLATE = resources.files("nac_hf") / "model_cards" / "nac_model_card.md"
 CIRCUIT_FIGURE = "circuit.png"
-RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", TRAINING_DETAILS)
+MODULE_DROPPING = "module_dropping.json"  # written by scripts/module_dropping.py
+RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", TRAINING_DETAILS, MODULE_DROPPING)
 TAGS = ["nac", "neural-attentive-circuits"]
 PIPELINE_TAGS = {"image": "image-classification", "text": "text-classification"}
 METRIC_NAMES = {"top1_accuracy": "Top-1 accuracy", "top5_accuracy": "Top-5 accuracy"}
@@ -96,11 +97,13 @@ def load_checkpoint(checkpoint: str | os.PathLike):
 
 
 def read_run(checkpoint: str | os.PathLike) -> dict:
-    """What a run left beside its model: `training_details.json` (written by `nac_hf.training.train`), the
-    evaluation metrics (`eval_results.json`, or the last evaluation in `trainer_state.json` for a `checkpoint-N`
-    folder) and the step count. Missing files give missing keys."""
+    """What a run left beside its model: `training_details.json` (written by `scripts/train.py`), the evaluation
+    metrics (`eval_results.json`, or the last evaluation in `trainer_state.json` for a `checkpoint-N` folder), the
+    step count, and `module_dropping.json` (written by `scripts/module_dropping.py`). Missing files give missing
+    keys."""
     folder = Path(checkpoint)
     run = {"details": _read_json(folder / TRAINING_DETAILS) or {}, "eval": _read_json(folder / "eval_results.json")}
+    run["dropping"] = _read_json(folder / MODULE_DROPPING)
     state = _read_json(folder / "trainer_state.json")
     if state:
         run["details"].setdefault("steps", state.get("global_step"))
@@ -227,6 +230,22 @@ def result_rows(run: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def dropping_rows(run: dict) -> list[tuple[str, ...]]:
+    """The module-dropping measurements as (order, input modules, processor modules, top-1, GFLOPs, speed-up) rows,
+    the full model first; empty when the run has none."""
+    dropping = run.get("dropping")
+    if not dropping:
+        return []
+    base = dropping["baseline"]
+    rows = [("all modules", str(base["input_modules"]), str(base["processor_modules"]),
+             f"{100 * base['accuracy']:.2f} %", f"{base['gflops']:.3f}", "1.00×")]
+    for row in dropping["rows"]:
+        order = row["order"] + (f" (seed {row['seed']})" if row["order"] == "random" else "")
+        rows.append((order, str(row["input_modules"]), str(row["processor_modules"]), f"{100 * row['accuracy']:.2f} %",
+                     f"{row['gflops']:.3f}", f"{row['throughput'] / base['throughput']:.2f}×"))
+    return rows
+
+
 def build_model_card(
     model,
     run: dict,
@@ -261,6 +280,7 @@ def build_model_card(
         dataset=details.get("dataset"),
         training_rows=training_rows(run),
         result_rows=result_rows(run),
+        dropping_rows=dropping_rows(run),
         eval_split=details.get("eval_split"),
         eval_examples=details.get("eval_examples"),
         figure=figure,

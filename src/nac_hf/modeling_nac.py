@@ -1122,16 +1122,17 @@ class NACModel(NACPreTrainedModel):
         inputs, weights = self.read_in(inputs, codes_in, tokens, token_mask, self.drop_rates[0], record.attentions)
         record(torch.cat([inputs, processors, outputs], dim=1), weights)
         kernels, talks = self.circuit(signatures)  # (K, [B,] P + O, I + P), ([B,] P + O, I + P)
+        heard = self.drop_senders(talks, batch)  # with module dropout in training: ([B,] P + O, I + P)
         for layer in range(config.num_hidden_layers):
             propagator = self.propagators[0 if config.share_propagator_weights else layer]
             processors, weights = propagator(
                 processors, torch.cat([inputs, processors], dim=1), codes_proc, codes_send,
-                *self.receiving(kernels, talks, layer), self.drop_rates[layer + 1], record.attentions,
+                *self.receiving(kernels, heard, layer), self.drop_rates[layer + 1], record.attentions,
             )
             record(torch.cat([inputs, processors, outputs], dim=1), weights)
         outputs, weights = self.read_out(
             outputs, torch.cat([inputs, processors], dim=1), codes_out, codes_send,
-            *self.receiving(kernels, talks, config.num_hidden_layers), self.drop_rates[-1], record.attentions,
+            *self.receiving(kernels, heard, config.num_hidden_layers), self.drop_rates[-1], record.attentions,
         )
         last_hidden_state = torch.cat([inputs, processors, outputs], dim=1)  # (B, U, D)
         record(last_hidden_state, weights)
@@ -1164,6 +1165,20 @@ class NACModel(NACPreTrainedModel):
         if layer == config.num_hidden_layers:
             rows = slice(config.num_processor_modules, None)
         return kernel[..., rows, :], talks[..., rows, :]
+
+    def drop_senders(self, talks: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Module dropout (`config.module_dropout`, training only): per example, each processor module is dropped
+        with that probability and is heard by no one, as if it had been removed (`nac_hf.module_dropping`). Its
+        kernel keeps its straight-through gradient, so every parameter still gets one. `talks` otherwise."""
+        if not (self.training and self.config.module_dropout > 0):
+            return talks
+        return talks & self.kept_senders(batch_size, talks.device)[:, None, :]  # (B, P + O, I + P)
+
+    def kept_senders(self, batch_size: int, device) -> torch.Tensor:
+        """Which senders module dropout keeps, per example: `(B, I + P)`, the input modules always."""
+        num_in, num_proc = self.config.num_input_modules, self.config.num_processor_modules
+        kept = torch.rand(batch_size, num_proc, device=device) >= self.config.module_dropout
+        return torch.cat([torch.ones(batch_size, num_in, dtype=torch.bool, device=device), kept], dim=1)
 
     def main_input(self, inputs: torch.Tensor | None, **named: torch.Tensor | None) -> torch.Tensor | None:
         """The main input (`config.main_input_name`), given by keyword or positionally as transformers models take
