@@ -20,6 +20,7 @@ from nac_hf.modeling_nac import CheckpointMismatchError
 from nac_hf.training import (
     TOP_K_ACCURACY,
     ModelArguments,
+    NACTrainingArguments,
     build_model,
     build_processor,
     last_complete_checkpoint,
@@ -27,6 +28,7 @@ from nac_hf.training import (
     make_trainer,
     parse_config_overrides,
     resolve_resume,
+    set_cpu_threads,
 )
 
 
@@ -241,3 +243,18 @@ def test_a_streamed_run_trains_evaluates_and_says_it_streamed(tmp_path):
     assert details["streamed"] is True and details["train_examples"] is None and details["eval_examples"] == 16
     with pytest.raises(ValueError, match="--streaming needs --max_steps"):
         train_run(model_args, data_args, training_args(tmp_path / "again"))
+
+
+def test_cpu_threads_default_to_the_cores_shared_among_the_local_processes(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    try:
+        auto = NACTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+        chosen = NACTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", cpu_threads=3)
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert set_cpu_threads(auto) == 4 and torch.get_num_threads() == 4
+        assert set_cpu_threads(chosen) == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="--cpu_threads must be at least 1"):
+        NACTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", cpu_threads=0)

@@ -3,7 +3,6 @@ handwritten digits that ship with scikit-learn (the default, which needs no down
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 

@@ -50,18 +50,23 @@ def predict(model, evaluation: EvaluationSet) -> torch.Tensor:
     return torch.cat([model(**batch).logits.float() for batch in evaluation.batches])
 
 
-@torch.no_grad()
-def median_seconds(model, inputs: dict, repeats: int = 7, warmup: int = 2) -> float:
-    """Median wall time of one forward pass over `inputs`, after `warmup` passes."""
-    model.eval()
+def median_time(function, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of `function()` over `repeats` calls, after `warmup` calls."""
     for _ in range(warmup):
-        model(**inputs)
+        function()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model(**inputs)
+        function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@torch.no_grad()
+def median_seconds(model, inputs: dict, repeats: int = 7, warmup: int = 2) -> float:
+    """Median wall time of one forward pass over `inputs` in evaluation mode, after `warmup` passes."""
+    model.eval()
+    return median_time(lambda: model(**inputs), repeats, warmup)
 
 
 def take(batch: dict, size: int) -> dict:
@@ -69,4 +74,4 @@ def take(batch: dict, size: int) -> dict:
     return {name: value[:size] for name, value in batch.items()}
 
 
-__all__ = ["EvaluationSet", "load_evaluation_set", "median_seconds", "predict", "take"]
+__all__ = ["EvaluationSet", "load_evaluation_set", "median_seconds", "median_time", "predict", "take"]

@@ -569,14 +569,6 @@ class SignatureKernel(nn.Module):
         return torch.exp(-distance / self.log_bandwidth.exp())
 
 
-def sum_to(gradient: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """`gradient` summed over the axes that `shape` broadcast (size 1, or missing in front)."""
-    extra = gradient.dim() - len(shape)
-    broadcast = [extra + i for i, size in enumerate(shape) if size == 1 and gradient.shape[extra + i] > 1]
-    dims = list(range(extra)) + broadcast
-    return gradient.sum(dims, keepdim=True).reshape(shape) if dims else gradient
-
-
 class RelaxedBernoulliSample(torch.autograd.Function):
     """`y = σ((logit p + logit u) / T) ⊙ talks`: a reparameterised relaxed-Bernoulli draw with probability p from the
     uniform noise u, cut where modules do not talk, with the gradient to p as if it were not cut (straight-through):
@@ -595,7 +587,7 @@ class RelaxedBernoulliSample(torch.autograd.Function):
     def backward(ctx, grad_sample: torch.Tensor):
         probs, sample = ctx.saved_tensors
         grad = grad_sample * sample * (1.0 - sample)
-        grad_probs = sum_to(grad, probs.shape) / (ctx.temperature * probs * (1.0 - probs))
+        grad_probs = grad.sum_to_size(probs.shape) / (ctx.temperature * probs * (1.0 - probs))
         return grad_probs, None, None, None
 
 
@@ -611,6 +603,17 @@ def kernel_softmax_probabilities(scores: torch.Tensor, kernel: torch.Tensor) -> 
     exponent = torch.minimum(scores - peak, cap).exp_()
     normaliser = (exponent * kernel).sum(-1, keepdim=True)
     return exponent.div_(normaliser.masked_fill_(normaliser == 0, float("inf")))
+
+
+def kernel_softmax_gradients(
+    probabilities: torch.Tensor, weights: torch.Tensor, kernel: torch.Tensor, grad_weights: torch.Tensor,
+    needs_kernel: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The gradients of the weights `w = p ⊙ K̃` to the scores and to K̃, from their gradient g (w and g are
+    overwritten): `∂L/∂s = w ⊙ (g − Σ_v w g)` and `∂L/∂K̃ = p ⊙ (g − Σ_v w g)`, summed to K̃'s shape."""
+    centred = grad_weights.sub_((weights * grad_weights).sum(-1, keepdim=True))
+    grad_kernel = (probabilities * centred).sum_to_size(kernel.shape) if needs_kernel else None
+    return weights.mul_(centred), grad_kernel
 
 
 class KernelModulatedSoftmax(torch.autograd.Function):
@@ -634,11 +637,7 @@ class KernelModulatedSoftmax(torch.autograd.Function):
     def backward(ctx, grad_weights: torch.Tensor):
         probabilities, kernel = ctx.saved_tensors
         weights = probabilities * kernel
-        centred = grad_weights - (weights * grad_weights).sum(-1, keepdim=True)
-        grad_kernel = None
-        if ctx.needs_input_grad[1]:
-            grad_kernel = sum_to(probabilities * centred, kernel.shape)
-        return weights.mul_(centred), grad_kernel
+        return kernel_softmax_gradients(probabilities, weights, kernel, grad_weights.clone(), ctx.needs_input_grad[1])
 
 
 class KernelModulatedAttention(torch.autograd.Function):
@@ -659,9 +658,10 @@ class KernelModulatedAttention(torch.autograd.Function):
         weights = probabilities * kernel
         grad_value = weights.transpose(-1, -2) @ grad_context if ctx.needs_input_grad[2] else None
         grad_weights = grad_context @ value.transpose(-1, -2)  # (B, H, R, S)
-        centred = grad_weights.sub_((weights * grad_weights).sum(-1, keepdim=True))
-        grad_kernel = sum_to(probabilities * centred, kernel.shape) if ctx.needs_input_grad[1] else None
-        return weights.mul_(centred), grad_kernel, grad_value
+        grad_scores, grad_kernel = kernel_softmax_gradients(
+            probabilities, weights, kernel, grad_weights, ctx.needs_input_grad[1]
+        )
+        return grad_scores, grad_kernel, grad_value
 
 
 def kernel_modulated_attention(
@@ -1116,7 +1116,7 @@ class NACModel(NACPreTrainedModel):
         states = self.generator.seeder(codes, batch)  # (B, U, D)
         inputs, processors, outputs = self.by_module_kind(states, dim=1)
         codes_in, codes_proc, codes_out = self.by_module_kind(codes, dim=-2)
-        codes_send = torch.cat([codes_in, codes_proc], dim=-2)
+        codes_send = codes[..., : config.num_input_modules + config.num_processor_modules, :]
         record(states)
 
         inputs, weights = self.read_in(inputs, codes_in, tokens, token_mask, self.drop_rates[0], record.attentions)

@@ -6,7 +6,6 @@ runs it."""
 from __future__ import annotations
 
 import resource
-import statistics
 import sys
 import time
 
@@ -20,22 +19,11 @@ from transformers import (
 )
 
 from .configuration_nac import NACConfig
+from .evaluation import median_time
 from .modeling_nac import NACForClassification
 
 
 BASELINES = ("vit", "perceiver")
-
-
-def median_time(function, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of `function()` over `repeats` calls, after `warmup` calls."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def gemm_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
@@ -155,6 +143,5 @@ __all__ = [
     "gemm_gflops",
     "matched_baseline",
     "measure",
-    "median_time",
     "nac_model",
 ]
