@@ -21,10 +21,11 @@ from pathlib import Path
 
 import datasets
 import transformers
-from transformers import HfArgumentParser, TrainingArguments, ViTConfig, ViTForImageClassification, set_seed
+from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from nac_hf.data import DataArguments, load_classification_data
 from nac_hf.few_shot import FewShotArguments, few_shot_training_defaults, pretrain, results_table, run_few_shot
+from nac_hf.paper_claims import vit_baseline
 from nac_hf.training import ModelArguments, build_model, build_processor, training_arguments_defaults
 
 
@@ -39,23 +40,6 @@ class DemoArguments:
     shots: str = field(default="1,5,10", metadata={"help": "Examples per new label, comma-separated."})
     pretrain_epochs: float = field(default=40, metadata={"help": "Pre-training epochs of both models."})
     seed: int = field(default=42, metadata={"help": "Seed of pre-training; few-shot seeds are 0 .. seeds - 1."})
-
-
-def vit_baseline(data) -> ViTForImageClassification:
-    """A ViT with about as many parameters as the NAC `digits` preset, reading the same 16x16 gray images."""
-    config = ViTConfig(
-        image_size=16,
-        patch_size=4,
-        num_channels=1,
-        hidden_size=128,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        intermediate_size=448,
-        num_labels=len(data.label_names),
-        id2label=data.id2label,
-        label2id=data.label2id,
-    )
-    return ViTForImageClassification(config)
 
 
 def main() -> None:
@@ -76,7 +60,7 @@ def main() -> None:
     # The NACImageProcessor of scripts/train.py: 16x16 gray pixel_values, which the ViT reads as well.
     processor = build_processor(ModelArguments(), nac.config, data)
     set_seed(args.seed)
-    vit = vit_baseline(data)
+    vit = vit_baseline(len(data.label_names), data.id2label, data.label2id)
     models = {"NAC": ("nac", nac), "ViT": ("vit", vit)}
     pretraining = {}
     for name, (folder, model) in models.items():

@@ -123,7 +123,8 @@ def test_weight_shape_fields_are_exactly_those_that_change_the_weights():
     changed = {
         "tokenizer_type": "conv", "image_size": 32, "patch_size": 8, "num_channels": 1, "conv_position_channels": 4,
         "vocab_size": 300, "max_position_embeddings": 128, "num_fourier_features": 8, "num_input_modules": 6,
-        "num_processor_modules": 10, "num_output_modules": 2, "hidden_size": 40, "code_dim": 24, "signature_dim": 12,
+        "num_processor_modules": 10, "num_output_modules": 2, "num_added_modules": 2, "hidden_size": 40,
+        "code_dim": 24, "signature_dim": 12,
         "num_hidden_layers": 3, "share_propagator_weights": True, "num_attention_heads": 4, "attention_head_dim": 8,
         "num_read_in_heads": 2, "intermediate_size": 40, "hidden_act": "gelu", "share_kernel": True,
         "seeder_noise": False, "freeze_signatures": True, "conditioning_dim": 8, "conditional_signatures": True,

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ddp_worker import pixel_digest
 from nac_hf.data import DataArguments
 from nac_hf.training import ModelArguments, build_model, build_processor, load_run_data, prepare_datasets
@@ -85,9 +87,10 @@ def test_two_processes_read_disjoint_parts_of_a_stream(tmp_path):
     assert [r["global_step"] for r in ranks] == [3, 3] and ranks[0]["weights"] == ranks[1]["weights"]
 
 
-def test_ddp_trains_with_module_dropout_without_searching_for_unused_parameters(tmp_path):
+@pytest.mark.parametrize("overrides", ["module_dropout=0.3", "exit_training=true"])
+def test_ddp_trains_with_module_dropout_or_exit_losses_without_searching_for_unused_parameters(tmp_path, overrides):
     run = [*TINY_RUN, "--output_dir", str(tmp_path)]
-    run[3] += ",module_dropout=0.3"
+    run[3] += "," + overrides
     done = torchrun(ROOT / "tests" / "ddp_worker.py", run)
     assert done.returncode == 0, done.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

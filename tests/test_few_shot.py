@@ -78,6 +78,11 @@ def test_trainable_parameters_per_mode():
     assert sorted(trainable_parameter_names(nac, "head")) == head
     assert sorted(trainable_parameter_names(nac, "codes")) == sorted(head + [CODES_PARAMETER])
     assert trainable_parameter_names(nac, "full") == names
+    with pytest.raises(ValueError, match="add them with model.add_modules"):
+        trainable_parameter_names(nac, "extend")
+    nac.add_modules(2)
+    added = ["nac.generator.added_codes", "nac.generator.added_signatures"]
+    assert sorted(trainable_parameter_names(nac, "extend")) == sorted(head + added)
 
     vit = tiny_vit()
     assert sorted(trainable_parameter_names(vit, "head")) == [
@@ -101,9 +106,11 @@ def test_trainable_parameters_per_mode():
     }
 
 
-@pytest.mark.parametrize("mode", ["head", "codes", "full", "lora"])
+@pytest.mark.parametrize("mode", ["head", "codes", "full", "lora", "extend"])
 def test_only_the_trainable_parameters_move(tmp_path, mode):
     model = add_lora(tiny_nac()) if mode == "lora" else tiny_nac()
+    if mode == "extend":
+        model.add_modules(2)
     trainable = set(freeze_for_mode(model, mode))
     assert {name for name, p in model.named_parameters() if p.requires_grad} == trainable
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -117,7 +124,7 @@ def test_only_the_trainable_parameters_move(tmp_path, mode):
     )
     Trainer(model=model, args=args, train_dataset=examples).train()
     moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
-    assert moved == trainable
+    assert moved == trainable  # the others bit for bit as they were, under AdamW's weight decay too
 
 
 def test_new_label_set_gets_a_fresh_classifier_also_with_as_many_labels(tmp_path, new_task):
@@ -147,7 +154,7 @@ def test_codes_mode_is_refused_for_a_model_without_codes(tmp_path):
     NACImageProcessor(size={"height": 8, "width": 8}, num_channels=1).save_pretrained(tmp_path)
     args = FewShotArguments(model_name_or_path=str(tmp_path), shots="1", seeds=1, modes="head,codes")
     training_args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True)
-    with pytest.raises(ValueError, match="mode 'codes' trains the module codes of a NAC"):
+    with pytest.raises(ValueError, match="mode 'codes' works on the modules of a NAC"):
         run_few_shot(args, DataArguments(keep_labels=NEW_LABELS), training_args)
 
 
@@ -189,7 +196,7 @@ def test_few_shot_script_end_to_end(tmp_path):
     command = [
         sys.executable, str(ROOT / "scripts" / "few_shot.py"), "--model_name_or_path", str(pretrained),
         "--keep_labels", NEW_LABELS, "--shots", "1,2", "--seeds", "2", "--max_steps", "4", "--seed", "7",
-        "--output_dir", str(output), "--modes", "full,head,codes,lora",
+        "--output_dir", str(output), "--modes", "full,head,codes,lora,extend", "--extend_modules", "2",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
@@ -199,7 +206,7 @@ def test_few_shot_script_end_to_end(tmp_path):
     results = json.loads((output / "few_shot_results.json").read_text())
     assert results["labels"] == NEW_LABELS.split(",") and results["eval_examples"] == 180
     assert results["seeds"] == [7, 8] and results["settings"]["max_steps"] == 4
-    assert list(results["modes"]) == ["full", "head", "codes", "lora"]
+    assert list(results["modes"]) == ["full", "head", "codes", "lora", "extend"]
     for mode, entry in results["modes"].items():
         assert list(entry["shots"]) == ["1", "2"]
         assert entry["settings"]["learning_rate"] == DEFAULT_LEARNING_RATES[mode]
@@ -212,6 +219,8 @@ def test_few_shot_script_end_to_end(tmp_path):
     num_codes = (codes.num_input_modules + codes.num_processor_modules + codes.num_output_modules) * codes.code_dim
     assert sizes["codes"] == sizes["head"] + num_codes and sizes["full"] > sizes["codes"]
     assert sizes["head"] < sizes["lora"] < sizes["full"]
+    assert sizes["extend"] == sizes["head"] + 2 * (codes.code_dim + codes.signature_dim)
+    assert results["modes"]["extend"]["settings"]["added_modules"] == 2
 
     refused = subprocess.run(command + ["--learning_rate", "0.1"], capture_output=True, text=True, env=env)
     assert refused.returncode != 0 and "its own learning rate" in refused.stderr

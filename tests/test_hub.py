@@ -189,6 +189,24 @@ def test_the_card_carries_the_module_dropping_table_when_the_folder_has_one(imag
     assert "module_dropping.json" in hub.RESULT_FILES  # published beside the card
 
 
+def test_the_card_carries_the_paper_claims_table_when_the_folder_has_one(image_checkpoint, tmp_path):
+    from nac_hf.paper_claims import accuracy_row, claims_table
+
+    folder = tmp_path / "run"
+    shutil.copytree(image_checkpoint, folder)
+    model = NACForClassification.from_pretrained(folder)
+    assert "The paper's claims" not in hub.build_model_card(model, hub.read_run(folder), "org/x", figure=None).text
+    rows = [accuracy_row("ood", [0.60, 0.62], [0.66, 0.64])]
+    claims = {"command": "python scripts/paper_claims.py --seeds 2", "rows": rows, "table": claims_table(rows)}
+    (folder / "paper_claims.json").write_text(json.dumps(claims))
+    card = hub.build_model_card(model, hub.read_run(folder), "org/x", figure=None).text
+    assert "### The paper's claims and this implementation" in card
+    assert "`python scripts/paper_claims.py --seeds 2`" in card
+    assert "| out of distribution: digits rendered from fonts | ≈ +2.5 points (Tiny-ImageNet-R) | 61.0 ± 1.4 % | " \
+           "65.0 ± 1.4 % | -4.0 | not reproduced |" in card
+    assert "paper_claims.json" in hub.RESULT_FILES
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Loading the published folder offline, as users will load it from the Hub
 

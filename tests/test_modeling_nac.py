@@ -523,10 +523,10 @@ def test_missing_checkpoint_raises_the_transformers_error(tmp_path):
 
 
 def test_kernel_fields_shape_the_connectivity():
-    for truncate_read_out in (True, False):
+    for truncate_read_out, read_out_from_inputs in ((True, True), (False, True), (False, False)):
         torch.manual_seed(0)
         config = tiny(graph_prior="none", kernel_bandwidth_init=0.5, kernel_truncation=1.2,
-                      truncate_read_out=truncate_read_out)
+                      truncate_read_out=truncate_read_out, read_out_from_inputs=read_out_from_inputs)
         model = NACModel(config).eval()
         signatures = model.generator.signatures
         num_in, num_proc = config.num_input_modules, config.num_processor_modules
@@ -535,6 +535,8 @@ def test_kernel_fields_shape_the_connectivity():
         assert not torch.all(talks[num_proc:])  # truncation would cut some senders off the output module
         if not truncate_read_out:  # by default the output modules hear every sender
             talks[num_proc:] = True
+        if not read_out_from_inputs:  # ... or only the processors
+            talks[num_proc:, :num_in] = False
         expected = torch.exp(-distance / 0.5) * talks
         torch.testing.assert_close(model.connectivity()[0], expected)
     shared = NACModel(tiny(share_kernel=True)).eval()

@@ -48,6 +48,12 @@ def probability(value: int | float) -> None:
 
 
 @as_validated_field
+def optional_probability(value: int | float | None) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be None or lie in [0, 1], got {value!r}")
+
+
+@as_validated_field
 def dropout(value: int | float) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"must lie in [0, 1), got {value!r}")
@@ -111,6 +117,9 @@ class NACConfig(PreTrainedConfig):
         num_input_modules (`int`, defaults to 64): modules that read the input tokens and send to processors.
         num_processor_modules (`int`, defaults to 256): modules that exchange messages along the sparse graph.
         num_output_modules (`int`, defaults to 1): modules that read out the result.
+        num_added_modules (`int`, defaults to 0): how many of the processor modules were added to a trained model
+            (`model.add_modules`): the last ones, whose codes and signatures are parameters of their own
+            (`generator.added_codes`, `generator.added_signatures`) so that the rest can stay frozen.
         hidden_size (`int`, defaults to 384): size of a module's state and of the input tokens.
         code_dim (`int`, defaults to 384): size of a module's code.
         signature_dim (`int`, defaults to 64): size of a module's signature.
@@ -150,6 +159,9 @@ class NACConfig(PreTrainedConfig):
         truncate_read_out (`bool`, defaults to `False`): truncate the read-out's kernel as well. Off, as in the
             reference implementation, the output modules read from every sender, weighted by the kernel, so no
             part of the circuit is cut off from the output.
+        read_out_from_inputs (`bool`, defaults to `True`): let the output modules hear the input modules as well as
+            the processors, as in the reference implementation. Off, they hear the processors alone, so everything the
+            model predicts passes through its propagator layers.
         kernel_bandwidth_init (`float`, defaults to 1.0): initial τ of the learnable bandwidth.
         share_kernel (`bool`, defaults to `False`): one bandwidth for all propagator layers instead of one per layer.
         stochastic_kernel (`bool`, defaults to `True`): in training, draw the kernel per example from a relaxed
@@ -198,12 +210,21 @@ class NACConfig(PreTrainedConfig):
             pooled: `"confidence"` (softmax of a learned score; Gumbel-softmax in training) or `"mean"`.
         output_gumbel_temperature (`float`, defaults to 1.0): temperature of that Gumbel-softmax.
 
+    Early exit (`NACForClassification`, single-label classification):
+        exit_threshold (`float`, *optional*): outside training, read out after every propagator layer from
+            `min_exit_layer` on, and let an example stop as soon as its top softmax probability exceeds this value;
+            its logits are then those of the model run with that many layers. `None` (the default) reads out once,
+            after the last layer; 1.0 reads out after every layer but never exits early.
+        min_exit_layer (`int`, defaults to 1): the first propagator layer after which an example may exit.
+        exit_training (`bool`, defaults to `False`): in training, read out after every layer from `min_exit_layer`
+            on and sum the losses of all these read-outs, so that the early read-outs learn to classify.
+
     Any other keyword (`num_labels`, `id2label`, `problem_type`, ...) goes to [`PretrainedConfig`].
     """
 
     model_type = "nac"
-    # Outputs that Trainer's evaluation loop must not gather as predictions (not per example, or a scalar).
-    keys_to_ignore_at_inference = ["graph_regularizer_loss", "connectivity"]
+    # Outputs Trainer's evaluation loop must not gather as predictions (not per example, a scalar, or not logits).
+    keys_to_ignore_at_inference = ["graph_regularizer_loss", "connectivity", "exit_layer"]
 
     tokenizer_type: Literal["patch", "conv", "byte", "point"] = "patch"
     image_size: int = positive(default=64)
@@ -219,6 +240,7 @@ class NACConfig(PreTrainedConfig):
     num_input_modules: int = positive(default=64)
     num_processor_modules: int = positive(default=256)
     num_output_modules: int = positive(default=1)
+    num_added_modules: int = non_negative(default=0)
     hidden_size: int = positive(default=384)
     code_dim: int = positive(default=384)
     signature_dim: int = positive(default=64)
@@ -242,6 +264,7 @@ class NACConfig(PreTrainedConfig):
 
     kernel_truncation: float | int = cosine_distance(default=0.9)
     truncate_read_out: bool = False
+    read_out_from_inputs: bool = True
     kernel_bandwidth_init: float | int = positive(default=1.0)
     share_kernel: bool = False
     stochastic_kernel: bool = True
@@ -269,6 +292,10 @@ class NACConfig(PreTrainedConfig):
 
     output_pooling: Literal["confidence", "mean"] = "confidence"
     output_gumbel_temperature: float | int = positive(default=1.0)
+
+    exit_threshold: float | int | None = optional_probability(default=None)
+    min_exit_layer: int = positive(default=1)
+    exit_training: bool = False
 
     def __post_init__(self, **kwargs):
         if "graph_regularizer_loss" in kwargs:  # the name of graph_regularizer_distance in configs saved before it
@@ -346,6 +373,25 @@ class NACConfig(PreTrainedConfig):
         if self.conditional_signatures and self.freeze_signatures:
             raise ValueError("NACConfig.conditional_signatures=True contradicts freeze_signatures=True; choose one")
 
+    def validate_added_modules(self):
+        if self.num_added_modules >= self.num_processor_modules:
+            raise ValueError(
+                f"NACConfig.num_added_modules ({self.num_added_modules}) counts processors added to a trained model "
+                f"and must be smaller than num_processor_modules ({self.num_processor_modules})"
+            )
+
+    def validate_exits(self):
+        if self.min_exit_layer > self.num_hidden_layers:
+            raise ValueError(
+                f"NACConfig.min_exit_layer ({self.min_exit_layer}) must be at most num_hidden_layers "
+                f"({self.num_hidden_layers}): an example can exit after one of the propagator layers only"
+            )
+
+    @property
+    def exit_layers(self) -> range:
+        """The propagator layers (counted from 1) after which an early exit reads out."""
+        return range(self.min_exit_layer, self.num_hidden_layers + 1)
+
     @classmethod
     def from_dict(cls, config_dict: dict, **kwargs) -> "NACConfig":
         model_type = config_dict.get("model_type", cls.model_type)
@@ -392,9 +438,10 @@ class NACConfig(PreTrainedConfig):
 WEIGHT_SHAPE_FIELDS = (
     "tokenizer_type", "image_size", "patch_size", "num_channels", "conv_position_channels", "vocab_size",
     "max_position_embeddings", "num_fourier_features", "num_input_modules", "num_processor_modules",
-    "num_output_modules", "hidden_size", "code_dim", "signature_dim", "num_hidden_layers", "share_propagator_weights",
-    "num_attention_heads", "attention_head_dim", "num_read_in_heads", "intermediate_size", "hidden_act", "share_kernel",
-    "seeder_noise", "freeze_signatures", "conditioning_dim", "conditional_signatures", "output_pooling",
+    "num_output_modules", "num_added_modules", "hidden_size", "code_dim", "signature_dim", "num_hidden_layers",
+    "share_propagator_weights", "num_attention_heads", "attention_head_dim", "num_read_in_heads", "intermediate_size",
+    "hidden_act", "share_kernel", "seeder_noise", "freeze_signatures", "conditioning_dim", "conditional_signatures",
+    "output_pooling",
 )
 
 # Each preset is a base (another preset, or None for the defaults above) and the fields it changes.

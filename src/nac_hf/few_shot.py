@@ -8,7 +8,9 @@ split of the new task:
 - `head`: a linear probe; only the head (a NAC's `head_norm` and `classifier`) trains;
 - `codes`: only the module codes (`nac.generator.codes`) and the head train. This is how a NAC adapts: the shared
   weights stay as they are and the modules change the functions they compute through their codes;
-- `lora`: low-rank adapters (PEFT's LoRA) on the attention projections, and the head (needs `pip install peft`).
+- `lora`: low-rank adapters (PEFT's LoRA) on the attention projections, and the head (needs `pip install peft`);
+- `extend`: capacity extension (a NAC's `add_modules`): new processor modules join the learned graph, and only their
+  codes and signatures and the head train; every other parameter stays as it was, bit for bit.
 
 Runs repeat over seeds, and the results are reported as mean ± standard deviation over the seeds.
 `scripts/few_shot.py` is the command-line entry point; `scripts/few_shot_demo.py` runs the digits demo of the README.
@@ -37,6 +39,7 @@ from transformers import (
 )
 
 from .data import ClassificationData, DataArguments, load_classification_data
+from .modeling_nac import ADDED_MODULE_PARAMETERS
 from .training import (
     ModelArguments,
     build_model,
@@ -49,7 +52,7 @@ from .training import (
 
 logger = logging.getLogger(__name__)
 
-MODES = ("full", "head", "codes", "lora")
+MODES = ("full", "head", "codes", "lora", "extend")
 RESULTS_FILE = "few_shot_results.json"
 
 # The module codes of a NAC: what `codes` mode trains besides the head.
@@ -92,7 +95,7 @@ HEADS: dict[str, Head] = {
 # ViT and flat over 1e-3 ... 3e-2 for the NAC, `codes` best at 1e-1 (of 3e-3 ... 3e-1). Codes are drawn with
 # standard deviation 1, so they take a larger step than weights do. `lora` takes the common LoRA rate of 1e-3, not
 # tuned here.
-DEFAULT_LEARNING_RATES = {"full": 1e-3, "head": 1e-2, "codes": 1e-1, "lora": 1e-3}
+DEFAULT_LEARNING_RATES = {"full": 1e-3, "head": 1e-2, "codes": 1e-1, "lora": 1e-3, "extend": 1e-1}
 LORA_RANK = 8
 
 
@@ -115,8 +118,16 @@ class FewShotArguments:
         metadata={
             "help": "Adaptation modes, comma-separated: 'full' (all parameters), 'head' (linear probe: the final norm "
             "and the classifier), 'codes' (a NAC's module codes and the head), 'lora' (LoRA adapters of rank 8 on the "
-            "attention projections, and the head; needs peft)."
+            "attention projections, and the head; needs peft), 'extend' (--extend_modules new processor modules of a "
+            "NAC, and the head)."
         },
+    )
+    extend_modules: int = field(
+        default=8, metadata={"help": "With mode 'extend': how many processor modules to add."}
+    )
+    extend_init: str = field(
+        default="mirror",
+        metadata={"help": "With mode 'extend': 'mirror' (copies of existing modules) or 'random' new modules."},
     )
     full_learning_rate: float = field(
         default=DEFAULT_LEARNING_RATES["full"], metadata={"help": "Learning rate of 'full' mode."}
@@ -129,6 +140,9 @@ class FewShotArguments:
     )
     lora_learning_rate: float = field(
         default=DEFAULT_LEARNING_RATES["lora"], metadata={"help": "Learning rate of 'lora' mode."}
+    )
+    extend_learning_rate: float = field(
+        default=DEFAULT_LEARNING_RATES["extend"], metadata={"help": "Learning rate of 'extend' mode."}
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models and datasets are kept."})
     trust_remote_code: bool = field(
@@ -143,6 +157,10 @@ class FewShotArguments:
         unknown = [mode for mode in self.mode_list if mode not in MODES]
         if unknown or not self.mode_list:
             raise ValueError(f"--modes takes a comma-separated subset of {list(MODES)}, got {self.modes!r}")
+        if self.extend_modules < 1:
+            raise ValueError(f"--extend_modules must be at least 1, got {self.extend_modules}")
+        if self.extend_init not in ("mirror", "random"):
+            raise ValueError(f"--extend_init takes 'mirror' or 'random', got {self.extend_init!r}")
         if self.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
         for mode in MODES:
@@ -253,6 +271,14 @@ def trainable_parameter_names(model: PreTrainedModel, mode: str) -> list[str]:
                 "model has none; use mode 'full' or 'head' for it"
             )
         selected.append(CODES_PARAMETER)
+    if mode == "extend":
+        added = [name for name in ADDED_MODULE_PARAMETERS if name in names]
+        if not added:
+            raise ValueError(
+                f"mode 'extend' trains added modules ({', '.join(ADDED_MODULE_PARAMETERS)}) and this "
+                f"{model.config.model_type!r} model has none; add them with model.add_modules(n) first"
+            )
+        selected.extend(added)
     return selected
 
 
@@ -349,6 +375,8 @@ def few_shot_run(
     model = load_for_labels(args.model_name_or_path, run_data, args.cache_dir, args.trust_remote_code)
     if mode == "lora":
         model = add_lora(model)
+    if mode == "extend":
+        model.add_modules(args.extend_modules, init=args.extend_init, seed=seed)
     trainable = freeze_for_mode(model, mode)
     trainer = make_trainer(model, processor, run_data, data_args, run_args, compute_metrics)
     if run_args.logging_strategy == "no":
@@ -394,11 +422,12 @@ def run_few_shot(
     processor = build_processor(model_args, config, data)
     compute_metrics = make_compute_metrics(len(data.label_names))
     seeds = [training_args.seed + offset for offset in range(args.seeds)]
-    if "codes" in args.mode_list and config.model_type != "nac":
-        raise ValueError(
-            f"mode 'codes' trains the module codes of a NAC, and {args.model_name_or_path} is a "
-            f"{config.model_type!r} model; leave 'codes' out of --modes"
-        )
+    for mode in ("codes", "extend"):
+        if mode in args.mode_list and config.model_type != "nac":
+            raise ValueError(
+                f"mode {mode!r} works on the modules of a NAC, and {args.model_name_or_path} is a "
+                f"{config.model_type!r} model; leave {mode!r} out of --modes"
+            )
 
     scheduler = training_args.lr_scheduler_type  # an enum member
     results = {
@@ -432,8 +461,11 @@ def run_few_shot(
             mean, std = mean_std(accuracies)
             per_shots[str(shots)] = {"accuracies": accuracies, "mean": mean, "std": std, "runs": runs}
             logger.info("%s, %s, %d-shot: top-1 %.2f ± %.2f %%", name, mode, shots, 100 * mean, 100 * std)
+        settings = {"learning_rate": args.learning_rate(mode), "trainable_parameters": trainable}
+        if mode == "extend":
+            settings.update(added_modules=args.extend_modules, init=args.extend_init)
         results["modes"][mode] = {
-            "settings": {"learning_rate": args.learning_rate(mode), "trainable_parameters": trainable},
+            "settings": settings,
             "shots": per_shots,
         }
 

@@ -45,7 +45,10 @@ logger = logging.getLogger(__name__)
 MODEL_CARD_TEMPLATE = resources.files("nac_hf") / "model_cards" / "nac_model_card.md"
 CIRCUIT_FIGURE = "circuit.png"
 MODULE_DROPPING = "module_dropping.json"  # written by scripts/module_dropping.py
-RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", TRAINING_DETAILS, MODULE_DROPPING)
+PAPER_CLAIMS = "paper_claims.json"  # written by scripts/paper_claims.py
+RESULT_FILES = (
+    "all_results.json", "train_results.json", "eval_results.json", TRAINING_DETAILS, MODULE_DROPPING, PAPER_CLAIMS
+)
 TAGS = ["nac", "neural-attentive-circuits"]
 PIPELINE_TAGS = {"image": "image-classification", "text": "text-classification"}
 METRIC_NAMES = {"top1_accuracy": "Top-1 accuracy", "top5_accuracy": "Top-5 accuracy"}
@@ -99,11 +102,12 @@ def load_checkpoint(checkpoint: str | os.PathLike):
 def read_run(checkpoint: str | os.PathLike) -> dict:
     """What a run left beside its model: `training_details.json` (written by `scripts/train.py`), the evaluation
     metrics (`eval_results.json`, or the last evaluation in `trainer_state.json` for a `checkpoint-N` folder), the
-    step count, and `module_dropping.json` (written by `scripts/module_dropping.py`). Missing files give missing
-    keys."""
+    step count, `module_dropping.json` (written by `scripts/module_dropping.py`) and `paper_claims.json` (written by
+    `scripts/paper_claims.py`). Missing files give missing keys."""
     folder = Path(checkpoint)
     run = {"details": _read_json(folder / TRAINING_DETAILS) or {}, "eval": _read_json(folder / "eval_results.json")}
     run["dropping"] = _read_json(folder / MODULE_DROPPING)
+    run["claims"] = _read_json(folder / PAPER_CLAIMS)
     state = _read_json(folder / "trainer_state.json")
     if state:
         run["details"].setdefault("steps", state.get("global_step"))
@@ -281,6 +285,8 @@ def build_model_card(
         training_rows=training_rows(run),
         result_rows=result_rows(run),
         dropping_rows=dropping_rows(run),
+        claims_table=(run.get("claims") or {}).get("table"),
+        claims_command=(run.get("claims") or {}).get("command"),
         eval_split=details.get("eval_split"),
         eval_examples=details.get("eval_examples"),
         figure=figure,

@@ -89,6 +89,9 @@ class NACClassifierOutput(ModelOutput):
         logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
             Classification (or regression) scores.
         graph_regularizer_loss, connectivity, hidden_states, attentions: as in [`NACModelOutput`].
+        exit_layer (`torch.LongTensor` of shape `(batch_size,)`, *optional*, returned with early exit):
+            With `config.exit_threshold` set, outside training: the propagator layer (counted from 1) after which
+            each example was read out.
     """
 
     loss: torch.FloatTensor | None = None
@@ -97,6 +100,7 @@ class NACClassifierOutput(ModelOutput):
     connectivity: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    exit_layer: torch.LongTensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -443,13 +447,9 @@ class CircuitGenerator(nn.Module):
         super().__init__()
         self.config = config
         total = config.num_input_modules + config.num_processor_modules + config.num_output_modules
-        self.codes = nn.Parameter(torch.zeros(total, config.code_dim))  # (U, C)
-        signatures = torch.zeros(total, config.signature_dim)  # (U, S)
-        if config.freeze_signatures:
-            # A buffer, not a parameter: saved and loaded under the same name, and never handed to an optimizer.
-            self.register_buffer("signatures", signatures)
-        else:
-            self.signatures = nn.Parameter(signatures)
+        added = config.num_added_modules
+        zeros = torch.zeros
+        self.set_modules(zeros(total, config.code_dim), zeros(total, config.signature_dim), added)  # (U, C), (U, S)
         self.seeder = Seeder(config)
         if config.conditioning_dim:
             eps = config.layer_norm_eps
@@ -462,6 +462,42 @@ class CircuitGenerator(nn.Module):
             )
         else:
             self.conditioning_reader = None
+
+    def set_modules(self, codes: torch.Tensor, signatures: torch.Tensor, added: int = 0) -> None:
+        """Hold these codes `(U, C)` and signatures `(U, S)` of all modules (input, processor, output), the last
+        `added` processors (modules added to a trained model, `NACModel.add_modules`) in parameters of their own,
+        `added_codes` and `added_signatures`, so that the others can be frozen while they train."""
+        end = self.config.num_input_modules + self.config.num_processor_modules if added else len(codes)
+        keep = torch.cat([torch.arange(end - added), torch.arange(end, len(codes))])  # all but the added ones
+        new = torch.arange(end - added, end)
+        for name in ("codes", "signatures", "added_codes", "added_signatures"):
+            if name in self._parameters or name in self._buffers:
+                delattr(self, name)
+        self.codes = nn.Parameter(codes[keep].clone())
+        pieces = {"signatures": signatures[keep].clone()}
+        if added:
+            self.added_codes = nn.Parameter(codes[new].clone())
+            pieces["added_signatures"] = signatures[new].clone()
+        for name, value in pieces.items():
+            if self.config.freeze_signatures:
+                # A buffer, not a parameter: saved and loaded under the same name, and never handed to an optimizer.
+                self.register_buffer(name, value)
+            else:
+                setattr(self, name, nn.Parameter(value))
+
+    def all_codes(self) -> torch.Tensor:
+        """The learned codes of all modules, `(U, C)`, added processors in their place after the others."""
+        return self.with_added(self.codes, getattr(self, "added_codes", None))
+
+    def all_signatures(self) -> torch.Tensor:
+        """The learned signatures of all modules, `(U, S)`."""
+        return self.with_added(self.signatures, getattr(self, "added_signatures", None))
+
+    def with_added(self, tensor: torch.Tensor, added: torch.Tensor | None) -> torch.Tensor:
+        if added is None:
+            return tensor
+        end = self.config.num_input_modules + self.config.num_processor_modules - len(added)
+        return torch.cat([tensor[:end], added, tensor[end:]])
 
     def prior_graph(self):
         """The configured graph prior over the processor modules, as a networkx graph."""
@@ -509,7 +545,7 @@ class CircuitGenerator(nn.Module):
             if checks_values() and not bool(conditioning_mask.bool().any(-1).all()):
                 raise ValueError("every example needs at least one unmasked conditioning token")
             ignore = ~conditioning_mask.bool()
-        queries = self.code_norm(self.codes).expand(batch_size, -1, -1)  # (B, U, C)
+        queries = self.code_norm(self.all_codes()).expand(batch_size, -1, -1)  # (B, U, C)
         context = self.conditioning_norm(conditioning.to(queries.dtype))
         return self.conditioning_reader(queries, context, ignore)
 
@@ -520,7 +556,7 @@ class CircuitGenerator(nn.Module):
         conditioning_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes `(U, C)` or per example `(B, U, C)`, and signatures `(U, S)` or per example `(B, U, S)`."""
-        codes, signatures = self.codes, self.signatures
+        codes, signatures = self.all_codes(), self.all_signatures()
         if self.conditioning_reader is not None:
             read = self.read_conditioning(conditioning, conditioning_mask, batch_size)
             codes = codes + self.code_shift(read)
@@ -895,6 +931,10 @@ class OutputPooling(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# The parameters of processor modules added to a trained classifier (`add_modules`).
+ADDED_MODULE_PARAMETERS = ("nac.generator.added_codes", "nac.generator.added_signatures")
+
+
 class CheckpointMismatchError(RuntimeError, ValueError):
     """A checkpoint's weights do not fit the requested config. A RuntimeError, as transformers raises for a size
     mismatch; also a ValueError, as it is a bad argument."""
@@ -954,14 +994,20 @@ class NACPreTrainedModel(PreTrainedModel):
             init.normal_(module.frequencies, std=config.fourier_feature_scale)
         elif isinstance(module, CircuitGenerator):
             init.normal_(module.codes, std=1.0)
+            if hasattr(module, "added_codes"):
+                init.normal_(module.added_codes, std=1.0)
             if not getattr(module.signatures, "_is_hf_initialized", False):
                 # Random signatures everywhere; the processors' then fit to the graph prior. This runs when a model
                 # is created from its config only: a loaded checkpoint brings its signatures.
-                signatures = torch.randn(module.signatures.shape)
+                signatures = torch.randn(module.all_signatures().shape)
                 if config.graph_prior != "none":
                     start = config.num_input_modules
                     signatures[start : start + config.num_processor_modules] = module.prior_signatures()
-                init.copy_(module.signatures, signatures)
+                added = config.num_added_modules
+                end = config.num_input_modules + config.num_processor_modules - added
+                init.copy_(module.signatures, torch.cat([signatures[:end], signatures[end + added :]]))
+                if added:
+                    init.copy_(module.added_signatures, signatures[end : end + added])
         elif isinstance(module, NACModel) and module.graph_target is not None:
             init.copy_(module.graph_target, module.make_graph_target())
 
@@ -1004,11 +1050,50 @@ class Recorder:
         self.hidden_states = () if hidden_states else None
         self.weights = () if self.attentions else None
 
-    def __call__(self, states: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+    def __call__(self, states: "CircuitState | torch.Tensor", weights: torch.Tensor | None = None) -> None:
         if self.hidden_states is not None:
-            self.hidden_states += (states,)
+            self.hidden_states += (states.all_states() if isinstance(states, CircuitState) else states,)
         if self.weights is not None and weights is not None:
             self.weights += (weights,)
+
+
+@dataclass
+class CircuitState:
+    """A forward pass between two steps: the states of the input, processor and output modules `(B, ·, D)`, the
+    codes `([B,] U, C)`, the kernels `(K, [B,] P + O, I + P)` and which pairs are heard `([B,] P + O, I + P)`. The
+    codes, kernels and heard pairs have a batch axis only where they are per example."""
+
+    inputs: torch.Tensor
+    processors: torch.Tensor
+    outputs: torch.Tensor
+    codes: torch.Tensor
+    kernels: torch.Tensor
+    heard: torch.Tensor
+
+    def senders(self) -> torch.Tensor:
+        """The states every receiver may hear: input then processor modules, `(B, I + P, D)`."""
+        return torch.cat([self.inputs, self.processors], dim=1)
+
+    def all_states(self) -> torch.Tensor:
+        """The states of all modules, `(B, U, D)`."""
+        return torch.cat([self.inputs, self.processors, self.outputs], dim=1)
+
+    def select(self, rows: torch.Tensor) -> "CircuitState":
+        """The same pass for the examples `rows` alone (indices, or a boolean mask over the batch)."""
+
+        def pick(tensor: torch.Tensor, batch_dim: int, batched: bool) -> torch.Tensor:
+            return tensor.index_select(batch_dim, rows) if batched else tensor
+
+        if rows.dtype == torch.bool:
+            rows = rows.nonzero().squeeze(1)
+        return CircuitState(
+            inputs=self.inputs[rows],
+            processors=self.processors[rows],
+            outputs=self.outputs[rows],
+            codes=pick(self.codes, 0, self.codes.dim() == 3),
+            kernels=pick(self.kernels, 1, self.kernels.dim() == 4),
+            heard=pick(self.heard, 0, self.heard.dim() == 3),
+        )
 
 
 class NACModel(NACPreTrainedModel):
@@ -1042,6 +1127,59 @@ class NACModel(NACPreTrainedModel):
         self.drop_rates = [config.drop_path_rate * step / steps for step in range(steps + 1)]
         self.post_init()
 
+    @torch.no_grad()
+    def add_modules(self, count: int, init: str = "mirror", seed: int = 0) -> list[int]:
+        """Capacity extension, as in Neural Interpreters: add `count` processor modules to this (trained) NAC, with
+        codes and signatures of their own (`generator.added_codes`, `generator.added_signatures`) that join the
+        learned graph. Everything else is shared, so a new module computes with the trained weights, modulated by its
+        own code.
+
+        `init="mirror"`: each new module copies the signature of an existing processor drawn at random (`seed`), so
+        it talks with the modules that one talks with, and its code, perturbed by 1 % of the codes' spread so that it
+        can learn something else. `init="random"`: a code drawn as codes are initialised and a random signature, drawn
+        again until it talks with at least one existing processor (talking is symmetric, so in both directions).
+        The config then counts the new processors (`num_processor_modules`, `num_added_modules`) and names no graph
+        prior or regulariser, whose graphs were drawn for the modules there were. Returns the new modules' indices
+        among the processors. To train only them, `NACForClassification.add_modules(..., freeze_existing=True)`."""
+        if init not in ("mirror", "random"):
+            raise ValueError(f"unknown initialisation {init!r} of added modules; choose 'mirror' or 'random'")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"add_modules adds a positive number of modules, got {count!r}")
+        config, generator = self.config, self.generator
+        codes, signatures = generator.all_codes().detach(), generator.all_signatures().detach()
+        num_in, num_proc = config.num_input_modules, config.num_processor_modules
+        end = num_in + num_proc
+        existing = signatures[num_in:end]
+        rng = torch.Generator().manual_seed(seed)
+        if init == "mirror":
+            sources = torch.randint(num_proc, (count,), generator=rng)
+            spread = codes[num_in:end].std()
+            new_codes = codes[num_in:end][sources] + 0.01 * spread * torch.randn(count, config.code_dim, generator=rng)
+            new_signatures = existing[sources]
+        else:
+            new_codes = torch.randn(count, config.code_dim, generator=rng)
+            new_signatures = torch.stack([self.joining_signature(existing, rng) for _ in range(count)])
+        codes = torch.cat([codes[:end], new_codes.to(codes), codes[end:]])
+        signatures = torch.cat([signatures[:end], new_signatures.to(signatures), signatures[end:]])
+        config.num_processor_modules = num_proc + count
+        config.num_added_modules += count
+        config.graph_prior, config.graph_regularizer, config.graph_regularizer_weight = "none", "none", 0.0
+        self.graph_target = None
+        generator.set_modules(codes, signatures, config.num_added_modules)
+        return list(range(num_proc, num_proc + count))
+
+    def joining_signature(self, existing: torch.Tensor, rng: torch.Generator, tries: int = 10_000) -> torch.Tensor:
+        """A random signature, at the scale of `existing` ones, that talks with at least one of them."""
+        scale = existing.norm(dim=-1).mean()
+        for _ in range(tries):
+            candidate = torch.randn(existing.shape[-1], generator=rng).to(existing)
+            if bool((module_distance(candidate[None], existing) < self.config.kernel_truncation).any()):
+                return candidate * scale / candidate.norm()
+        raise RuntimeError(
+            f"no random signature talks with an existing processor in {tries} draws (kernel_truncation="
+            f"{self.config.kernel_truncation}); add the modules with init='mirror'"
+        )
+
     def make_graph_target(self) -> torch.Tensor:
         """The graphon the regulariser pulls the processors' link probabilities towards: `(P, P)`."""
         config = self.config
@@ -1060,7 +1198,7 @@ class NACModel(NACPreTrainedModel):
         receivers are the processor then output modules, senders the input then processor modules. The batch axis
         is there only for per-example signatures (`config.conditional_signatures`)."""
         config = self.config
-        signatures = self.generator.signatures if signatures is None else signatures
+        signatures = self.generator.all_signatures() if signatures is None else signatures
         num_in = config.num_input_modules
         senders = signatures[..., : num_in + config.num_processor_modules, :]
         # In float32 also under bf16/fp16 autocast: kernel values near 1 and their logits are not representable.
@@ -1071,6 +1209,9 @@ class NACModel(NACPreTrainedModel):
         if not config.truncate_read_out:  # the output modules hear every sender, weighted by the kernel
             talks = talks.clone()
             talks[..., config.num_processor_modules :, :] = True
+        if not config.read_out_from_inputs:  # the output modules hear the processors alone
+            talks = talks.clone()
+            talks[..., config.num_processor_modules :, :num_in] = False
         return kernels, talks
 
     def graph_regularizer(self, connectivity: torch.Tensor) -> torch.Tensor | None:
@@ -1110,45 +1251,87 @@ class NACModel(NACPreTrainedModel):
         return_dict = config.return_dict if return_dict is None else return_dict
         main = self.main_input(inputs, pixel_values=pixel_values, input_ids=input_ids, points=points)
         mask = {"input_ids": attention_mask, "points": points_mask}.get(self.main_input_name)
+        state, connectivity = self.begin(main, mask, conditioning, conditioning_mask, record)
+        for layer in range(config.num_hidden_layers):
+            self.propagate(state, layer, record)
+        state.outputs = self.read_out_states(state, record)
+        return self.finish(state, connectivity, record, return_dict)
+
+    def begin(
+        self,
+        main: torch.Tensor | None,
+        mask: torch.Tensor | None,
+        conditioning: torch.Tensor | None,
+        conditioning_mask: torch.Tensor | None,
+        record: Recorder,
+    ) -> tuple[CircuitState, torch.Tensor]:
+        """Tokenize the main input, generate the circuit, seed the states and let the input modules read: the state
+        before the first propagator layer, and the connectivity (the truncated kernels) the pass uses."""
+        config = self.config
         tokens, token_mask = self.tokenize(main, mask)  # (B, V, T), (B, V) or None
         batch = tokens.shape[0]
         codes, signatures = self.generator(batch, conditioning, conditioning_mask)  # ([B,] U, C), ([B,] U, S)
         states = self.generator.seeder(codes, batch)  # (B, U, D)
-        inputs, processors, outputs = self.by_module_kind(states, dim=1)
-        codes_in, codes_proc, codes_out = self.by_module_kind(codes, dim=-2)
-        codes_send = codes[..., : config.num_input_modules + config.num_processor_modules, :]
         record(states)
-
+        inputs, processors, outputs = self.by_module_kind(states, dim=1)
+        codes_in = codes[..., : config.num_input_modules, :]
         inputs, weights = self.read_in(inputs, codes_in, tokens, token_mask, self.drop_rates[0], record.attentions)
-        record(torch.cat([inputs, processors, outputs], dim=1), weights)
         kernels, talks = self.circuit(signatures)  # (K, [B,] P + O, I + P), ([B,] P + O, I + P)
         heard = self.drop_senders(talks, batch)  # with module dropout in training: ([B,] P + O, I + P)
-        for layer in range(config.num_hidden_layers):
-            propagator = self.propagators[0 if config.share_propagator_weights else layer]
-            processors, weights = propagator(
-                processors, torch.cat([inputs, processors], dim=1), codes_proc, codes_send,
-                *self.receiving(kernels, heard, layer), self.drop_rates[layer + 1], record.attentions,
-            )
-            record(torch.cat([inputs, processors, outputs], dim=1), weights)
-        outputs, weights = self.read_out(
-            outputs, torch.cat([inputs, processors], dim=1), codes_out, codes_send,
-            *self.receiving(kernels, heard, config.num_hidden_layers), self.drop_rates[-1], record.attentions,
-        )
-        last_hidden_state = torch.cat([inputs, processors, outputs], dim=1)  # (B, U, D)
-        record(last_hidden_state, weights)
+        state = CircuitState(inputs, processors, outputs, codes, kernels, heard)
+        record(state, weights)
+        return state, truncate(kernels, talks)
 
-        connectivity = truncate(kernels, talks)
+    def propagate(self, state: CircuitState, layer: int, record: Recorder | None = None) -> None:
+        """Propagator layer `layer`: the processor modules hear the input and processor modules (in place)."""
+        config = self.config
+        propagator = self.propagators[0 if config.share_propagator_weights else layer]
+        _, codes_proc, _ = self.by_module_kind(state.codes, dim=-2)
+        state.processors, weights = propagator(
+            state.processors, state.senders(), codes_proc, self.sender_codes(state),
+            *self.receiving(state.kernels, state.heard, layer), self.drop_rates[layer + 1],
+            record is not None and record.attentions,
+        )
+        if record is not None:
+            record(state, weights)
+
+    def read_out_states(self, state: CircuitState, record: Recorder | None = None) -> torch.Tensor:
+        """The read-out: the output modules hear the input and processor modules as they are now, `(B, O, D)`.
+        After the last propagator layer this is the model's read-out; after an earlier one, an early exit."""
+        config = self.config
+        _, _, codes_out = self.by_module_kind(state.codes, dim=-2)
+        outputs, weights = self.read_out(
+            state.outputs, state.senders(), codes_out, self.sender_codes(state),
+            *self.receiving(state.kernels, state.heard, config.num_hidden_layers), self.drop_rates[-1],
+            record is not None and record.attentions,
+        )
+        if record is not None:
+            record(torch.cat([state.inputs, state.processors, outputs], dim=1), weights)
+        return outputs
+
+    def finish(
+        self, state: CircuitState, connectivity: torch.Tensor, record: Recorder, return_dict: bool
+    ) -> NACModelOutput | tuple:
+        """The model output of a pass whose read-out is done."""
         output = NACModelOutput(
-            last_hidden_state=last_hidden_state,
-            pooler_output=self.pooling(outputs),
+            last_hidden_state=state.all_states(),
+            pooler_output=self.pooling(state.outputs),
             connectivity=connectivity,
             # The regulariser matches nodes on the CPU: computed in training, or by the head when labels are given.
             graph_regularizer_loss=self.graph_regularizer(connectivity) if self.training else None,
             hidden_states=record.hidden_states,
             attentions=record.weights,
-            output_codes=codes_out,
+            output_codes=self.output_codes(state),
         )
         return output if return_dict else output.to_tuple()
+
+    def sender_codes(self, state: CircuitState) -> torch.Tensor:
+        """The codes of the input and processor modules, `([B,] I + P, C)`."""
+        return state.codes[..., : self.config.num_input_modules + self.config.num_processor_modules, :]
+
+    def output_codes(self, state: CircuitState) -> torch.Tensor:
+        """The codes of the output modules, `([B,] O, C)`."""
+        return state.codes[..., self.config.num_input_modules + self.config.num_processor_modules :, :]
 
     def by_module_kind(self, tensor: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Split a tensor over all modules into its input, processor and output modules' parts."""
@@ -1240,36 +1423,42 @@ class NACForClassification(NACPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> NACClassifierOutput | tuple:
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.nac(
-            inputs,
-            pixel_values=pixel_values,
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            points=points,
-            points_mask=points_mask,
-            conditioning=conditioning,
-            conditioning_mask=conditioning_mask,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
-        pooled = self.head_norm(outputs.pooler_output)  # (B, D)
-        if self.config.num_output_modules == 1:  # a ModFC head (also when wrapped, e.g. by PEFT)
-            # The output module's code as the read-out used it (with its code noise; per example when conditional).
-            logits = self.classifier(pooled.unsqueeze(1), outputs.output_codes).squeeze(1)
+        config = self.config
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        early_exit = config.exit_threshold is not None and not self.training
+        if early_exit or (config.exit_training and self.training):
+            self.check_exits(output_attentions, output_hidden_states)
+            main = self.nac.main_input(inputs, pixel_values=pixel_values, input_ids=input_ids, points=points)
+            mask = {"input_ids": attention_mask, "points": points_mask}.get(self.main_input_name)
+            read_out = self.exit_early if early_exit else self.read_out_every_layer
+            outputs, exit_logits, exit_layer = read_out(main, mask, conditioning, conditioning_mask)
         else:
-            logits = self.classifier(pooled)
+            outputs = self.nac(
+                inputs,
+                pixel_values=pixel_values,
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                points=points,
+                points_mask=points_mask,
+                conditioning=conditioning,
+                conditioning_mask=conditioning_mask,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+                return_dict=True,
+            )
+            exit_logits, exit_layer = [self.head(outputs.pooler_output, outputs.output_codes)], None
+        logits = exit_logits[-1]
 
         loss = None
         regularizer = outputs.graph_regularizer_loss
         if labels is not None:
             labels = self.checked_labels(logits, labels)
-            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
+            # With `config.exit_training`, the losses of the read-outs after every exit layer, summed.
+            loss = sum(self.loss_function(labels=labels, pooled_logits=x, config=config) for x in exit_logits)
             if regularizer is None:
                 regularizer = self.nac.graph_regularizer(outputs.connectivity)
             if regularizer is not None:
-                loss = loss + self.config.graph_regularizer_weight * regularizer
+                loss = loss + config.graph_regularizer_weight * regularizer
 
         output = NACClassifierOutput(
             loss=loss,
@@ -1278,8 +1467,87 @@ class NACForClassification(NACPreTrainedModel):
             connectivity=outputs.connectivity,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
+            exit_layer=exit_layer,
         )
         return output if return_dict else output.to_tuple()
+
+    def add_modules(self, count: int, init: str = "mirror", seed: int = 0, freeze_existing: bool = False) -> list[int]:
+        """Add `count` processor modules (see `NACModel.add_modules`). With `freeze_existing=True`, every parameter
+        but the added modules' codes and signatures stops training (`requires_grad=False`), so that no optimizer
+        touches them (not even AdamW's weight decay) and they stay bit for bit as they were; unfreeze the head for a
+        new task."""
+        added = self.nac.add_modules(count, init=init, seed=seed)
+        if freeze_existing:
+            for name, parameter in self.named_parameters():
+                parameter.requires_grad_(name in ADDED_MODULE_PARAMETERS)
+        return added
+
+    def head(self, pooler_output: torch.Tensor, output_codes: torch.Tensor) -> torch.Tensor:
+        """The logits `(B, num_labels)` of the pooled output modules' state `(B, D)`."""
+        pooled = self.head_norm(pooler_output)
+        if self.config.num_output_modules == 1:  # a ModFC head (also when wrapped, e.g. by PEFT)
+            # The output module's code as the read-out used it (with its code noise; per example when conditional).
+            return self.classifier(pooled.unsqueeze(1), output_codes).squeeze(1)
+        return self.classifier(pooled)
+
+    def read_out_every_layer(self, main, mask, conditioning, conditioning_mask):
+        """Training with `config.exit_training`: every example through every layer, read out after each exit layer.
+        Returns the model output (of the last read-out), the logits of every read-out and no exit layers."""
+        nac = self.nac
+        record = Recorder(self.config, False, False)
+        state, connectivity = nac.begin(main, mask, conditioning, conditioning_mask, record)
+        exit_logits = []
+        for layer in range(self.config.num_hidden_layers):
+            nac.propagate(state, layer)
+            if layer + 1 in self.config.exit_layers:
+                outputs = nac.read_out_states(state)
+                exit_logits.append(self.head(nac.pooling(outputs), nac.output_codes(state)))
+        state.outputs = outputs
+        return nac.finish(state, connectivity, record, return_dict=True), exit_logits, None
+
+    def exit_early(self, main, mask, conditioning, conditioning_mask):
+        """Inference with `config.exit_threshold`: after each exit layer, the examples still running are read out,
+        and those whose top softmax probability exceeds the threshold leave with these logits; the others go on
+        alone, so the cost falls with every example that leaves. Returns the model output (its connectivity), the
+        logits `(B, num_labels)` and the layer each example left after `(B,)`."""
+        nac, config = self.nac, self.config
+        record = Recorder(config, False, False)
+        state, connectivity = nac.begin(main, mask, conditioning, conditioning_mask, record)
+        batch, device = state.inputs.shape[0], state.inputs.device
+        running = torch.arange(batch, device=device)  # which examples are still in `state`
+        logits = state.inputs.new_zeros(batch, config.num_labels)
+        exit_layer = torch.full((batch,), config.num_hidden_layers, dtype=torch.long, device=device)
+        for layer in range(config.num_hidden_layers):
+            nac.propagate(state, layer)
+            if layer + 1 not in config.exit_layers:
+                continue
+            layer_logits = self.head(nac.pooling(nac.read_out_states(state)), nac.output_codes(state))
+            leave = layer_logits.softmax(-1).amax(-1) > config.exit_threshold
+            if layer + 1 == config.num_hidden_layers:
+                leave = torch.ones_like(leave)
+            logits[running[leave]] = layer_logits[leave]
+            exit_layer[running[leave]] = layer + 1
+            if bool(leave.all()):
+                break
+            state, running = state.select(~leave), running[~leave]
+        outputs = NACModelOutput(connectivity=connectivity, graph_regularizer_loss=None)
+        return outputs, [logits], exit_layer
+
+    def check_exits(self, output_attentions: bool | None, output_hidden_states: bool | None) -> None:
+        """Early exits are for single-label classification, and return no per-layer states or weights."""
+        config = self.config
+        if config.problem_type in ("regression", "multi_label_classification") or config.num_labels < 2:
+            raise ValueError(
+                f"early exit (config.exit_threshold / config.exit_training) reads the top softmax probability of a "
+                f"single-label classifier, but this model has problem_type={config.problem_type!r} and "
+                f"num_labels={config.num_labels}; set config.exit_threshold=None and config.exit_training=False"
+            )
+        if output_attentions or output_hidden_states or config.output_attentions or config.output_hidden_states:
+            raise ValueError(
+                "early exit (config.exit_threshold outside training, config.exit_training in training) returns no "
+                "attentions or hidden states, as examples leave after different layers; ask for them with "
+                "config.exit_threshold=None (and, in training, config.exit_training=False)"
+            )
 
     def checked_labels(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """`labels` checked against `config.problem_type` (inferred from `num_labels` and the labels' dtype when

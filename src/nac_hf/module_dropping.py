@@ -97,12 +97,9 @@ def drop_modules(
     outputs = torch.arange(num_in + num_proc, num_in + num_proc + config.num_output_modules)
     rows = torch.cat([inputs, num_in + processors, outputs])
     generator = nac.generator
-    generator.codes = torch.nn.Parameter(generator.codes[rows].clone())
-    signatures = generator.signatures[rows].clone()
-    if isinstance(generator.signatures, torch.nn.Parameter):
-        generator.signatures = torch.nn.Parameter(signatures)
-    else:  # frozen signatures are a buffer
-        generator.register_buffer("signatures", signatures)
+    # Added modules (`add_modules`) that stay become ordinary ones: their own parameters were for training them alone.
+    generator.set_modules(generator.all_codes()[rows], generator.all_signatures()[rows], added=0)
+    config.num_added_modules = 0
     config.graph_prior = "none"
     config.graph_regularizer = "none"
     config.graph_regularizer_weight = 0.0

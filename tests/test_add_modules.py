@@ -1,0 +1,109 @@
+"""Capacity extension: added processor modules join the learned graph, train alone while everything else stays bit
+for bit as it was, and an extended NAC saves, loads (also without nac_hf) and drops modules like any other."""
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import Trainer, TrainingArguments
+
+from nac_hf import NACForClassification, NACImageProcessor
+from nac_hf.module_dropping import drop_modules
+from nac_test_utils import example_inputs, load_script_inputs, run_load_script, tiny
+
+
+def trained_like() -> NACForClassification:
+    torch.manual_seed(0)
+    return NACForClassification(tiny()).eval()
+
+
+def degrees(model, modules: list[int]) -> tuple[list[int], list[int]]:
+    """How many other processors each module hears and is heard by, under the evaluation kernel, at every layer."""
+    config = model.config
+    num_in, num_proc = config.num_input_modules, config.num_processor_modules
+    with torch.no_grad():
+        talks = model.nac.connectivity()[: config.num_hidden_layers, :num_proc, num_in:] > 0  # (L, P, P)
+    talks &= ~torch.eye(num_proc, dtype=torch.bool)
+    heard, hearing = talks.sum(-1).amin(0), talks.sum(-2).amin(0)  # the fewest over the layers
+    return heard[modules].tolist(), hearing[modules].tolist()
+
+
+@pytest.mark.parametrize("init", ["mirror", "random"])
+def test_added_modules_join_the_learned_graph(init):
+    model = trained_like()
+    before = model.nac.generator.all_codes().detach().clone()
+    added = model.add_modules(3, init=init, seed=1)
+    config = model.config
+    assert added == [8, 9, 10] and config.num_processor_modules == 11 and config.num_added_modules == 3
+    assert config.graph_prior == "none" and config.graph_regularizer == "none"
+    generator = model.nac.generator
+    assert generator.added_codes.shape == (3, config.code_dim) and generator.codes.shape[0] == 4 + 8 + 1
+    codes = generator.all_codes()
+    num_in = config.num_input_modules
+    assert torch.equal(codes[: num_in + 8], before[: num_in + 8]) and torch.equal(codes[-1], before[-1])
+    heard, hearing = degrees(model, added)
+    assert min(heard) >= 1 and min(hearing) >= 1
+    logits = model(**example_inputs(config)).logits
+    assert logits.shape == (3, 3) and torch.isfinite(logits).all()
+    if init == "mirror":  # copies of existing processors, the codes a little apart
+        signatures = generator.all_signatures()[num_in : num_in + 11]
+        assert all(any(torch.equal(signatures[i], signatures[j]) for j in range(8)) for i in added)
+        assert not any(torch.equal(codes[num_in + i], codes[num_in + j]) for i in added for j in range(8))
+
+
+def test_adding_is_seeded_and_checks_its_arguments():
+    first, again, other = trained_like(), trained_like(), trained_like()
+    for model, seed in ((first, 0), (again, 0), (other, 1)):
+        model.add_modules(2, init="random", seed=seed)
+    assert torch.equal(first.nac.generator.added_codes, again.nac.generator.added_codes)
+    assert not torch.equal(first.nac.generator.added_codes, other.nac.generator.added_codes)
+    model = trained_like()
+    with pytest.raises(ValueError, match="choose 'mirror' or 'random'"):
+        model.add_modules(2, init="zeros")
+    with pytest.raises(ValueError, match="positive number"):
+        model.add_modules(0)
+    assert model.config.num_processor_modules == 8 and not hasattr(model.nac.generator, "added_codes")
+
+
+def test_frozen_old_parameters_stay_bit_for_bit_under_adamw_weight_decay(tmp_path):
+    model = trained_like().train()
+    model.add_modules(2, freeze_existing=True)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"nac.generator.added_codes", "nac.generator.added_signatures"}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    inputs = example_inputs(model.config, batch_size=16)
+    examples = Dataset.from_dict(
+        {"pixel_values": inputs["pixel_values"].tolist(), "labels": [0, 1, 2, 0] * 4}
+    ).with_format("torch")
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=1e-2, weight_decay=0.1,
+        report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=True,
+    )
+    Trainer(model=model, args=args, train_dataset=examples).train()
+    moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert moved == trainable
+
+
+def test_an_extended_nac_saves_loads_and_drops_modules(tmp_path):
+    model = trained_like()
+    model.add_modules(2, init="random")
+    inputs = example_inputs(model.config)
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    model.save_pretrained(tmp_path)
+    loaded = NACForClassification.from_pretrained(tmp_path).eval()
+    assert loaded.config.num_added_modules == 2 and loaded.config.num_processor_modules == 10
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, expected, atol=1e-6, rtol=0)
+
+    processor = NACImageProcessor(size={"height": 16, "width": 16})
+    processor.save_pretrained(tmp_path)
+    remote = run_load_script(tmp_path, "image", "remote", cwd=tmp_path)  # a machine with torch + transformers only
+    with torch.no_grad():
+        local = loaded(**load_script_inputs("image", processor)).logits
+    torch.testing.assert_close(torch.tensor(remote["logits"]), local, atol=1e-5, rtol=0)
+
+    kept = drop_modules(loaded, keep_processor=[0, 1, 8, 9])  # two old and the two added modules
+    assert kept["processor"] == [0, 1, 8, 9] and loaded.config.num_added_modules == 0
+    assert loaded.nac.generator.codes.shape[0] == 4 + 4 + 1 and not hasattr(loaded.nac.generator, "added_codes")
+    with torch.no_grad():
+        assert torch.isfinite(loaded(**inputs).logits).all()
