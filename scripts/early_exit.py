@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, HfArgumentParser
+from transformers import HfArgumentParser
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf.data import DataArguments
-from nac_hf.evaluation import load_evaluation_set, median_seconds, median_time
+from nac_hf.evaluation import load_for_evaluation, median_seconds, median_time
 
 
 @torch.no_grad()
@@ -90,11 +90,7 @@ def main() -> int:
     args, rest = parser.parse_known_args()
     (data_args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(rest)
     torch.manual_seed(0)
-    evaluation = load_evaluation_set(args.checkpoint, data_args, args.batch_size)
-    text = "input_ids" in evaluation.batches[0]
-    model = (AutoModelForSequenceClassification if text else AutoModelForImageClassification).from_pretrained(
-        args.checkpoint
-    ).eval()
+    model, evaluation = load_for_evaluation(args.checkpoint, data_args, args.batch_size)
     model.config.exit_threshold = None
     if args.min_exit_layer is not None:
         model.config.min_exit_layer = args.min_exit_layer

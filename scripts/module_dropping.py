@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification, HfArgumentParser
+from transformers import HfArgumentParser
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf.data import DataArguments
-from nac_hf.evaluation import load_evaluation_set, median_seconds, predict
+from nac_hf.evaluation import load_for_evaluation, median_seconds, predict
 from nac_hf.module_dropping import ORDERS, drop_modules
 from nac_hf.speed import flops_per_example
 
@@ -83,11 +83,7 @@ def main() -> int:
     args, rest = parser.parse_known_args()
     (data_args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(rest)
     torch.manual_seed(0)
-    evaluation = load_evaluation_set(args.checkpoint, data_args, args.batch_size)
-    text = "input_ids" in evaluation.batches[0]
-    full = (AutoModelForSequenceClassification if text else AutoModelForImageClassification).from_pretrained(
-        args.checkpoint
-    ).eval()
+    full, evaluation = load_for_evaluation(args.checkpoint, data_args, args.batch_size)
     baseline = {**measure(full, evaluation, args.repeats), "input_modules": full.config.num_input_modules,
                 "processor_modules": full.config.num_processor_modules}
     rows = []

@@ -3,12 +3,10 @@ for bit as it was, and an extended NAC saves, loads (also without nac_hf) and dr
 
 import pytest
 import torch
-from datasets import Dataset
-from transformers import Trainer, TrainingArguments
 
 from nac_hf import NACForClassification, NACImageProcessor
 from nac_hf.module_dropping import drop_modules
-from nac_test_utils import example_inputs, load_script_inputs, run_load_script, tiny
+from nac_test_utils import example_inputs, load_script_inputs, parameters_moved_by_training, run_load_script, tiny
 
 
 def trained_like() -> NACForClassification:
@@ -69,18 +67,8 @@ def test_frozen_old_parameters_stay_bit_for_bit_under_adamw_weight_decay(tmp_pat
     model.add_modules(2, freeze_existing=True)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"nac.generator.added_codes", "nac.generator.added_signatures"}
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    inputs = example_inputs(model.config, batch_size=16)
-    examples = Dataset.from_dict(
-        {"pixel_values": inputs["pixel_values"].tolist(), "labels": [0, 1, 2, 0] * 4}
-    ).with_format("torch")
-    args = TrainingArguments(
-        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=1e-2, weight_decay=0.1,
-        report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=True,
-    )
-    Trainer(model=model, args=args, train_dataset=examples).train()
-    moved = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
-    assert moved == trainable
+    pixel_values = example_inputs(model.config, batch_size=16)["pixel_values"]
+    assert parameters_moved_by_training(model, pixel_values, tmp_path) == trainable
 
 
 def test_an_extended_nac_saves_loads_and_drops_modules(tmp_path):

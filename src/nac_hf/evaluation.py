@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
 from .data import DataArguments, load_classification_data
 from .training import ModelArguments, build_processor, prepare_datasets
@@ -43,6 +43,15 @@ def load_evaluation_set(
     return EvaluationSet(batches=batches, labels=torch.cat(labels), source=data.source)
 
 
+def load_for_evaluation(checkpoint: str, data_args: DataArguments, batch_size: int = 256):
+    """A saved classifier in evaluation mode (an image or a text classifier, by the data) and its evaluation set, as
+    `load_evaluation_set` prepares it."""
+    evaluation = load_evaluation_set(checkpoint, data_args, batch_size)
+    text = "input_ids" in evaluation.batches[0]
+    auto = AutoModelForSequenceClassification if text else AutoModelForImageClassification
+    return auto.from_pretrained(checkpoint).eval(), evaluation
+
+
 @torch.no_grad()
 def predict(model, evaluation: EvaluationSet) -> torch.Tensor:
     """Logits of `model` (in evaluation mode) over the whole evaluation set."""
@@ -74,4 +83,6 @@ def take(batch: dict, size: int) -> dict:
     return {name: value[:size] for name, value in batch.items()}
 
 
-__all__ = ["EvaluationSet", "load_evaluation_set", "median_seconds", "median_time", "predict", "take"]
+__all__ = [
+    "EvaluationSet", "load_evaluation_set", "load_for_evaluation", "median_seconds", "median_time", "predict", "take"
+]
