@@ -6,11 +6,13 @@
 Evaluates the checkpoint on its evaluation data (the held-out digits when no data is named, as for the main job)
 as it is (`config.exit_threshold=None`: one read-out after the last layer), then with `config.exit_threshold` at each
 threshold: an example stops after the first layer whose read-out's top softmax probability exceeds it. Each row:
-top-1 accuracy on the whole evaluation set, the mean number of propagator layers the examples ran, and the
+top-1 accuracy on the whole evaluation set, the mean number of propagator layers the examples ran, the largest change
+of a logit against the full model (`max_logit_difference`), and the
 throughput (examples per second, median of `--repeats` after a warm-up, in this process) on one evaluation batch of
 `--batch_size` and, one example at a time, on its first `--single_examples` examples. Writes DIR/early_exit.json
 ({"baseline": {...}, "rows": [...]}) and, with matplotlib, DIR/early_exit.png (accuracy against mean layers and
-against measured speed-up).
+against measured speed-up). The baseline also gives the share of the read-out's attention on the input modules
+(`read_out_attention_on_inputs`): near 1, the propagator layers barely reach the prediction.
 """
 
 import argparse
@@ -43,12 +45,22 @@ def measure(model, evaluation, single_examples: int, repeats: int) -> dict:
         for example in singles:
             model(**example)
 
+    logits = torch.cat(logits)
     return {
-        "accuracy": (torch.cat(logits).argmax(-1) == evaluation.labels).float().mean().item(),
+        "logits": logits,
+        "accuracy": (logits.argmax(-1) == evaluation.labels).float().mean().item(),
         "mean_layers": torch.cat(layers).float().mean().item(),
         "throughput": size / median_seconds(model, batch, repeats=repeats),
         "throughput_batch_1": len(singles) / median_time(one_at_a_time, repeats),
     }
+
+
+@torch.no_grad()
+def read_out_attention_on_inputs(model, evaluation) -> float:
+    """The share of the read-out's attention that falls on the input modules (rather than the processors), the mean
+    over the first evaluation batch, heads and output modules."""
+    weights = model.nac(**evaluation.batches[0], output_attentions=True).attentions[-1]  # (B, H, O, I + P)
+    return weights[..., : model.config.num_input_modules].sum(-1).mean().item()
 
 
 def plot(baseline: dict, rows: list[dict], path: Path) -> bool:
@@ -95,7 +107,9 @@ def main() -> int:
     if args.min_exit_layer is not None:
         model.config.min_exit_layer = args.min_exit_layer
     baseline = {**measure(model, evaluation, args.single_examples, args.repeats),
-                "layers": model.config.num_hidden_layers}
+                "layers": model.config.num_hidden_layers,
+                "read_out_attention_on_inputs": read_out_attention_on_inputs(model, evaluation)}
+    full_logits = baseline.pop("logits")
     print(f"full model: top-1 {100 * baseline['accuracy']:.2f} %, {baseline['layers']} layers, "
           f"{baseline['throughput']:.0f} examples/s (batch {args.batch_size}), "
           f"{baseline['throughput_batch_1']:.0f} examples/s (batch 1)", flush=True)
@@ -103,6 +117,7 @@ def main() -> int:
     for threshold in (float(t) for t in args.thresholds.split(",")):
         model.config.exit_threshold = threshold
         row = {"threshold": threshold, **measure(model, evaluation, args.single_examples, args.repeats)}
+        row["max_logit_difference"] = (row.pop("logits") - full_logits).abs().max().item()  # against the full model
         row["speedup"] = row["throughput"] / baseline["throughput"]
         row["speedup_batch_1"] = row["throughput_batch_1"] / baseline["throughput_batch_1"]
         rows.append(row)

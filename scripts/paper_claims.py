@@ -52,9 +52,7 @@ MODES = {"nac": "full,head,codes,extend", "vit": "full,head"}
 class ClaimsArguments:
     output_dir: str = field(default="outputs/paper-claims", metadata={"help": "Where models and results go."})
     seeds: int = field(default=5, metadata={"help": "Adaptation seeds, and training seeds of the OOD models."})
-    shots: str = field(
-        default="1,5,10", metadata={"help": "Examples per new label, comma-separated (of 1, 2, 5, 10, 20)."}
-    )
+    shots: str = field(default="1,5,10", metadata={"help": "Examples per new label, comma-separated."})
     pretrain_epochs: float = field(default=40, metadata={"help": "Epochs of pre-training on digits 0-4."})
     train_epochs: float = field(default=60, metadata={"help": "Epochs of training on all digits (OOD models)."})
     font_variants: int = field(default=4, metadata={"help": "Drawings of each digit in each font."})

@@ -128,7 +128,8 @@ def test_the_script_reports_accuracy_depth_and_speed_at_every_threshold(tmp_path
     assert results["examples"] == 40 and results["baseline"]["layers"] == 3
     never, always = results["rows"]
     assert never["threshold"] == 1.0 and never["mean_layers"] == 3
-    assert never["accuracy"] == results["baseline"]["accuracy"]
+    assert never["accuracy"] == results["baseline"]["accuracy"] and never["max_logit_difference"] == 0.0
+    assert always["max_logit_difference"] > 0 and 0.0 <= results["baseline"]["read_out_attention_on_inputs"] <= 1.0
     assert always["threshold"] == 0.0 and always["mean_layers"] == 1  # everyone leaves after the first layer
     for row in results["rows"]:
         assert 0.0 <= row["accuracy"] <= 1.0 and row["throughput"] > 0 and row["throughput_batch_1"] > 0

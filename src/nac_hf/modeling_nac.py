@@ -447,9 +447,8 @@ class CircuitGenerator(nn.Module):
         super().__init__()
         self.config = config
         total = config.num_input_modules + config.num_processor_modules + config.num_output_modules
-        added = config.num_added_modules
-        zeros = torch.zeros
-        self.set_modules(zeros(total, config.code_dim), zeros(total, config.signature_dim), added)  # (U, C), (U, S)
+        codes, signatures = torch.zeros(total, config.code_dim), torch.zeros(total, config.signature_dim)
+        self.set_modules(codes, signatures, config.num_added_modules)
         self.seeder = Seeder(config)
         if config.conditioning_dim:
             eps = config.layer_norm_eps
@@ -1299,9 +1298,8 @@ class NACModel(NACPreTrainedModel):
         """The read-out: the output modules hear the input and processor modules as they are now, `(B, O, D)`.
         After the last propagator layer this is the model's read-out; after an earlier one, an early exit."""
         config = self.config
-        _, _, codes_out = self.by_module_kind(state.codes, dim=-2)
         outputs, weights = self.read_out(
-            state.outputs, state.senders(), codes_out, self.sender_codes(state),
+            state.outputs, state.senders(), self.output_codes(state), self.sender_codes(state),
             *self.receiving(state.kernels, state.heard, config.num_hidden_layers), self.drop_rates[-1],
             record is not None and record.attentions,
         )

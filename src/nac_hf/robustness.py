@@ -112,12 +112,16 @@ def font_digits(variants: int = 4, seed: int = 0) -> Dataset:
     return Dataset.from_dict({"image": images, "label": labels, "font": fonts}, features=features)
 
 
-def corrupt(levels: np.ndarray, corruption: str, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """One 8×8 image of grey levels 0 … 16 under `corruption` at `severity` (1 … 5), back at the 17 levels."""
+def check_corruption(corruption: str, severity: int) -> None:
     if corruption not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {corruption!r}; choose one of {sorted(CORRUPTIONS)}")
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+
+
+def corrupt(levels: np.ndarray, corruption: str, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """One 8×8 image of grey levels 0 … 16 under `corruption` at `severity` (1 … 5), back at the 17 levels."""
+    check_corruption(corruption, severity)
     amount = CORRUPTIONS[corruption][severity - 1]
     x = levels.astype(np.float64)
     if corruption == "gaussian_noise":
@@ -143,8 +147,8 @@ def corrupt(levels: np.ndarray, corruption: str, severity: int, rng: np.random.G
 
 def corrupt_digits(dataset: Dataset, corruption: str, severity: int, seed: int = 0) -> Dataset:
     """`dataset` (images and labels of the digits' form) with every image under `corruption` at `severity`."""
-    rng = np.random.default_rng([seed, list(CORRUPTIONS).index(corruption) if corruption in CORRUPTIONS else 0,
-                                 severity if severity in SEVERITIES else 0])
+    check_corruption(corruption, severity)
+    rng = np.random.default_rng([seed, list(CORRUPTIONS).index(corruption), severity])
     images = [
         as_image(corrupt(np.asarray(image, dtype=np.float64) * (LEVELS / 255.0), corruption, severity, rng))
         for image in dataset["image"]
