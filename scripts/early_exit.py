@@ -59,8 +59,8 @@ def measure(model, evaluation, single_examples: int, repeats: int) -> dict:
 def read_out_attention_on_inputs(model, evaluation) -> float:
     """The share of the read-out's attention that falls on the input modules (rather than the processors), the mean
     over the first evaluation batch, heads and output modules."""
-    weights = model.nac(**evaluation.batches[0], output_attentions=True).attentions[-1]  # (B, H, O, I + P)
-    return weights[..., : model.config.num_input_modules].sum(-1).mean().item()
+    weights = model.nac(**evaluation.batches[0], output_attentions=True).attentions[-1]  # (B, H, O, S)
+    return weights[..., : model.nac.input_senders].sum(-1).mean().item()  # 0 where the input modules send to no one
 
 
 def plot(baseline: dict, rows: list[dict], path: Path) -> bool:

@@ -5,9 +5,11 @@
 
 Evaluates the checkpoint on its evaluation data (the held-out digits when no data is named, as for the main job) as
 it is, then with processor modules dropped to each `--keep` fraction and input modules to each `--keep_input`
-fraction, by each order of `nac_hf.module_dropping.ORDERS` (`random` once per seed). Each row: top-1 accuracy on the
-whole evaluation set, GFLOPs per example (`FlopCounterMode`) and throughput (examples per second of the model's
-forward on one evaluation batch, median of `--repeats` after a warm-up, in this process). Writes
+fraction, by each order of `nac_hf.module_dropping.ORDERS` (`random` once per seed); for a model whose processors
+read the input themselves (`processors_read_in`), each processor's input module goes with it and `--keep_input` is
+not used. Each row: top-1 accuracy on the whole evaluation set, GFLOPs per example (`FlopCounterMode`) and
+throughput (examples per second of the model's forward on one evaluation batch, median of `--repeats` after a
+warm-up, in this process). Writes
 DIR/module_dropping.json ({"baseline": {...}, "rows": [...]}) and, with matplotlib, DIR/module_dropping.png (accuracy
 against measured speed-up, one line per order at the full set of input modules).
 """
@@ -40,7 +42,7 @@ def measure(model, evaluation, repeats: int) -> dict:
     }
 
 
-def plot(baseline: dict, rows: list[dict], path: Path) -> bool:
+def plot(baseline: dict, rows: list[dict], path: Path, tied: bool = False) -> bool:
     try:
         import matplotlib
 
@@ -52,7 +54,7 @@ def plot(baseline: dict, rows: list[dict], path: Path) -> bool:
     for order in ORDERS:
         points = {}
         for row in rows:
-            if row["order"] == order and row["keep_input"] == 1.0:
+            if row["order"] == order and (tied or row["keep_input"] == 1.0):
                 points.setdefault(row["keep_processor"], []).append(row)
         if not points:
             continue
@@ -86,15 +88,18 @@ def main() -> int:
     full, evaluation = load_for_evaluation(args.checkpoint, data_args, args.batch_size)
     baseline = {**measure(full, evaluation, args.repeats), "input_modules": full.config.num_input_modules,
                 "processor_modules": full.config.num_processor_modules}
+    # With processors_read_in each processor reads the input through its own input module: they go together.
+    tied = full.config.processors_read_in
     rows = []
     for order in ORDERS:
         for seed in ([int(s) for s in args.random_seeds.split(",")] if order == "random" else [0]):
-            for keep_input in (float(k) for k in args.keep_input.split(",")):
+            for keep_input in [None] if tied else (float(k) for k in args.keep_input.split(",")):
                 for keep_processor in (float(k) for k in args.keep.split(",")):
                     model = copy.deepcopy(full)
                     kept = drop_modules(model, keep_processor=keep_processor, keep_input=keep_input, order=order,
                                         seed=seed)
-                    row = {"order": order, "seed": seed, "keep_input": keep_input, "keep_processor": keep_processor,
+                    row = {"order": order, "seed": seed, "keep_input": keep_processor if tied else keep_input,
+                           "keep_processor": keep_processor,
                            "input_modules": len(kept["input"]), "processor_modules": len(kept["processor"]),
                            **measure(model, evaluation, args.repeats)}
                     row["speedup"] = row["throughput"] / baseline["throughput"]
@@ -105,10 +110,10 @@ def main() -> int:
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     results = {"checkpoint": args.checkpoint, "data": evaluation.source, "examples": len(evaluation.labels),
-               "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(), "baseline": baseline,
-               "rows": rows}
+               "batch_size": args.batch_size, "torch_threads": torch.get_num_threads(),
+               "inputs_follow_processors": tied, "baseline": baseline, "rows": rows}
     (output / "module_dropping.json").write_text(json.dumps(results, indent=2) + "\n")
-    drew = plot(baseline, rows, output / "module_dropping.png")
+    drew = plot(baseline, rows, output / "module_dropping.png", tied)
     print(f"full model: top-1 {100 * baseline['accuracy']:.2f} %, {baseline['gflops']:.3f} GFLOP, "
           f"{baseline['throughput']:.0f} examples/s; wrote {output / 'module_dropping.json'}"
           + (" and module_dropping.png" if drew else ""))

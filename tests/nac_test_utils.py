@@ -67,10 +67,11 @@ def tiny(**overrides) -> NACConfig:
 TINY = "image_size=8,patch_size=2,num_channels=1,graph_fit_steps=50"
 
 
-# One model of every kind a NAC can be: the four tokenizer types, and the conditional circuit generator with
-# several output modules (confidence pooling), as overrides of a preset.
+# One model of every kind a NAC can be: the four tokenizer types, the conditional circuit generator with several
+# output modules (confidence pooling), and processors that read the input themselves, as overrides of a preset.
 MODEL_KINDS = {
     "patch-conditional-pooled": dict(conditioning_dim=24, conditional_signatures=True, num_output_modules=2),
+    "processors-read-in": dict(processors_read_in=True, num_input_modules=8, num_processor_modules=8),
     "conv": dict(tokenizer_type="conv"),
     "byte": dict(tokenizer_type="byte"),
     "point": dict(tokenizer_type="point"),

@@ -14,8 +14,12 @@ from nac_test_utils import example_inputs, load_script_inputs, run_load_script, 
 def trained_like(**overrides) -> NACForClassification:
     """A tiny classifier whose kernel lets most pairs talk, with varied signatures (as training leaves them)."""
     torch.manual_seed(0)
-    config = tiny(num_input_modules=6, num_processor_modules=10, graph_prior="none", kernel_truncation=1.0, **overrides)
-    return NACForClassification(config).eval()
+    fields = dict(num_input_modules=6, num_processor_modules=10, graph_prior="none", kernel_truncation=1.0)
+    return NACForClassification(tiny(**{**fields, **overrides})).eval()
+
+
+# Processors that read the input themselves, each through its own input module.
+READ_IN = dict(processors_read_in=True, num_input_modules=10)
 
 
 def masked_logits(model, inputs, inputs_kept, processors_kept, monkeypatch) -> torch.Tensor:
@@ -25,6 +29,7 @@ def masked_logits(model, inputs, inputs_kept, processors_kept, monkeypatch) -> t
     senders = torch.zeros(config.num_input_modules + config.num_processor_modules, dtype=torch.bool)
     senders[inputs_kept] = True
     senders[config.num_input_modules + torch.as_tensor(processors_kept)] = True
+    senders = senders[config.num_input_modules - model.nac.input_senders :]  # the columns of the circuit
     circuit = modeling.NACModel.circuit
 
     def cut(self, signatures=None):
@@ -61,6 +66,24 @@ def test_dropping_equals_cutting_the_modules_out_of_the_circuit(order, monkeypat
         dropped = model(**inputs).logits
     expected = masked_logits(original, inputs, kept["input"], kept["processor"], monkeypatch)
     assert (dropped - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("order", ["random", "kernel_mass"])
+def test_a_processor_that_reads_the_input_goes_with_its_input_module(order, monkeypatch):
+    model, original = trained_like(**READ_IN), trained_like(**READ_IN)
+    inputs = example_inputs(model.config)
+    kept = drop_modules(model, keep_processor=4, order=order, seed=1)
+    assert kept["input"] == kept["processor"] and len(kept["processor"]) == 4
+    assert (model.config.num_input_modules, model.config.num_processor_modules) == (4, 4)
+    with torch.no_grad():
+        dropped = model(**inputs).logits
+    expected = masked_logits(original, inputs, kept["input"], kept["processor"], monkeypatch)
+    assert (dropped - expected).abs().max().item() <= 1e-5
+    # The input modules follow the processors; asking for others is refused, and nothing is dropped.
+    with pytest.raises(ValueError, match="pass keep_processor only"):
+        drop_modules(original, keep_processor=[0, 1], keep_input=[0, 2])
+    assert original.config.num_processor_modules == 10
+    assert drop_modules(original, keep_processor=[0, 1], keep_input=[1, 0]) == {"input": [0, 1], "processor": [0, 1]}
 
 
 def test_a_dropped_nac_saves_loads_and_is_smaller(tmp_path):

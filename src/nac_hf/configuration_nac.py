@@ -162,6 +162,13 @@ class NACConfig(PreTrainedConfig):
         read_out_from_inputs (`bool`, defaults to `True`): let the output modules hear the input modules as well as
             the processors, as in the reference implementation. Off, they hear the processors alone, so everything the
             model predicts passes through its propagator layers.
+        processors_read_in (`bool`, defaults to `False`): the processor modules read the input themselves. Processor
+            p starts from what input module p read (so `num_input_modules` must equal `num_processor_modules`), and
+            the input modules send to no one: processors hear processors, the output modules hear the processors.
+            This is the reference implementation's `use_input_states_as_mediator_states` without input-processor or
+            input-output communication, the setting of the paper's ImageNet models. Everything the model predicts
+            passes through its propagator layers, and a dropped processor takes its read-in with it
+            (`nac_hf.module_dropping`).
         kernel_bandwidth_init (`float`, defaults to 1.0): initial τ of the learnable bandwidth.
         share_kernel (`bool`, defaults to `False`): one bandwidth for all propagator layers instead of one per layer.
         stochastic_kernel (`bool`, defaults to `True`): in training, draw the kernel per example from a relaxed
@@ -265,6 +272,7 @@ class NACConfig(PreTrainedConfig):
     kernel_truncation: float | int = cosine_distance(default=0.9)
     truncate_read_out: bool = False
     read_out_from_inputs: bool = True
+    processors_read_in: bool = False
     kernel_bandwidth_init: float | int = positive(default=1.0)
     share_kernel: bool = False
     stochastic_kernel: bool = True
@@ -378,6 +386,19 @@ class NACConfig(PreTrainedConfig):
             raise ValueError(
                 f"NACConfig.num_added_modules ({self.num_added_modules}) counts processors added to a trained model "
                 f"and must be smaller than num_processor_modules ({self.num_processor_modules})"
+            )
+
+    def validate_processors_read_in(self):
+        if self.processors_read_in and self.num_input_modules != self.num_processor_modules:
+            raise ValueError(
+                f"NACConfig.processors_read_in=True starts processor p from what input module p read, so "
+                f"num_input_modules ({self.num_input_modules}) must equal num_processor_modules "
+                f"({self.num_processor_modules})"
+            )
+        if self.processors_read_in and self.num_added_modules:
+            raise ValueError(
+                "NACConfig.processors_read_in=True has no input modules for added processors to read the input "
+                f"through (num_added_modules={self.num_added_modules}); set num_added_modules=0"
             )
 
     def validate_exits(self):

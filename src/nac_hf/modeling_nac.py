@@ -873,7 +873,8 @@ class ReadIn(nn.Module):
 class Propagator(GradientCheckpointingLayer):
     """One round of message passing: receivers attend to senders through SKMDPA, then a ModFFN (both pre-LN, with
     LayerScale and drop-path). Used for the propagator layers (processor receivers) and the read-out (output
-    receivers); senders are always the input and processor modules."""
+    receivers); the senders are the input and processor modules, or the processors alone
+    (`config.processors_read_in`)."""
 
     def __init__(self, config: NACConfig):
         super().__init__()
@@ -1059,8 +1060,10 @@ class Recorder:
 @dataclass
 class CircuitState:
     """A forward pass between two steps: the states of the input, processor and output modules `(B, ·, D)`, the
-    codes `([B,] U, C)`, the kernels `(K, [B,] P + O, I + P)` and which pairs are heard `([B,] P + O, I + P)`. The
-    codes, kernels and heard pairs have a batch axis only where they are per example."""
+    codes `([B,] U, C)`, the kernels `(K, [B,] P + O, S)` and which pairs are heard `([B,] P + O, S)`, over the S
+    senders: the input then processor modules, or the processors alone when the input modules send to no one
+    (`input_senders=False`, `config.processors_read_in`). The codes, kernels and heard pairs have a batch axis only
+    where they are per example."""
 
     inputs: torch.Tensor
     processors: torch.Tensor
@@ -1068,10 +1071,11 @@ class CircuitState:
     codes: torch.Tensor
     kernels: torch.Tensor
     heard: torch.Tensor
+    input_senders: bool = True
 
     def senders(self) -> torch.Tensor:
-        """The states every receiver may hear: input then processor modules, `(B, I + P, D)`."""
-        return torch.cat([self.inputs, self.processors], dim=1)
+        """The states every receiver may hear, `(B, S, D)`: input then processor modules, or the processors alone."""
+        return torch.cat([self.inputs, self.processors], dim=1) if self.input_senders else self.processors
 
     def all_states(self) -> torch.Tensor:
         """The states of all modules, `(B, U, D)`."""
@@ -1092,6 +1096,7 @@ class CircuitState:
             codes=pick(self.codes, 0, self.codes.dim() == 3),
             kernels=pick(self.kernels, 1, self.kernels.dim() == 4),
             heard=pick(self.heard, 0, self.heard.dim() == 3),
+            input_senders=self.input_senders,
         )
 
 
@@ -1142,6 +1147,11 @@ class NACModel(NACPreTrainedModel):
         among the processors. To train only them, `NACForClassification.add_modules(..., freeze_existing=True)`."""
         if init not in ("mirror", "random"):
             raise ValueError(f"unknown initialisation {init!r} of added modules; choose 'mirror' or 'random'")
+        if self.config.processors_read_in:
+            raise ValueError(
+                "add_modules needs processors that hear the input modules, but with config.processors_read_in=True "
+                "each processor reads the input through an input module of its own, which an added one would lack"
+            )
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"add_modules adds a positive number of modules, got {count!r}")
         config, generator = self.config, self.generator
@@ -1192,14 +1202,21 @@ class NACModel(NACPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         setattr(self.input_tokenizer, self.input_tokenizer.embedding_name, value)
 
+    @property
+    def input_senders(self) -> int:
+        """How many senders are input modules: `num_input_modules`, or 0 with `config.processors_read_in`, where the
+        input modules send to no one. The senders are these input modules, then the processors."""
+        return 0 if self.config.processors_read_in else self.config.num_input_modules
+
     def circuit(self, signatures: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Untruncated kernels `(num_kernels, [B,] P + O, I + P)` and where modules talk `([B,] P + O, I + P)`:
-        receivers are the processor then output modules, senders the input then processor modules. The batch axis
-        is there only for per-example signatures (`config.conditional_signatures`)."""
+        """Untruncated kernels `(num_kernels, [B,] P + O, S)` and where modules talk `([B,] P + O, S)`: receivers
+        are the processor then output modules, senders the input then processor modules (S = I + P), or the
+        processors alone with `config.processors_read_in` (S = P). The batch axis is there only for per-example
+        signatures (`config.conditional_signatures`)."""
         config = self.config
         signatures = self.generator.all_signatures() if signatures is None else signatures
         num_in = config.num_input_modules
-        senders = signatures[..., : num_in + config.num_processor_modules, :]
+        senders = signatures[..., num_in - self.input_senders : num_in + config.num_processor_modules, :]
         # In float32 also under bf16/fp16 autocast: kernel values near 1 and their logits are not representable.
         with torch.autocast(signatures.device.type, enabled=False):
             distance = module_distance(signatures[..., num_in:, :].float(), senders.float())
@@ -1210,15 +1227,24 @@ class NACModel(NACPreTrainedModel):
             talks[..., config.num_processor_modules :, :] = True
         if not config.read_out_from_inputs:  # the output modules hear the processors alone
             talks = talks.clone()
-            talks[..., config.num_processor_modules :, :num_in] = False
+            talks[..., config.num_processor_modules :, : self.input_senders] = False
+        return kernels, talks
+
+    def circuit_of_all_senders(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`circuit()` with a column for every input and processor module, `(K, [B,] P + O, I + P)`: the input
+        modules' columns are 0 and False where they send to no one (`config.processors_read_in`)."""
+        kernels, talks = self.circuit()
+        missing = self.config.num_input_modules - self.input_senders
+        if missing:
+            kernels = torch.cat([kernels.new_zeros(kernels.shape[:-1] + (missing,)), kernels], dim=-1)
+            talks = torch.cat([talks.new_zeros(talks.shape[:-1] + (missing,)), talks], dim=-1)
         return kernels, talks
 
     def graph_regularizer(self, connectivity: torch.Tensor) -> torch.Tensor | None:
         """Distance of the processors' learned links to the configured graphon (None without a regulariser)."""
         if self.graph_target is None:
             return None
-        num_in, num_proc = self.config.num_input_modules, self.config.num_processor_modules
-        links = connectivity[..., :num_proc, num_in:]  # (K, [B,] P, P) among processors
+        links = connectivity[..., : self.config.num_processor_modules, self.input_senders :]  # (K, [B,] P, P)
         links = links.mean(1) if links.dim() == 4 else links
         # One node matching for all layers (the signatures, hence the graph, are shared; only bandwidths differ).
         perm = match_nodes(links.detach().mean(0), self.graph_target)
@@ -1226,7 +1252,7 @@ class NACModel(NACPreTrainedModel):
         return torch.stack([graphon_distance(k, self.graph_target, distance, perm=perm) for k in links]).mean()
 
     def connectivity(self, signatures: torch.Tensor | None = None) -> torch.Tensor:
-        """The truncated kernels `(num_kernels, [B,] P + O, I + P)`: 0 where modules never talk."""
+        """The truncated kernels `(num_kernels, [B,] P + O, S)`: 0 where modules never talk."""
         return truncate(*self.circuit(signatures))
 
     def forward(
@@ -1264,8 +1290,9 @@ class NACModel(NACPreTrainedModel):
         conditioning_mask: torch.Tensor | None,
         record: Recorder,
     ) -> tuple[CircuitState, torch.Tensor]:
-        """Tokenize the main input, generate the circuit, seed the states and let the input modules read: the state
-        before the first propagator layer, and the connectivity (the truncated kernels) the pass uses."""
+        """Tokenize the main input, generate the circuit, seed the states and let the input modules read (and, with
+        `config.processors_read_in`, start the processors from what they read): the state before the first
+        propagator layer, and the connectivity (the truncated kernels) the pass uses."""
         config = self.config
         tokens, token_mask = self.tokenize(main, mask)  # (B, V, T), (B, V) or None
         batch = tokens.shape[0]
@@ -1275,14 +1302,16 @@ class NACModel(NACPreTrainedModel):
         inputs, processors, outputs = self.by_module_kind(states, dim=1)
         codes_in = codes[..., : config.num_input_modules, :]
         inputs, weights = self.read_in(inputs, codes_in, tokens, token_mask, self.drop_rates[0], record.attentions)
-        kernels, talks = self.circuit(signatures)  # (K, [B,] P + O, I + P), ([B,] P + O, I + P)
-        heard = self.drop_senders(talks, batch)  # with module dropout in training: ([B,] P + O, I + P)
-        state = CircuitState(inputs, processors, outputs, codes, kernels, heard)
+        if config.processors_read_in:  # processor p starts from what input module p read
+            processors = inputs
+        kernels, talks = self.circuit(signatures)  # (K, [B,] P + O, S), ([B,] P + O, S)
+        heard = self.drop_senders(talks, batch)  # with module dropout in training: ([B,] P + O, S)
+        state = CircuitState(inputs, processors, outputs, codes, kernels, heard, self.input_senders > 0)
         record(state, weights)
         return state, truncate(kernels, talks)
 
     def propagate(self, state: CircuitState, layer: int, record: Recorder | None = None) -> None:
-        """Propagator layer `layer`: the processor modules hear the input and processor modules (in place)."""
+        """Propagator layer `layer`: the processor modules hear the senders (in place)."""
         config = self.config
         propagator = self.propagators[0 if config.share_propagator_weights else layer]
         _, codes_proc, _ = self.by_module_kind(state.codes, dim=-2)
@@ -1295,7 +1324,7 @@ class NACModel(NACPreTrainedModel):
             record(state, weights)
 
     def read_out_states(self, state: CircuitState, record: Recorder | None = None) -> torch.Tensor:
-        """The read-out: the output modules hear the input and processor modules as they are now, `(B, O, D)`.
+        """The read-out: the output modules hear the senders as they are now, `(B, O, D)`.
         After the last propagator layer this is the model's read-out; after an earlier one, an early exit."""
         config = self.config
         outputs, weights = self.read_out(
@@ -1324,8 +1353,9 @@ class NACModel(NACPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def sender_codes(self, state: CircuitState) -> torch.Tensor:
-        """The codes of the input and processor modules, `([B,] I + P, C)`."""
-        return state.codes[..., : self.config.num_input_modules + self.config.num_processor_modules, :]
+        """The codes of the senders, `([B,] S, C)`."""
+        end = self.config.num_input_modules + self.config.num_processor_modules
+        return state.codes[..., self.config.num_input_modules - self.input_senders : end, :]
 
     def output_codes(self, state: CircuitState) -> torch.Tensor:
         """The codes of the output modules, `([B,] O, C)`."""
@@ -1339,7 +1369,7 @@ class NACModel(NACPreTrainedModel):
 
     def receiving(self, kernels: torch.Tensor, talks: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The kernel and talking pairs of propagator layer `layer` (processor receivers) or, for `layer` = L, of the
-        read-out (output receivers): `([B,] R, I + P)`."""
+        read-out (output receivers): `([B,] R, S)`."""
         config = self.config
         kernel = kernels[0 if config.share_kernel else layer]
         rows = slice(None, config.num_processor_modules)
@@ -1353,13 +1383,12 @@ class NACModel(NACPreTrainedModel):
         kernel keeps its straight-through gradient, so every parameter still gets one. `talks` otherwise."""
         if not (self.training and self.config.module_dropout > 0):
             return talks
-        return talks & self.kept_senders(batch_size, talks.device)[:, None, :]  # (B, P + O, I + P)
+        return talks & self.kept_senders(batch_size, talks.device)[:, None, :]  # (B, P + O, S)
 
     def kept_senders(self, batch_size: int, device) -> torch.Tensor:
-        """Which senders module dropout keeps, per example: `(B, I + P)`, the input modules always."""
-        num_in, num_proc = self.config.num_input_modules, self.config.num_processor_modules
-        kept = torch.rand(batch_size, num_proc, device=device) >= self.config.module_dropout
-        return torch.cat([torch.ones(batch_size, num_in, dtype=torch.bool, device=device), kept], dim=1)
+        """Which senders module dropout keeps, per example: `(B, S)`, the input modules always."""
+        kept = torch.rand(batch_size, self.config.num_processor_modules, device=device) >= self.config.module_dropout
+        return torch.cat([torch.ones(batch_size, self.input_senders, dtype=torch.bool, device=device), kept], dim=1)
 
     def main_input(self, inputs: torch.Tensor | None, **named: torch.Tensor | None) -> torch.Tensor | None:
         """The main input (`config.main_input_name`), given by keyword or positionally as transformers models take

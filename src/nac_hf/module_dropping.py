@@ -9,6 +9,8 @@ Which modules stay is decided by an order over the learned circuit (evaluation-m
 - `out_degree`: the modules that the most receivers hear;
 - `in_degree`: for processors, the modules that hear the most senders (input modules hear none: by out-degree);
 - `kernel_mass`: the modules whose messages weigh most, the sum of the kernel they send over receivers and layers.
+
+With `config.processors_read_in`, processor p reads the input through input module p, and the two go together.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def module_scores(model: NACModel, order: str, seed: int = 0) -> tuple[torch.Ten
         generator = torch.Generator().manual_seed(seed)
         return torch.rand(num_in, generator=generator), torch.rand(num_proc, generator=generator)
     with torch.no_grad():
-        kernels, talks = model.circuit()  # (K, [B,] P + O, I + P)
+        kernels, talks = model.circuit_of_all_senders()  # (K, [B,] P + O, I + P)
         if kernels.dim() == 4:  # per-example signatures: the mean circuit
             kernels, talks = kernels.mean(1), talks.float().mean(0) > 0.5
         eye = torch.zeros_like(talks)
@@ -85,15 +87,25 @@ def drop_modules(
     the best by `order` (see `ORDERS`; `seed` for `random`). Their codes and signatures are kept as they were, so with
     everything kept the model computes exactly what it did. The config then counts the modules that stay, and says
     no graph prior or regulariser, whose graphs were drawn for the modules there were. Returns the original indices
-    of the modules that stay, per group."""
+    of the modules that stay, per group. With `config.processors_read_in`, processor p and input module p (its
+    read-in) stay or go together: `keep_processor` decides for both."""
     nac = model.nac if hasattr(model, "nac") else model
     if not isinstance(nac, NACModel):
         raise TypeError(f"drop_modules takes a NACModel or NACForClassification, got {type(model).__name__}")
     config = nac.config
     num_in, num_proc = config.num_input_modules, config.num_processor_modules
     input_scores, processor_scores = module_scores(nac, order, seed)
-    inputs = kept_modules(input_scores, keep_input, "input")
     processors = kept_modules(processor_scores, keep_processor, "processor")
+    if config.processors_read_in:
+        # Processor p reads the input through input module p: the two stay or go together.
+        if keep_input is not None and kept_modules(input_scores, keep_input, "input").tolist() != processors.tolist():
+            raise ValueError(
+                "with config.processors_read_in=True each processor reads the input through its own input module, "
+                "so the input modules that stay are the processors that stay; pass keep_processor only"
+            )
+        inputs = processors
+    else:
+        inputs = kept_modules(input_scores, keep_input, "input")
     outputs = torch.arange(num_in + num_proc, num_in + num_proc + config.num_output_modules)
     rows = torch.cat([inputs, num_in + processors, outputs])
     generator = nac.generator

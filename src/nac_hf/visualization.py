@@ -37,7 +37,7 @@ def _nac(model) -> NACModel:
 @torch.no_grad()
 def _circuit(nac: NACModel) -> tuple[torch.Tensor, torch.Tensor]:
     """The truncated kernel averaged over kernels `(P + O, I + P)` and where modules talk `(P + O, I + P)`."""
-    kernels, talks = nac.circuit()  # (K, [B,] P + O, I + P), ([B,] P + O, I + P)
+    kernels, talks = nac.circuit_of_all_senders()  # (K, [B,] P + O, I + P), ([B,] P + O, I + P)
     kernel = (kernels * talks).float().mean(0)
     if talks.dim() == 3:  # per-example signatures: pool the examples
         kernel, talks = kernel.mean(0), talks.any(0)
