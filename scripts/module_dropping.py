@@ -9,7 +9,8 @@ fraction, by each order of `nac_hf.module_dropping.ORDERS` (`random` once per se
 read the input themselves (`processors_read_in`), each processor's input module goes with it and `--keep_input` is
 not used. Each row: top-1 accuracy on the whole evaluation set, GFLOPs per example (`FlopCounterMode`) and
 throughput (examples per second of the model's forward on one evaluation batch, median of `--repeats` after a
-warm-up, in this process). Writes
+warm-up, in this process) and speed-up over the full model (timed in turns with it on the same batch: the median of
+the per-turn ratios, so that both see the same machine). Writes
 DIR/module_dropping.json ({"baseline": {...}, "rows": [...]}) and, with matplotlib, DIR/module_dropping.png (accuracy
 against measured speed-up, one line per order at the full set of input modules).
 """
@@ -26,20 +27,24 @@ from transformers import HfArgumentParser
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf.data import DataArguments
-from nac_hf.evaluation import load_for_evaluation, median_seconds, predict
+from nac_hf.evaluation import load_for_evaluation, median_seconds, paired_seconds, predict
 from nac_hf.module_dropping import ORDERS, drop_modules
 from nac_hf.speed import flops_per_example
 
 
-def measure(model, evaluation, repeats: int) -> dict:
+def measure(model, evaluation, repeats: int, full=None) -> dict:
+    """Top-1, GFLOPs per example and throughput of `model`; beside `full`, timed in turns with it on the same batch,
+    also its speed-up over `full` (the median of the per-turn ratios) and `full`'s throughput in those turns."""
     batch = evaluation.batches[0]
     size = len(next(iter(batch.values())))
-    accuracy = (predict(model, evaluation).argmax(-1) == evaluation.labels).float().mean().item()
-    return {
-        "accuracy": accuracy,
+    row = {
+        "accuracy": (predict(model, evaluation).argmax(-1) == evaluation.labels).float().mean().item(),
         "gflops": flops_per_example(model, batch[model.main_input_name]) / 1e9,
-        "throughput": size / median_seconds(model, batch, repeats=repeats),
     }
+    if full is None:
+        return {**row, "throughput": size / median_seconds(model, batch, repeats=repeats)}
+    full_seconds, seconds, speedup = paired_seconds(full, model, batch, repeats=repeats)
+    return {**row, "throughput": size / seconds, "speedup": speedup, "baseline_throughput": size / full_seconds}
 
 
 def plot(baseline: dict, rows: list[dict], path: Path, tied: bool = False) -> bool:
@@ -59,7 +64,7 @@ def plot(baseline: dict, rows: list[dict], path: Path, tied: bool = False) -> bo
         if not points:
             continue
         keeps = sorted(points, reverse=True)
-        speedup = [statistics.mean(r["throughput"] for r in points[k]) / baseline["throughput"] for k in keeps]
+        speedup = [statistics.mean(r["speedup"] for r in points[k]) for k in keeps]
         accuracy = [100 * statistics.mean(r["accuracy"] for r in points[k]) for k in keeps]
         axes.plot(speedup, accuracy, marker="o", label=order)
     axes.axhline(100 * baseline["accuracy"] - 3, color="grey", linestyle=":", label="3 points below the full model")
@@ -101,8 +106,7 @@ def main() -> int:
                     row = {"order": order, "seed": seed, "keep_input": keep_processor if tied else keep_input,
                            "keep_processor": keep_processor,
                            "input_modules": len(kept["input"]), "processor_modules": len(kept["processor"]),
-                           **measure(model, evaluation, args.repeats)}
-                    row["speedup"] = row["throughput"] / baseline["throughput"]
+                           **measure(model, evaluation, args.repeats, full)}
                     rows.append(row)
                     print(f"{order:11s} seed {seed} inputs {row['input_modules']:3d} processors "
                           f"{row['processor_modules']:3d}: top-1 {100 * row['accuracy']:.2f} %, "

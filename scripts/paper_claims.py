@@ -3,15 +3,20 @@ parameters, same data, same training, several seeds, on two CPU cores.
 
     python scripts/paper_claims.py --output_dir outputs/paper-claims [--seeds 5] [--shots 1,5,10]
         [--pretrain_epochs 40] [--train_epochs 60] [--font_variants 4] [--module_dropping FILE]
+        [--config_overrides "processors_read_in=true,num_input_modules=32"]
 
 1. Low-shot adaptation: both models pre-trained on digits 0-4 (scripts/train.py's settings, --pretrain_epochs), then
-   adapted to 5-9 from k examples per digit in every mode (NAC: full, head, codes, extend; ViT: full, head) with
+   adapted to 5-9 from k examples per digit in every mode (NAC: full, head, codes, extend (not for a NAC whose
+   processors read the input themselves, which cannot add modules); ViT: full, head) with
    scripts/few_shot.py's settings, --seeds adaptation seeds; each model's best mode per shot count.
 2. Out of distribution: both models trained on all digits (scripts/train.py's settings, --train_epochs), once per
    seed, then evaluated on the held-out test digits, on the digits rendered from matplotlib's fonts
    (`nac_hf.robustness.font_digits`, --font_variants drawings per digit and font) and on the test digits under every
    corruption at every severity (`nac_hf.robustness.corrupted_digits`). Nothing is tuned on these sets.
-3. With --module_dropping (a module_dropping.json of scripts/module_dropping.py), the module-dropping row.
+3. With --module_dropping (module_dropping.json files of scripts/module_dropping.py, one per trained model,
+   comma-separated), the module-dropping row.
+
+--config_overrides changes fields of the NAC's `digits` preset, as in scripts/train.py; the ViT stays as it is.
 
 Writes DIR/paper_claims.json ({"rows": [{"id", "claim", "paper", "nac", "baseline", "nac_std", "baseline_std"}, ...],
 "table": ..., and every measurement}) and prints the Markdown table "the paper's claims and this implementation".
@@ -56,16 +61,21 @@ class ClaimsArguments:
     pretrain_epochs: float = field(default=40, metadata={"help": "Epochs of pre-training on digits 0-4."})
     train_epochs: float = field(default=60, metadata={"help": "Epochs of training on all digits (OOD models)."})
     font_variants: int = field(default=4, metadata={"help": "Drawings of each digit in each font."})
-    module_dropping: str | None = field(default=None, metadata={"help": "A module_dropping.json to report."})
+    module_dropping: str | None = field(
+        default=None, metadata={"help": "module_dropping.json files to report (one per trained model), comma-separated."}
+    )
     seed: int = field(default=42, metadata={"help": "Seed of pre-training and of the first OOD model."})
+    config_overrides: str | None = field(default=None, metadata={"help": "NAC fields to change, as in train.py."})
 
 
-def train_both(data_args: DataArguments, epochs: float, seed: int, folder: Path) -> tuple[dict, object, dict]:
-    """A NAC (`digits`) and the ViT baseline trained alike on `data_args`: the models, the shared processor and
-    their metrics."""
+def train_both(
+    data_args: DataArguments, epochs: float, seed: int, folder: Path, overrides: str | None = None
+) -> tuple[dict, object, dict]:
+    """A NAC (`digits`, with `overrides`) and the ViT baseline trained alike on `data_args`: the models, the shared
+    processor and their metrics."""
     data = load_classification_data(data_args, seed=seed)
     set_seed(seed)
-    nac = build_model(ModelArguments(preset="digits"), data)
+    nac = build_model(ModelArguments(preset="digits", config_overrides=overrides), data)
     processor = build_processor(ModelArguments(), nac.config, data)  # 16×16 gray pixel_values, read by both
     set_seed(seed)
     models = {"nac": nac, "vit": vit_baseline(len(data.label_names), data.id2label, data.label2id)}
@@ -87,10 +97,13 @@ def train_both(data_args: DataArguments, epochs: float, seed: int, folder: Path)
 
 def low_shot(args: ClaimsArguments, output_dir: Path) -> tuple[list[dict], dict]:
     print(f"low-shot: pre-training on digits {PRETRAIN_LABELS}", flush=True)
-    _, _, pretraining = train_both(DataArguments(keep_labels=PRETRAIN_LABELS), args.pretrain_epochs, args.seed,
-                                   output_dir / "pretrained")
+    models, _, pretraining = train_both(DataArguments(keep_labels=PRETRAIN_LABELS), args.pretrain_epochs, args.seed,
+                                        output_dir / "pretrained", args.config_overrides)
+    modes_of = dict(MODES)
+    if models["nac"].config.processors_read_in:  # no input modules of their own for added processors to read with
+        modes_of["nac"] = modes_of["nac"].replace(",extend", "")
     results = {}
-    for name, modes in MODES.items():
+    for name, modes in modes_of.items():
         few_shot_args = FewShotArguments(model_name_or_path=str(output_dir / "pretrained" / name), shots=args.shots,
                                          seeds=args.seeds, modes=modes)
         settings = {**few_shot_training_defaults(), "output_dir": str(output_dir / "few-shot" / name)}
@@ -115,7 +128,8 @@ def out_of_distribution(args: ClaimsArguments, output_dir: Path) -> tuple[list[d
     for index in range(args.seeds):
         seed = args.seed + index
         print(f"out of distribution: training on all digits, seed {seed}", flush=True)
-        models, processor, _ = train_both(DataArguments(), args.train_epochs, seed, output_dir / f"ood-{seed}")
+        models, processor, _ = train_both(DataArguments(), args.train_epochs, seed, output_dir / f"ood-{seed}",
+                                          args.config_overrides)
         for name, model in models.items():
             per_split = {split: accuracy_on(model, processor, data) for split, data in corruptions.items()}
             accuracy[name]["test"].append(accuracy_on(model, processor, digits_dataset()["test"]))
@@ -146,7 +160,7 @@ def main() -> None:
     ood_rows, ood_details = out_of_distribution(args, output_dir)
     rows = low_shot_rows + ood_rows
     if args.module_dropping:
-        rows.append(dropping_row(json.loads(Path(args.module_dropping).read_text())))
+        rows.append(dropping_row([json.loads(Path(f).read_text()) for f in args.module_dropping.split(",")]))
     table = claims_table(rows)
     seconds = time.perf_counter() - start
     print(f"\nThe paper's claims and this implementation (mean ± std over {args.seeds} seeds):\n\n{table}\n\n"

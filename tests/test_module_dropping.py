@@ -158,6 +158,7 @@ def test_the_script_measures_every_order_at_every_fraction(tmp_path):
     for row in rows:
         assert row["processor_modules"] == (10 if row["keep_processor"] == 1.0 else 5)
         assert 0.0 <= row["accuracy"] <= 1.0 and row["throughput"] > 0
+        assert row["speedup"] > 0 and row["baseline_throughput"] > 0  # timed in turns with the full model
         assert row["gflops"] < results["baseline"]["gflops"] or row["keep_processor"] == 1.0
     full = [row for row in rows if row["keep_processor"] == 1.0]
     assert all(row["accuracy"] == results["baseline"]["accuracy"] for row in full)  # nothing dropped, same answers
@@ -200,3 +201,16 @@ def test_every_parameter_learns_under_module_dropout():
     model = trained_like(module_dropout=0.5).train()
     model(**example_inputs(model.config), labels=torch.tensor([0, 1, 2])).loss.backward()
     assert [name for name, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_the_table_of_several_models_averages_them_and_keeps_each_ones_loss():
+    from nac_test_utils import script
+
+    def results(full: float, kept: float, speedups: list[float]) -> dict:
+        rows = [{"order": "random", "seed": seed, "keep_input": 0.5, "keep_processor": 0.5, "accuracy": kept,
+                 "gflops": 0.5, "speedup": speedup, "processor_modules": 4, "input_modules": 4}
+                for seed, speedup in enumerate(speedups)]
+        return {"baseline": {"accuracy": full, "gflops": 1.0}, "rows": rows}
+
+    table = script("dropping_table").table([results(0.9, 0.8, [1.8, 2.2]), results(1.0, 0.7, [2.0])], ["random"])
+    assert table.splitlines()[2] == "| random | 4 | 4 | 75.00 % (80.0, 70.0) | -20.00 | 2.00× | 2.00× |"

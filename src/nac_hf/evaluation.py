@@ -78,11 +78,31 @@ def median_seconds(model, inputs: dict, repeats: int = 7, warmup: int = 2) -> fl
     return median_time(lambda: model(**inputs), repeats, warmup)
 
 
+@torch.no_grad()
+def paired_seconds(reference, model, inputs: dict, repeats: int = 7, warmup: int = 2) -> tuple[float, float, float]:
+    """Wall times of `reference` and `model` on `inputs`, timed in turns so that both see the same machine: the
+    median time of each, and the median of the per-turn ratios `reference / model` (the speed-up of `model`)."""
+    reference.eval(), model.eval()
+    for _ in range(warmup):
+        reference(**inputs), model(**inputs)
+    times = []
+    for _ in range(repeats):
+        pair = []
+        for timed in (reference, model):
+            start = time.perf_counter()
+            timed(**inputs)
+            pair.append(time.perf_counter() - start)
+        times.append(pair)
+    return (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times),
+            statistics.median(t[0] / t[1] for t in times))
+
+
 def take(batch: dict, size: int) -> dict:
     """The first `size` examples of a batch of inputs."""
     return {name: value[:size] for name, value in batch.items()}
 
 
 __all__ = [
-    "EvaluationSet", "load_evaluation_set", "load_for_evaluation", "median_seconds", "median_time", "predict", "take"
+    "EvaluationSet", "load_evaluation_set", "load_for_evaluation", "median_seconds", "median_time", "paired_seconds",
+    "predict", "take",
 ]

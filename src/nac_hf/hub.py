@@ -246,7 +246,7 @@ def dropping_rows(run: dict) -> list[tuple[str, ...]]:
     for row in dropping["rows"]:
         order = row["order"] + (f" (seed {row['seed']})" if row["order"] == "random" else "")
         rows.append((order, str(row["input_modules"]), str(row["processor_modules"]), f"{100 * row['accuracy']:.2f} %",
-                     f"{row['gflops']:.3f}", f"{row['throughput'] / base['throughput']:.2f}×"))
+                     f"{row['gflops']:.3f}", f"{row.get('speedup', row['throughput'] / base['throughput']):.2f}×"))
     return rows
 
 

@@ -93,20 +93,23 @@ def accuracy_row(claim_id: str, nac: list[float], baseline: list[float], **extra
     }
 
 
-def dropping_row(dropping: dict, max_loss_points: float = 3.0) -> dict:
-    """The `module_dropping` row from `scripts/module_dropping.py`'s results: the largest measured speed-up whose
-    top-1 is at most `max_loss_points` below the full model's (mean over seeds of a random order)."""
+def dropping_row(dropping: dict | list[dict], max_loss_points: float = 3.0) -> dict:
+    """The `module_dropping` row from `scripts/module_dropping.py`'s results (one, or several: one per trained
+    model): the largest measured speed-up whose top-1 is on average at most `max_loss_points` below the full
+    model's, the mean over the results and over the seeds of a random order."""
     text, paper, _ = CLAIMS["module_dropping"]
-    floor = dropping["baseline"]["accuracy"] - max_loss_points / 100
-    grouped: dict[tuple, list[dict]] = {}
-    for row in dropping["rows"]:
-        grouped.setdefault((row["order"], row["keep_input"], row["keep_processor"]), []).append(row)
+    grouped: dict[tuple, list[tuple[float, float]]] = {}
+    for results in [dropping] if isinstance(dropping, dict) else dropping:
+        for row in results["rows"]:
+            loss = 100 * (results["baseline"]["accuracy"] - row["accuracy"])
+            grouped.setdefault((row["order"], row["keep_input"], row["keep_processor"]), []).append(
+                (loss, row["speedup"]))
     best = (1.0, 0.0, "none kept fewer")
-    for (order, keep_input, keep_processor), rows in grouped.items():
-        accuracy = float(np.mean([row["accuracy"] for row in rows]))
-        speedup = float(np.mean([row["speedup"] for row in rows]))
-        if accuracy >= floor and speedup > best[0]:
-            best = (speedup, float(np.std([row["speedup"] for row in rows])),
+    for (order, keep_input, keep_processor), measured in grouped.items():
+        loss = float(np.mean([loss for loss, _ in measured]))
+        speedup = float(np.mean([speedup for _, speedup in measured]))
+        if loss <= max_loss_points and speedup > best[0]:
+            best = (speedup, float(np.std([speedup for _, speedup in measured])),
                     f"{order}, inputs ×{keep_input:g}, processors ×{keep_processor:g}")
     return {"id": "module_dropping", "claim": text, "paper": paper, "nac": best[0], "baseline": None,
             "nac_std": best[1], "baseline_std": None, "setting": best[2]}

@@ -1,0 +1,55 @@
+"""The module-dropping table of several trained models, as Markdown: for each order and kept fraction, top-1 (the
+mean over the models, and each model's), its loss against each model's full top-1, the FLOP ratio and the measured
+speed-up (means over the models, and over the seeds of `random`).
+
+    python scripts/dropping_table.py DIR_OR_JSON [DIR_OR_JSON ...] [--orders kernel_mass,random]
+
+Each argument is a module_dropping.json of scripts/module_dropping.py, or a folder holding one.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def load(path: str) -> dict:
+    path = Path(path)
+    return json.loads((path / "module_dropping.json" if path.is_dir() else path).read_text())
+
+
+def table(results: list[dict], orders: list[str]) -> str:
+    lines = ["| order | kept processors | input modules | top-1 (mean; each model) | loss (points) | FLOP ratio | "
+             "measured speed-up |", "|---|---|---|---|---|---|---|"]
+    for order in orders:
+        keeps = sorted({row["keep_processor"] for row in results[0]["rows"] if row["order"] == order}, reverse=True)
+        for keep in keeps:
+            accuracy, loss, flops, speedup, counts = [], [], [], [], set()
+            for result in results:
+                rows = [r for r in result["rows"] if r["order"] == order and r["keep_processor"] == keep]
+                mean = statistics.mean(r["accuracy"] for r in rows)
+                accuracy.append(100 * mean)
+                loss.append(100 * (result["baseline"]["accuracy"] - mean))
+                flops.append(result["baseline"]["gflops"] / rows[0]["gflops"])
+                speedup.append(statistics.mean(r["speedup"] for r in rows))
+                counts.add((rows[0]["processor_modules"], rows[0]["input_modules"]))
+            (processors, inputs), = counts
+            each = ", ".join(f"{a:.1f}" for a in accuracy)
+            lines.append(f"| {order} | {processors} | {inputs} | {statistics.mean(accuracy):.2f} % ({each}) | "
+                         f"{0.0 - statistics.mean(loss) + 0.0:+.2f} | {statistics.mean(flops):.2f}× | "
+                         f"{statistics.mean(speedup):.2f}× |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", nargs="+")
+    parser.add_argument("--orders", default="kernel_mass,out_degree,in_degree,random")
+    args = parser.parse_args()
+    print(table([load(path) for path in args.results], args.orders.split(",")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
