@@ -1,4 +1,4 @@
-"""The module-dropping table of several trained models, as Markdown: for each order and kept fraction, top-1 (the
+"""The module-dropping table of several trained models, as Markdown: for each order and kept fractions, top-1 (the
 mean over the models, and each model's), its loss against each model's full top-1, the FLOP ratio and the measured
 speed-up (means over the models, and over the seeds of `random`).
 
@@ -23,11 +23,12 @@ def table(results: list[dict], orders: list[str]) -> str:
     lines = ["| order | kept processors | input modules | top-1 (mean; each model) | loss (points) | FLOP ratio | "
              "measured speed-up |", "|---|---|---|---|---|---|---|"]
     for order in orders:
-        keeps = sorted({row["keep_processor"] for row in results[0]["rows"] if row["order"] == order}, reverse=True)
-        for keep in keeps:
+        keeps = {(row["keep_input"], row["keep_processor"]) for row in results[0]["rows"] if row["order"] == order}
+        for keep in sorted(keeps, reverse=True):
             accuracy, loss, flops, speedup, counts = [], [], [], [], set()
             for result in results:
-                rows = [r for r in result["rows"] if r["order"] == order and r["keep_processor"] == keep]
+                rows = [r for r in result["rows"] if r["order"] == order
+                        and (r["keep_input"], r["keep_processor"]) == keep]
                 mean = statistics.mean(r["accuracy"] for r in rows)
                 accuracy.append(100 * mean)
                 loss.append(100 * (result["baseline"]["accuracy"] - mean))

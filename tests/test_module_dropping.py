@@ -212,5 +212,10 @@ def test_the_table_of_several_models_averages_them_and_keeps_each_ones_loss():
                 for seed, speedup in enumerate(speedups)]
         return {"baseline": {"accuracy": full, "gflops": 1.0}, "rows": rows}
 
-    table = script("dropping_table").table([results(0.9, 0.8, [1.8, 2.2]), results(1.0, 0.7, [2.0])], ["random"])
-    assert table.splitlines()[2] == "| random | 4 | 4 | 75.00 % (80.0, 70.0) | -20.00 | 2.00× | 2.00× |"
+    first, second = results(0.9, 0.8, [1.8, 2.2]), results(1.0, 0.7, [2.0])
+    # Another fraction of input modules, at the same fraction of processors: a row of its own.
+    first["rows"].append({**first["rows"][0], "keep_input": 1.0, "input_modules": 8, "accuracy": 0.9, "speedup": 1.5})
+    second["rows"].append({**second["rows"][0], "keep_input": 1.0, "input_modules": 8, "accuracy": 1.0})
+    lines = script("dropping_table").table([first, second], ["random"]).splitlines()
+    assert lines[2] == "| random | 4 | 8 | 95.00 % (90.0, 100.0) | +0.00 | 2.00× | 1.75× |"
+    assert lines[3] == "| random | 4 | 4 | 75.00 % (80.0, 70.0) | -20.00 | 2.00× | 2.00× |"
