@@ -9,7 +9,7 @@ checkpoint with a new classifier for the labels, train in the mode — `full` (e
 head) or `extend` (--extend_modules new processor modules, --extend_init mirror or random, and the head; the rest
 frozen) — for --max_steps steps at the mode's learning rate (--full_learning_rate, --head_learning_rate,
 --codes_learning_rate, --lora_learning_rate, --extend_learning_rate), and evaluate top-1 on the full evaluation
-split.
+split; or, in `prototype` mode, train nothing and classify by the nearest class mean of the shots' features.
 Writes few_shot_results.json to --output_dir. Data arguments are those of scripts/train.py (with none, the digits
 of scikit-learn); any TrainingArguments flag works except --learning_rate, which each mode sets.
 """

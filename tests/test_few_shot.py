@@ -138,6 +138,37 @@ def test_new_label_set_gets_a_fresh_classifier_also_with_as_many_labels(tmp_path
     assert torch.equal(first.head_norm.weight, old.head_norm.weight)
 
 
+@pytest.mark.parametrize("kind", ["nac", "vit"])
+def test_prototype_mode_is_the_nearest_class_mean_of_what_the_classifier_reads(tmp_path, new_task, kind):
+    model = (tiny_nac if kind == "nac" else tiny_vit)(num_labels=5).eval()
+    model.save_pretrained(tmp_path)
+    processor = NACImageProcessor(size={"height": 8, "width": 8}, num_channels=1)
+    processor.save_pretrained(tmp_path)
+    args = FewShotArguments(model_name_or_path=str(tmp_path), shots="3", seeds=1, modes="prototype")
+    training_args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, seed=0)
+    results = run_few_shot(args, DataArguments(keep_labels=NEW_LABELS), training_args)
+    entry = results["modes"]["prototype"]
+    assert entry["settings"] == {"learning_rate": None, "trainable_parameters": 0}
+
+    def features(split) -> tuple[torch.Tensor, torch.Tensor]:
+        """Written out: a NAC's normalised pooled output, a ViT's normalised [CLS] state, L2-normalised."""
+        pixels = processor(list(split[new_task.input_column]), return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            if kind == "nac":
+                read = model.head_norm(model.nac(pixel_values=pixels).pooler_output)
+            else:
+                read = model.vit(pixel_values=pixels).last_hidden_state[:, 0]
+        return torch.nn.functional.normalize(read, dim=-1), torch.tensor(split[new_task.label_column])
+
+    shot_features, shot_labels = features(sample_shots(new_task.dataset["train"], new_task.label_column, 3, seed=0))
+    eval_features, eval_labels = features(new_task.dataset["validation"])
+    prototypes = torch.stack([shot_features[shot_labels == label].mean(0) for label in range(5)])
+    predictions = (eval_features @ torch.nn.functional.normalize(prototypes, dim=-1).T).argmax(-1)
+    expected = (predictions == eval_labels).float().mean().item()
+    assert entry["shots"]["3"]["accuracies"] == [pytest.approx(expected, abs=1e-6)]
+    assert expected > 0.25  # above chance (1 / 5): features of even an untrained model tell some digits apart
+
+
 def test_codes_mode_is_refused_for_a_model_without_codes(tmp_path):
     vit = tiny_vit(num_labels=5)
     vit.save_pretrained(tmp_path)

@@ -10,7 +10,10 @@ split of the new task:
   weights stay as they are and the modules change the functions they compute through their codes;
 - `lora`: low-rank adapters (PEFT's LoRA) on the attention projections, and the head (needs `pip install peft`);
 - `extend`: capacity extension (a NAC's `add_modules`): new processor modules join the learned graph, and only their
-  codes and signatures and the head train; every other parameter stays as it was, bit for bit.
+  codes and signatures and the head train; every other parameter stays as it was, bit for bit;
+- `prototype`: nothing trains. Each new label's prototype is the mean of its shots' features (what the classifier
+  reads: a NAC's normalised pooled output, a ViT's normalised [CLS] state), each L2-normalised, and an example takes
+  the label of the prototype nearest by cosine (a nearest-class-mean classifier).
 
 Runs repeat over seeds, and the results are reported as mean ± standard deviation over the seeds.
 `scripts/few_shot.py` is the command-line entry point; `scripts/few_shot_demo.py` runs the digits demo of the README.
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import (
     AutoConfig,
@@ -46,13 +50,16 @@ from .training import (
     build_processor,
     make_compute_metrics,
     make_trainer,
+    prepare_datasets,
     reinitialize,
 )
 
 
 logger = logging.getLogger(__name__)
 
-MODES = ("full", "head", "codes", "lora", "extend")
+MODES = ("full", "head", "codes", "lora", "extend", "prototype")
+# The modes that train, each with its learning rate.
+TRAINED_MODES = MODES[:-1]
 RESULTS_FILE = "few_shot_results.json"
 
 # The module codes of a NAC: what `codes` mode trains besides the head.
@@ -119,7 +126,7 @@ class FewShotArguments:
             "help": "Adaptation modes, comma-separated: 'full' (all parameters), 'head' (linear probe: the final norm "
             "and the classifier), 'codes' (a NAC's module codes and the head), 'lora' (LoRA adapters of rank 8 on the "
             "attention projections, and the head; needs peft), 'extend' (--extend_modules new processor modules of a "
-            "NAC, and the head)."
+            "NAC, and the head), 'prototype' (no training: the nearest class mean of the shots' features)."
         },
     )
     extend_modules: int = field(
@@ -163,12 +170,13 @@ class FewShotArguments:
             raise ValueError(f"--extend_init takes 'mirror' or 'random', got {self.extend_init!r}")
         if self.seeds < 1:
             raise ValueError(f"--seeds must be at least 1, got {self.seeds}")
-        for mode in MODES:
+        for mode in TRAINED_MODES:
             if self.learning_rate(mode) <= 0:
                 raise ValueError(f"--{mode}_learning_rate must be positive, got {self.learning_rate(mode)}")
 
-    def learning_rate(self, mode: str) -> float:
-        return getattr(self, f"{mode}_learning_rate")
+    def learning_rate(self, mode: str) -> float | None:
+        """The mode's learning rate; None for `prototype`, which does not train."""
+        return getattr(self, f"{mode}_learning_rate", None)
 
 
 def parse_int_list(text: str, flag: str) -> list[int]:
@@ -362,17 +370,22 @@ def few_shot_run(
     seed: int,
     compute_metrics=None,
 ) -> dict:
-    """One adaptation: sample the shots, load the model with a new classifier, freeze by mode, train, evaluate."""
+    """One adaptation: sample the shots, load the model with a new classifier, freeze by mode, train, evaluate (or,
+    for `prototype`, classify by the nearest class mean of the shots' features)."""
     run_args = copy.copy(training_args)
     run_args.seed = seed
     run_args.data_seed = seed
-    run_args.learning_rate = args.learning_rate(mode)
+    if mode != "prototype":
+        run_args.learning_rate = args.learning_rate(mode)
     set_seed(seed)
     train_split = sample_shots(data.dataset["train"], data.label_column, shots, seed)
     run_data = dataclasses.replace(
         data, dataset=DatasetDict(train=train_split, validation=data.dataset["validation"])
     )
     model = load_for_labels(args.model_name_or_path, run_data, args.cache_dir, args.trust_remote_code)
+    if mode == "prototype":
+        return {"seed": seed, "top1_accuracy": prototype_accuracy(model, processor, run_data, data_args),
+                "eval_loss": None, "train_loss": None, "train_examples": len(train_split), "trainable_parameters": 0}
     if mode == "lora":
         model = add_lora(model)
     if mode == "extend":
@@ -393,6 +406,39 @@ def few_shot_run(
         "train_examples": len(train_split),
         "trainable_parameters": sum(model.get_parameter(name).numel() for name in trainable),
     }
+
+
+@torch.no_grad()
+def classifier_inputs(model: PreTrainedModel, dataset, collator, batch_size: int = 256):
+    """What the model's classifier reads for every example of a transformed split, L2-normalised `(N, D)`, and the
+    labels `(N,)`."""
+    model.eval()
+    device = next(model.parameters()).device
+    captured, labels = [], []
+    classifier = model.get_submodule(head_of(model).classifier)
+    handle = classifier.register_forward_pre_hook(lambda module, args: captured.append(args[0].flatten(1).float()))
+    try:
+        for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collator):
+            labels.append(batch.pop("labels"))
+            model(**{name: value.to(device) for name, value in batch.items()})
+    finally:
+        handle.remove()
+    return F.normalize(torch.cat(captured), dim=-1).cpu(), torch.cat(labels)
+
+
+def prototype_accuracy(model: PreTrainedModel, processor, data: ClassificationData, data_args: DataArguments) -> float:
+    """Top-1 on the evaluation split of a nearest-class-mean classifier built from the training split (the shots):
+    each label's prototype is the normalised mean of its shots' normalised features, and an example takes the label of
+    the prototype of highest cosine. The shots are read as evaluation examples are (no augmentation)."""
+    shots_only = dataclasses.replace(data, dataset=DatasetDict(train=data.dataset["train"],
+                                                               validation=data.dataset["train"]))
+    _, shots, collator = prepare_datasets(shots_only, processor, data_args, model.config)
+    _, evaluation, _ = prepare_datasets(data, processor, data_args, model.config)
+    shot_features, shot_labels = classifier_inputs(model, shots, collator)
+    features, labels = classifier_inputs(model, evaluation, collator)
+    prototypes = torch.stack([shot_features[shot_labels == label].mean(0) for label in range(len(data.label_names))])
+    predictions = (features @ F.normalize(prototypes, dim=-1).T).argmax(-1)
+    return (predictions == labels).float().mean().item()
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -515,6 +561,9 @@ __all__ = [
     "HEADS",
     "Head",
     "MODES",
+    "TRAINED_MODES",
+    "classifier_inputs",
+    "prototype_accuracy",
     "LORA_RANK",
     "RESULTS_FILE",
     "few_shot_run",
