@@ -62,7 +62,7 @@ class ClaimsArguments:
     train_epochs: float = field(default=60, metadata={"help": "Epochs of training on all digits (OOD models)."})
     font_variants: int = field(default=4, metadata={"help": "Drawings of each digit in each font."})
     module_dropping: str | None = field(
-        default=None, metadata={"help": "module_dropping.json files to report (one per trained model), comma-separated."}
+        default=None, metadata={"help": "module_dropping.json files (one per trained model), comma-separated."}
     )
     seed: int = field(default=42, metadata={"help": "Seed of pre-training and of the first OOD model."})
     config_overrides: str | None = field(default=None, metadata={"help": "NAC fields to change, as in train.py."})
