@@ -6,8 +6,7 @@ parameters, same data, same training, several seeds, on two CPU cores.
         [--config_overrides "processors_read_in=true,num_input_modules=32"]
 
 1. Low-shot adaptation: both models pre-trained on digits 0-4 (scripts/train.py's settings, --pretrain_epochs), then
-   adapted to 5-9 from k examples per digit in every mode (NAC: full, head, codes, extend (not for a NAC whose
-   processors read the input themselves, which cannot add modules); ViT: full, head) with
+   adapted to 5-9 from k examples per digit in every mode (NAC: full, head, codes, extend; ViT: full, head) with
    scripts/few_shot.py's settings, --seeds adaptation seeds; each model's best mode per shot count.
 2. Out of distribution: both models trained on all digits (scripts/train.py's settings, --train_epochs), once per
    seed, then evaluated on the held-out test digits, on the digits rendered from matplotlib's fonts
@@ -97,13 +96,10 @@ def train_both(
 
 def low_shot(args: ClaimsArguments, output_dir: Path) -> tuple[list[dict], dict]:
     print(f"low-shot: pre-training on digits {PRETRAIN_LABELS}", flush=True)
-    models, _, pretraining = train_both(DataArguments(keep_labels=PRETRAIN_LABELS), args.pretrain_epochs, args.seed,
-                                        output_dir / "pretrained", args.config_overrides)
-    modes_of = dict(MODES)
-    if models["nac"].config.processors_read_in:  # no input modules of their own for added processors to read with
-        modes_of["nac"] = modes_of["nac"].replace(",extend", "")
+    _, _, pretraining = train_both(DataArguments(keep_labels=PRETRAIN_LABELS), args.pretrain_epochs, args.seed,
+                                   output_dir / "pretrained", args.config_overrides)
     results = {}
-    for name, modes in modes_of.items():
+    for name, modes in MODES.items():
         few_shot_args = FewShotArguments(model_name_or_path=str(output_dir / "pretrained" / name), shots=args.shots,
                                          seeds=args.seeds, modes=modes)
         settings = {**few_shot_training_defaults(), "output_dir": str(output_dir / "few-shot" / name)}

@@ -9,15 +9,15 @@ from nac_hf.module_dropping import drop_modules
 from nac_test_utils import example_inputs, load_script_inputs, parameters_moved_by_training, run_load_script, tiny
 
 
-def trained_like() -> NACForClassification:
+def trained_like(**overrides) -> NACForClassification:
     torch.manual_seed(0)
-    return NACForClassification(tiny()).eval()
+    return NACForClassification(tiny(**overrides)).eval()
 
 
 def degrees(model, modules: list[int]) -> tuple[list[int], list[int]]:
     """How many other processors each module hears and is heard by, under the evaluation kernel, at every layer."""
     config = model.config
-    num_in, num_proc = config.num_input_modules, config.num_processor_modules
+    num_in, num_proc = model.nac.input_senders, config.num_processor_modules  # input modules among the senders
     with torch.no_grad():
         talks = model.nac.connectivity()[: config.num_hidden_layers, :num_proc, num_in:] > 0  # (L, P, P)
     talks &= ~torch.eye(num_proc, dtype=torch.bool)
@@ -93,5 +93,43 @@ def test_an_extended_nac_saves_loads_and_drops_modules(tmp_path):
     kept = drop_modules(loaded, keep_processor=[0, 1, 8, 9])  # two old and the two added modules
     assert kept["processor"] == [0, 1, 8, 9] and loaded.config.num_added_modules == 0
     assert loaded.nac.generator.codes.shape[0] == 4 + 4 + 1 and not hasattr(loaded.nac.generator, "added_codes")
+    with torch.no_grad():
+        assert torch.isfinite(loaded(**inputs).logits).all()
+
+
+@pytest.mark.parametrize("init", ["mirror", "random"])
+def test_processors_that_read_the_input_come_with_input_modules_of_their_own(init, tmp_path):
+    model = trained_like(processors_read_in=True, num_input_modules=8)
+    before = model.nac.generator.all_codes().detach().clone()
+    assert model.add_modules(3, init=init, seed=1) == [8, 9, 10]
+    config, generator = model.config, model.nac.generator
+    assert (config.num_input_modules, config.num_processor_modules, config.num_added_modules) == (11, 11, 3)
+    assert generator.added_codes.shape == (6, config.code_dim) and generator.codes.shape[0] == 8 + 8 + 1
+    codes = generator.all_codes()
+    # The old input modules, then the new ones; the old processors, then the new ones; the output module.
+    assert torch.equal(codes[:8], before[:8]) and torch.equal(codes[11:19], before[8:16])
+    assert torch.equal(codes[-1], before[-1])
+    heard, hearing = degrees(model, [8, 9, 10])
+    assert min(heard) >= 1 and min(hearing) >= 1
+    if init == "mirror":  # a new module's input module and processor copy one existing pair, a little apart
+        for new in (8, 9, 10):
+            source = (codes[11 + new] - codes[11:19]).norm(dim=-1).argmin()
+            assert (codes[new] - codes[:8]).norm(dim=-1).argmin() == source
+            assert not torch.equal(codes[new], codes[source])
+    inputs = example_inputs(config)
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    model.save_pretrained(tmp_path / "extended")
+    loaded = NACForClassification.from_pretrained(tmp_path / "extended").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs).logits, expected, atol=1e-6, rtol=0)
+    # Frozen, only the new modules' codes and signatures move; dropped, the new modules become ordinary ones.
+    frozen = trained_like(processors_read_in=True, num_input_modules=8).train()
+    frozen.add_modules(2, init=init, freeze_existing=True)
+    pixel_values = example_inputs(frozen.config, batch_size=16)["pixel_values"]
+    moved = parameters_moved_by_training(frozen, pixel_values, tmp_path / "train")
+    assert moved == {"nac.generator.added_codes", "nac.generator.added_signatures"}
+    kept = drop_modules(loaded, keep_processor=[0, 9, 10])
+    assert kept["input"] == kept["processor"] == [0, 9, 10] and loaded.config.num_added_modules == 0
     with torch.no_grad():
         assert torch.isfinite(loaded(**inputs).logits).all()

@@ -119,7 +119,8 @@ class NACConfig(PreTrainedConfig):
         num_output_modules (`int`, defaults to 1): modules that read out the result.
         num_added_modules (`int`, defaults to 0): how many of the processor modules were added to a trained model
             (`model.add_modules`): the last ones, whose codes and signatures are parameters of their own
-            (`generator.added_codes`, `generator.added_signatures`) so that the rest can stay frozen.
+            (`generator.added_codes`, `generator.added_signatures`) so that the rest can stay frozen; with
+            `processors_read_in`, as many input modules were added with them (the last ones).
         hidden_size (`int`, defaults to 384): size of a module's state and of the input tokens.
         code_dim (`int`, defaults to 384): size of a module's code.
         signature_dim (`int`, defaults to 64): size of a module's signature.
@@ -394,11 +395,6 @@ class NACConfig(PreTrainedConfig):
                 f"NACConfig.processors_read_in=True starts processor p from what input module p read, so "
                 f"num_input_modules ({self.num_input_modules}) must equal num_processor_modules "
                 f"({self.num_processor_modules})"
-            )
-        if self.processors_read_in and self.num_added_modules:
-            raise ValueError(
-                "NACConfig.processors_read_in=True has no input modules for added processors to read the input "
-                f"through (num_added_modules={self.num_added_modules}); set num_added_modules=0"
             )
 
     def validate_exits(self):

@@ -462,13 +462,24 @@ class CircuitGenerator(nn.Module):
         else:
             self.conditioning_reader = None
 
+    def added_rows(self, added: int, total: int) -> tuple[list[int], list[int]]:
+        """The rows, among all `total` modules, of the last `added` processors (modules added to a trained model,
+        `NACModel.add_modules`) with, where the processors read the input, their input modules before them; and the
+        rows of all the others. As lists, so that they also index tensors on the meta device."""
+        config = self.config
+        end = config.num_input_modules + config.num_processor_modules
+        rows = list(range(end - added, end)) if added else []
+        if config.processors_read_in and added:
+            rows = list(range(config.num_input_modules - added, config.num_input_modules)) + rows
+        chosen = set(rows)
+        return rows, [row for row in range(total) if row not in chosen]
+
     def set_modules(self, codes: torch.Tensor, signatures: torch.Tensor, added: int = 0) -> None:
         """Hold these codes `(U, C)` and signatures `(U, S)` of all modules (input, processor, output), the last
-        `added` processors (modules added to a trained model, `NACModel.add_modules`) in parameters of their own,
-        `added_codes` and `added_signatures`, so that the others can be frozen while they train."""
-        end = self.config.num_input_modules + self.config.num_processor_modules if added else len(codes)
-        keep = torch.cat([torch.arange(end - added), torch.arange(end, len(codes))])  # all but the added ones
-        new = torch.arange(end - added, end)
+        `added` processors (modules added to a trained model, `NACModel.add_modules`, with their input modules where
+        the processors read the input) in parameters of their own, `added_codes` and `added_signatures`, so that the
+        others can be frozen while they train."""
+        new, keep = self.added_rows(added, len(codes))
         for name in ("codes", "signatures", "added_codes", "added_signatures"):
             if name in self._parameters or name in self._buffers:
                 delattr(self, name)
@@ -493,10 +504,20 @@ class CircuitGenerator(nn.Module):
         return self.with_added(self.signatures, getattr(self, "added_signatures", None))
 
     def with_added(self, tensor: torch.Tensor, added: torch.Tensor | None) -> torch.Tensor:
+        """The rows of all modules from those of the others (`tensor`) and of the added ones (`added`), each block of
+        added rows in its place: after the other processors, and after the other input modules."""
         if added is None:
             return tensor
-        end = self.config.num_input_modules + self.config.num_processor_modules - len(added)
-        return torch.cat([tensor[:end], added, tensor[end:]])
+        config = self.config
+        count = config.num_added_modules
+        blocks = [(config.num_input_modules + config.num_processor_modules - len(added), added[-count:])]
+        if config.processors_read_in:  # their input modules: after the others (which come first, so nothing moves)
+            blocks.insert(0, (config.num_input_modules - count, added[:count]))
+        pieces, start = [], 0
+        for position, rows in blocks:
+            pieces += [tensor[start:position], rows]
+            start = position
+        return torch.cat([*pieces, tensor[start:]])
 
     def prior_graph(self):
         """The configured graph prior over the processor modules, as a networkx graph."""
@@ -1003,11 +1024,10 @@ class NACPreTrainedModel(PreTrainedModel):
                 if config.graph_prior != "none":
                     start = config.num_input_modules
                     signatures[start : start + config.num_processor_modules] = module.prior_signatures()
-                added = config.num_added_modules
-                end = config.num_input_modules + config.num_processor_modules - added
-                init.copy_(module.signatures, torch.cat([signatures[:end], signatures[end + added :]]))
-                if added:
-                    init.copy_(module.added_signatures, signatures[end : end + added])
+                new, keep = module.added_rows(config.num_added_modules, len(signatures))
+                init.copy_(module.signatures, signatures[keep])
+                if new:
+                    init.copy_(module.added_signatures, signatures[new])
         elif isinstance(module, NACModel) and module.graph_target is not None:
             init.copy_(module.graph_target, module.make_graph_target())
 
@@ -1142,16 +1162,13 @@ class NACModel(NACPreTrainedModel):
         it talks with the modules that one talks with, and its code, perturbed by 1 % of the codes' spread so that it
         can learn something else. `init="random"`: a code drawn as codes are initialised and a random signature, drawn
         again until it talks with at least one existing processor (talking is symmetric, so in both directions).
-        The config then counts the new processors (`num_processor_modules`, `num_added_modules`) and names no graph
-        prior or regulariser, whose graphs were drawn for the modules there were. Returns the new modules' indices
+        With `config.processors_read_in`, each new processor reads the input through a new input module of its own
+        (for `mirror`, a copy of its source's, perturbed alike). The config then counts the new processors
+        (`num_processor_modules`, `num_added_modules`, and `num_input_modules` where they read the input) and names
+        no graph prior or regulariser, whose graphs were drawn for the modules there were. Returns the new modules' indices
         among the processors. To train only them, `NACForClassification.add_modules(..., freeze_existing=True)`."""
         if init not in ("mirror", "random"):
             raise ValueError(f"unknown initialisation {init!r} of added modules; choose 'mirror' or 'random'")
-        if self.config.processors_read_in:
-            raise ValueError(
-                "add_modules needs processors that hear the input modules, but with config.processors_read_in=True "
-                "each processor reads the input through an input module of its own, which an added one would lack"
-            )
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"add_modules adds a positive number of modules, got {count!r}")
         config, generator = self.config, self.generator
@@ -1168,8 +1185,24 @@ class NACModel(NACPreTrainedModel):
         else:
             new_codes = torch.randn(count, config.code_dim, generator=rng)
             new_signatures = torch.stack([self.joining_signature(existing, rng) for _ in range(count)])
-        codes = torch.cat([codes[:end], new_codes.to(codes), codes[end:]])
-        signatures = torch.cat([signatures[:end], new_signatures.to(signatures), signatures[end:]])
+        pieces = [(codes[:num_in], signatures[:num_in])]
+        if config.processors_read_in:
+            # Each new processor reads the input through a new input module: the source's (perturbed alike), or new.
+            if init == "mirror":
+                spread = codes[:num_in].std()
+                input_codes = codes[sources] + 0.01 * spread * torch.randn(count, config.code_dim, generator=rng)
+            else:
+                input_codes = torch.randn(count, config.code_dim, generator=rng)
+            # Input modules send to no one here: their signatures are kept for the layout only.
+            input_signatures = (signatures[:num_in][sources] if init == "mirror"
+                                else torch.randn(count, config.signature_dim, generator=rng).to(signatures))
+            pieces.append((input_codes.to(codes), input_signatures))
+        pieces += [(codes[num_in:end], existing), (new_codes.to(codes), new_signatures.to(signatures)),
+                   (codes[end:], signatures[end:])]
+        codes = torch.cat([piece[0] for piece in pieces])
+        signatures = torch.cat([piece[1] for piece in pieces])
+        if config.processors_read_in:
+            config.num_input_modules = num_in + count
         config.num_processor_modules = num_proc + count
         config.num_added_modules += count
         config.graph_prior, config.graph_regularizer, config.graph_regularizer_weight = "none", "none", 0.0
