@@ -1165,8 +1165,9 @@ class NACModel(NACPreTrainedModel):
         With `config.processors_read_in`, each new processor reads the input through a new input module of its own
         (for `mirror`, a copy of its source's, perturbed alike). The config then counts the new processors
         (`num_processor_modules`, `num_added_modules`, and `num_input_modules` where they read the input) and names
-        no graph prior or regulariser, whose graphs were drawn for the modules there were. Returns the new modules' indices
-        among the processors. To train only them, `NACForClassification.add_modules(..., freeze_existing=True)`."""
+        no graph prior or regulariser, whose graphs were drawn for the modules there were. Returns the new modules'
+        indices among the processors. To train only them, `NACForClassification.add_modules(...,
+        freeze_existing=True)`."""
         if init not in ("mirror", "random"):
             raise ValueError(f"unknown initialisation {init!r} of added modules; choose 'mirror' or 'random'")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
