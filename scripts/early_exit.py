@@ -9,13 +9,15 @@ threshold: an example stops after the first layer whose read-out's top softmax p
 top-1 accuracy on the whole evaluation set, the mean number of propagator layers the examples ran, the largest change
 of a logit against the full model (`max_logit_difference`), and the
 throughput (examples per second, median of `--repeats` after a warm-up, in this process) on one evaluation batch of
-`--batch_size` and, one example at a time, on its first `--single_examples` examples. Writes DIR/early_exit.json
+`--batch_size` and, one example at a time, on its first `--single_examples` examples, each timed in turns with the
+model without early exit (the speed-ups are the medians of the per-turn ratios). Writes DIR/early_exit.json
 ({"baseline": {...}, "rows": [...]}) and, with matplotlib, DIR/early_exit.png (accuracy against mean layers and
 against measured speed-up). The baseline also gives the share of the read-out's attention on the input modules
 (`read_out_attention_on_inputs`): near 1, the propagator layers barely reach the prediction.
 """
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -25,11 +27,13 @@ from transformers import HfArgumentParser
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf.data import DataArguments
-from nac_hf.evaluation import load_for_evaluation, median_seconds, median_time
+from nac_hf.evaluation import load_for_evaluation, median_seconds, median_time, paired_seconds, paired_times
 
 
 @torch.no_grad()
-def measure(model, evaluation, single_examples: int, repeats: int) -> dict:
+def measure(model, evaluation, single_examples: int, repeats: int, full=None) -> dict:
+    """Top-1, mean layers and throughput of `model` (batch `--batch_size` and batch 1); beside `full` (the model
+    without early exit), each timed in turns with it, also the speed-ups over it (medians of the per-turn ratios)."""
     logits, layers = [], []
     for batch in evaluation.batches:
         output = model(**batch)
@@ -41,18 +45,26 @@ def measure(model, evaluation, single_examples: int, repeats: int) -> dict:
     size = len(next(iter(batch.values())))
     singles = [{name: value[i : i + 1] for name, value in batch.items()} for i in range(min(single_examples, size))]
 
-    def one_at_a_time():
-        for example in singles:
-            model(**example)
+    def one_at_a_time(timed):
+        def run():
+            for example in singles:
+                timed(**example)
+
+        return run
 
     logits = torch.cat(logits)
-    return {
+    row = {
         "logits": logits,
         "accuracy": (logits.argmax(-1) == evaluation.labels).float().mean().item(),
         "mean_layers": torch.cat(layers).float().mean().item(),
-        "throughput": size / median_seconds(model, batch, repeats=repeats),
-        "throughput_batch_1": len(singles) / median_time(one_at_a_time, repeats),
     }
+    if full is None:
+        return {**row, "throughput": size / median_seconds(model, batch, repeats=repeats),
+                "throughput_batch_1": len(singles) / median_time(one_at_a_time(model), repeats)}
+    _, seconds, speedup = paired_seconds(full, model, batch, repeats=repeats)
+    _, single_seconds, single_speedup = paired_times(one_at_a_time(full), one_at_a_time(model), repeats)
+    return {**row, "throughput": size / seconds, "throughput_batch_1": len(singles) / single_seconds,
+            "speedup": speedup, "speedup_batch_1": single_speedup}
 
 
 @torch.no_grad()
@@ -78,8 +90,8 @@ def plot(baseline: dict, rows: list[dict], path: Path) -> bool:
         depth.annotate(f"{row['threshold']:g}", (row["mean_layers"] / baseline["layers"], y), fontsize=7)
     depth.set_xlabel("mean fraction of propagator layers run")
     depth.set_ylabel("top-1 accuracy (%)")
-    for key, label in (("throughput", "batch of the evaluation set"), ("throughput_batch_1", "batch 1")):
-        speed.plot([row[key] / baseline[key] for row in rows], accuracy, marker="o", label=label)
+    for key, label in (("speedup", "batch of the evaluation set"), ("speedup_batch_1", "batch 1")):
+        speed.plot([row[key] for row in rows], accuracy, marker="o", label=label)
     speed.set_xlabel("measured speed-up of the forward pass (×)")
     for axes in (depth, speed):
         axes.axhline(100 * baseline["accuracy"] - 1, color="grey", linestyle=":", label="1 point below the full model")
@@ -113,13 +125,12 @@ def main() -> int:
     print(f"full model: top-1 {100 * baseline['accuracy']:.2f} %, {baseline['layers']} layers, "
           f"{baseline['throughput']:.0f} examples/s (batch {args.batch_size}), "
           f"{baseline['throughput_batch_1']:.0f} examples/s (batch 1)", flush=True)
+    full = copy.deepcopy(model)  # without early exit, timed in turns with each threshold's model
     rows = []
     for threshold in (float(t) for t in args.thresholds.split(",")):
         model.config.exit_threshold = threshold
-        row = {"threshold": threshold, **measure(model, evaluation, args.single_examples, args.repeats)}
+        row = {"threshold": threshold, **measure(model, evaluation, args.single_examples, args.repeats, full)}
         row["max_logit_difference"] = (row.pop("logits") - full_logits).abs().max().item()  # against the full model
-        row["speedup"] = row["throughput"] / baseline["throughput"]
-        row["speedup_batch_1"] = row["throughput_batch_1"] / baseline["throughput_batch_1"]
         rows.append(row)
         print(f"threshold {threshold:g}: top-1 {100 * row['accuracy']:.2f} %, {row['mean_layers']:.2f} layers "
               f"({100 * row['mean_layers'] / baseline['layers']:.0f} %), {row['speedup']:.2f}x "

@@ -133,3 +133,4 @@ def test_the_script_reports_accuracy_depth_and_speed_at_every_threshold(tmp_path
     assert always["threshold"] == 0.0 and always["mean_layers"] == 1  # everyone leaves after the first layer
     for row in results["rows"]:
         assert 0.0 <= row["accuracy"] <= 1.0 and row["throughput"] > 0 and row["throughput_batch_1"] > 0
+        assert row["speedup"] > 0 and row["speedup_batch_1"] > 0  # timed in turns with the model without early exit

@@ -78,23 +78,28 @@ def median_seconds(model, inputs: dict, repeats: int = 7, warmup: int = 2) -> fl
     return median_time(lambda: model(**inputs), repeats, warmup)
 
 
-@torch.no_grad()
-def paired_seconds(reference, model, inputs: dict, repeats: int = 7, warmup: int = 2) -> tuple[float, float, float]:
-    """Wall times of `reference` and `model` on `inputs`, timed in turns so that both see the same machine: the
-    median time of each, and the median of the per-turn ratios `reference / model` (the speed-up of `model`)."""
-    reference.eval(), model.eval()
+def paired_times(first, second, repeats: int = 7, warmup: int = 2) -> tuple[float, float, float]:
+    """Wall times of `first()` and `second()`, timed in turns so that both see the same machine: the median time of
+    each, and the median of the per-turn ratios `first / second` (how much faster `second` is)."""
     for _ in range(warmup):
-        reference(**inputs), model(**inputs)
+        first(), second()
     times = []
     for _ in range(repeats):
         pair = []
-        for timed in (reference, model):
+        for function in (first, second):
             start = time.perf_counter()
-            timed(**inputs)
+            function()
             pair.append(time.perf_counter() - start)
         times.append(pair)
     return (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times),
             statistics.median(t[0] / t[1] for t in times))
+
+
+@torch.no_grad()
+def paired_seconds(reference, model, inputs: dict, repeats: int = 7, warmup: int = 2) -> tuple[float, float, float]:
+    """`paired_times` of one forward pass of `reference` and of `model` over `inputs`, in evaluation mode."""
+    reference.eval(), model.eval()
+    return paired_times(lambda: reference(**inputs), lambda: model(**inputs), repeats, warmup)
 
 
 def take(batch: dict, size: int) -> dict:
@@ -104,5 +109,5 @@ def take(batch: dict, size: int) -> dict:
 
 __all__ = [
     "EvaluationSet", "load_evaluation_set", "load_for_evaluation", "median_seconds", "median_time", "paired_seconds",
-    "predict", "take",
+    "paired_times", "predict", "take",
 ]
