@@ -3,16 +3,13 @@ of the model run with ℓ layers (also in a mixed batch), training can read out 
 measures accuracy, depth and speed."""
 
 import copy
-import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from torch import nn
 
-from nac_hf import NACConfig, NACForClassification, NACImageProcessor
-from nac_test_utils import MODEL_KINDS, ROOT, example_inputs, tiny
+from nac_hf import NACConfig, NACForClassification
+from nac_test_utils import MODEL_KINDS, example_inputs, run_checkpoint_script, tiny
 
 
 def with_layers(model: NACForClassification, layers: int) -> NACForClassification:
@@ -117,14 +114,8 @@ def test_exits_are_refused_where_they_mean_nothing():
 def test_the_script_reports_accuracy_depth_and_speed_at_every_threshold(tmp_path):
     torch.manual_seed(0)
     model = NACForClassification(tiny(num_labels=10, image_size=8, patch_size=2, num_channels=1, num_hidden_layers=3))
-    model.save_pretrained(tmp_path / "ckpt")
-    NACImageProcessor(size={"height": 8, "width": 8}, num_channels=1).save_pretrained(tmp_path / "ckpt")
-    command = [sys.executable, str(ROOT / "scripts" / "early_exit.py"), str(tmp_path / "ckpt"), "--output_dir",
-               str(tmp_path / "out"), "--thresholds", "1,0.0", "--repeats", "1", "--single_examples", "3",
-               "--max_eval_samples", "40"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "early_exit.json").read_text())
+    results = run_checkpoint_script(model, "early_exit", tmp_path, "--thresholds", "1,0.0", "--repeats", "1",
+                                    "--single_examples", "3", "--max_eval_samples", "40")
     assert results["examples"] == 40 and results["baseline"]["layers"] == 3
     never, always = results["rows"]
     assert never["threshold"] == 1.0 and never["mean_layers"] == 3

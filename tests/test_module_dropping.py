@@ -136,21 +136,11 @@ def test_bad_requests_are_refused():
 
 
 def test_the_script_measures_every_order_at_every_fraction(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    from nac_test_utils import ROOT
+    from nac_test_utils import run_checkpoint_script
 
     model = trained_like(num_labels=10, image_size=8, patch_size=2, num_channels=1)
-    model.save_pretrained(tmp_path / "ckpt")
-    NACImageProcessor(size={"height": 8, "width": 8}, num_channels=1).save_pretrained(tmp_path / "ckpt")
-    command = [sys.executable, str(ROOT / "scripts" / "module_dropping.py"), str(tmp_path / "ckpt"), "--output_dir",
-               str(tmp_path / "out"), "--keep", "1,0.5", "--keep_input", "1", "--random_seeds", "0,1", "--repeats", "1",
-               "--max_eval_samples", "40"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "module_dropping.json").read_text())
+    results = run_checkpoint_script(model, "module_dropping", tmp_path, "--keep", "1,0.5", "--keep_input", "1",
+                                    "--random_seeds", "0,1", "--repeats", "1", "--max_eval_samples", "40")
     assert results["examples"] == 40 and results["baseline"]["processor_modules"] == 10
     rows = results["rows"]
     assert len(rows) == (2 + 3) * 2  # random twice, the three learned orders once; two fractions each

@@ -2,16 +2,13 @@
 read, the input modules send to no one, and such a NAC trains, exits early, drops modules, saves, loads, exports and
 compiles like any other."""
 
-import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from transformers import AutoModelForImageClassification
 
 from nac_hf import NACConfig, NACForClassification, NACImageProcessor
-from nac_test_utils import ROOT, example_inputs, load_script_inputs, run_load_script, tiny
+from nac_test_utils import example_inputs, load_script_inputs, run_checkpoint_script, run_load_script, tiny
 
 
 def read_in_model(**overrides) -> NACForClassification:
@@ -92,14 +89,8 @@ def test_a_dropped_model_saves_loads_exports_and_compiles(tmp_path):
 
 def test_the_dropping_script_drops_the_input_modules_with_their_processors(tmp_path):
     model = read_in_model(num_labels=10, image_size=8, patch_size=2, num_channels=1)
-    model.save_pretrained(tmp_path / "ckpt")
-    NACImageProcessor(size={"height": 8, "width": 8}, num_channels=1).save_pretrained(tmp_path / "ckpt")
-    command = [sys.executable, str(ROOT / "scripts" / "module_dropping.py"), str(tmp_path / "ckpt"), "--output_dir",
-               str(tmp_path / "out"), "--keep", "1,0.25", "--random_seeds", "0", "--repeats", "1",
-               "--max_eval_samples", "20"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads((tmp_path / "out" / "module_dropping.json").read_text())
+    results = run_checkpoint_script(model, "module_dropping", tmp_path, "--keep", "1,0.25", "--random_seeds", "0",
+                                    "--repeats", "1", "--max_eval_samples", "20")
     assert results["inputs_follow_processors"] and len(results["rows"]) == 4 * 2
     for row in results["rows"]:
         assert row["input_modules"] == row["processor_modules"] == (8 if row["keep_processor"] == 1.0 else 2)
