@@ -58,8 +58,8 @@ from .training import (
 logger = logging.getLogger(__name__)
 
 MODES = ("full", "head", "codes", "lora", "extend", "prototype")
-# The modes that train, each with its learning rate.
-TRAINED_MODES = MODES[:-1]
+# The modes that train, each with its learning rate (`prototype` trains nothing).
+TRAINED_MODES = tuple(mode for mode in MODES if mode != "prototype")
 RESULTS_FILE = "few_shot_results.json"
 
 # The module codes of a NAC: what `codes` mode trains besides the head.
