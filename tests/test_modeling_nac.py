@@ -567,8 +567,15 @@ def test_code_noise_is_drawn_each_pass_and_shared_by_the_batch():
     torch.testing.assert_close(model.eval()(**inputs).output_codes, codes, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kernel_batch, output_attentions", [(1, True), (3, True), (1, False), (3, False)])
-def test_kernel_modulated_attention_has_the_gradients_of_its_formula(kernel_batch, output_attentions):
+@pytest.mark.parametrize(
+    "kernel_batch, output_attentions, piece_bytes",
+    [(1, True, None), (3, True, None), (1, False, None), (3, False, None), (1, False, 1), (3, False, 1)],
+)
+def test_kernel_modulated_attention_has_the_gradients_of_its_formula(
+    kernel_batch, output_attentions, piece_bytes, monkeypatch
+):
+    if piece_bytes is not None:  # the backward pass one example at a time, as it goes through a large batch
+        monkeypatch.setattr(modeling, "CPU_ATTENTION_PIECE_BYTES", piece_bytes)
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(3, 2, 5, 4, generator=generator, dtype=torch.float64)
     key, value = (torch.randn(3, 2, 7, 4, generator=generator, dtype=torch.float64) for _ in range(2))

@@ -696,28 +696,94 @@ class KernelModulatedSoftmax(torch.autograd.Function):
         return kernel_softmax_gradients(probabilities, weights, kernel, grad_weights.clone(), ctx.needs_input_grad[1])
 
 
+# The backward pass of `KernelModulatedAttention` works through the batch in pieces of about this many bytes of
+# (H, R, S) tensors on a CPU, so that its passes over the attention run in cache and reuse memory: a tensor of tens of
+# MiB is a fresh allocation (and page faults) every time, and each pass over it goes to main memory.
+CPU_ATTENTION_PIECE_BYTES = 2**21
+
+
+def attention_and_log_normaliser(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`softmax(scale q kᵀ + bias) v` and the log of its normaliser `log Σ_v exp(scale q·k_v + bias_v)`, `(B, H, R, 1)`.
+    On a CPU in one fused kernel (the flash-attention SDPA kernel, which returns its log-sum-exp), elsewhere written
+    out."""
+    if query.device.type == "cpu":
+        context, log_normaliser = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, value, attn_mask=bias.to(query.dtype), scale=scale
+        )
+        return context, log_normaliser.unsqueeze(-1).to(query.dtype)
+    logits = torch.matmul(query, key.transpose(-1, -2)).mul_(scale).add_(bias)  # (B, H, R, S)
+    log_normaliser = logits.logsumexp(-1, keepdim=True)
+    return torch.matmul(logits.sub_(log_normaliser).exp_(), value), log_normaliser
+
+
 class KernelModulatedAttention(torch.autograd.Function):
-    """`KernelModulatedSoftmax(s, K̃) @ v` in one step: the weights are not kept for the backward pass (they are
-    `p ⊙ K̃`, from the `p` that is kept), which saves a `(B, H, R, S)` tensor per layer."""
+    """`KernelModulatedSoftmax(q kᵀ/√d, K̃) @ v` with its gradient written out, as flash attention does it: the
+    forward pass keeps no `(B, H, R, S)` tensor (only the context and the log-normaliser of each row), and the
+    backward pass recomputes the weights piece by piece over the batch (`CPU_ATTENTION_PIECE_BYTES`).
+
+    query `(B, H, R, d)`, key and value `(B, H, S, d)`, kernel K̃ `(B|1, 1, R, S)`, 0 where a pair does not talk. With
+    s the scaled scores, `lse = log Σ_v K̃ exp(s)` and `peak` the largest `s + log K̃` of a talking pair in the row,
+    `p = exp(s − lse)` where a pair talks and `exp(min(s, peak) − lse)` where it does not (`exp(s − peak)` capped at
+    1, over the normaliser), and the weights are `w = p ⊙ K̃`. Then `∂L/∂s = w ⊙ (g − Σ_v w g)` with g = dO vᵀ and
+    `Σ_v w g = dO · O`, `∂L/∂K̃ = p ⊙ (g − Σ_v w g)` (straight-through: also where K̃ is 0), `∂L/∂v = wᵀ dO`."""
 
     @staticmethod
-    def forward(ctx, scores: torch.Tensor, kernel: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        probabilities = kernel_softmax_probabilities(scores, kernel)
-        ctx.save_for_backward(probabilities, kernel, value)
+    def forward(ctx, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel: torch.Tensor):
+        scale = 1.0 / math.sqrt(query.shape[-1])
+        log_kernel = kernel_log(kernel)  # -inf where a pair does not talk
+        silent = torch.isneginf(log_kernel).all(-1, keepdim=True)  # receivers that hear no sender: (B|1, 1, R, 1)
         with torch.autocast(value.device.type, enabled=False):  # in the dtype it is given, as the backward is
-            return (probabilities * kernel) @ value
+            context, log_normaliser = attention_and_log_normaliser(
+                query, key, value, log_kernel.masked_fill(silent, 0.0), scale
+            )
+        context = context.masked_fill_(silent, 0.0)
+        log_normaliser = log_normaliser.masked_fill_(silent, float("inf"))  # so that p = 0 on a silent row
+        ctx.save_for_backward(query, key, value, kernel, context, log_normaliser)
+        ctx.scale = scale
+        return context
 
     @staticmethod
     def backward(ctx, grad_context: torch.Tensor):
-        probabilities, kernel, value = ctx.saved_tensors
-        grad_context = grad_context.to(value.dtype)
-        weights = probabilities * kernel
-        grad_value = weights.transpose(-1, -2) @ grad_context if ctx.needs_input_grad[2] else None
-        grad_weights = grad_context @ value.transpose(-1, -2)  # (B, H, R, S)
-        grad_scores, grad_kernel = kernel_softmax_gradients(
-            probabilities, weights, kernel, grad_weights, ctx.needs_input_grad[1]
-        )
-        return grad_scores, grad_kernel, grad_value
+        query, key, value, kernel, context, log_normaliser = ctx.saved_tensors
+        scale = ctx.scale
+        grad_context = grad_context.to(value.dtype).contiguous()
+        log_kernel = kernel_log(kernel)
+        uncapped = torch.where(kernel > 0, float("inf"), 0.0)  # where the cap at the peak does not apply
+        row_dot = (grad_context * context).sum(-1, keepdim=True)  # Σ_v w g = dO · O: (B, H, R, 1)
+        grad_query, grad_key, grad_value = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (query, key, value))
+        needs_kernel = ctx.needs_input_grad[3]
+        grad_kernel = kernel.new_empty((query.shape[0], 1) + kernel.shape[2:]) if needs_kernel else None
+        batch, heads, receivers, _ = query.shape
+        per_piece = batch
+        if query.device.type == "cpu":
+            per_piece = max(1, CPU_ATTENTION_PIECE_BYTES // (heads * receivers * key.shape[2] * query.element_size()))
+        for start in range(0, batch, per_piece):
+            rows = slice(start, start + per_piece)
+            kernel_rows = rows if kernel.shape[0] > 1 else slice(None)
+            scores = torch.matmul(query[rows], key[rows].transpose(-1, -2)).mul_(scale)  # (b, H, R, S)
+            peak = (scores + log_kernel[kernel_rows]).amax(-1, keepdim=True)
+            probabilities = torch.minimum(scores, peak + uncapped[kernel_rows], out=scores)
+            probabilities = probabilities.sub_(log_normaliser[rows]).exp_()
+            weights = probabilities * kernel[kernel_rows]
+            torch.matmul(weights.transpose(-1, -2), grad_context[rows], out=grad_value[rows])
+            centred = torch.matmul(grad_context[rows], value[rows].transpose(-1, -2)).sub_(row_dot[rows])
+            if needs_kernel:
+                torch.sum(probabilities.mul_(centred), 1, keepdim=True, out=grad_kernel[rows])
+            grad_scores = weights.mul_(centred).mul_(scale)
+            torch.matmul(grad_scores, key[rows], out=grad_query[rows])
+            torch.matmul(grad_scores.transpose(-1, -2), query[rows], out=grad_key[rows])
+        if needs_kernel:
+            grad_kernel = grad_kernel.sum_to_size(kernel.shape)
+        return grad_query, grad_key, grad_value, grad_kernel
+
+
+def kernel_log(kernel: torch.Tensor) -> torch.Tensor:
+    """`log K̃`, -inf where a pair does not talk; a sampled K̃ below the smallest normal float counts as that float
+    (the logarithm of a subnormal number is many times slower, and its weight is 0 either way)."""
+    tiny = torch.finfo(kernel.dtype).tiny
+    return kernel.clamp_min(tiny).log().masked_fill_(kernel == 0, float("-inf"))
 
 
 def kernel_modulated_attention(
@@ -726,20 +792,20 @@ def kernel_modulated_attention(
     """`softmax_v(q_u·k_v/√d + log K̃_uv) v`, i.e. `K̃ ⊙ exp(s) / Σ K̃ ⊙ exp(s)`: attention weighted by the sampled
     kernel K̃ `(B|1, 1, R, S)`, 0 where modules do not talk. query `(B, H, R, d)`, key and value `(B, H, S, d)`.
 
-    When K̃ needs a gradient (training) or the weights are asked for, the weights come from `KernelModulatedSoftmax`,
-    whose gradient reaches K̃ also where it is 0 in the forward pass (straight-through); otherwise SDPA with `log K̃`
-    as its additive mask. A receiver that hears no sender gets 0. Returns the context `(B, H, R, d)` and the weights
+    When K̃ needs a gradient (training), `KernelModulatedAttention`, whose gradient reaches K̃ also where it is 0 in
+    the forward pass (straight-through); when the weights are asked for, `KernelModulatedSoftmax`, the same function
+    with the weights as a tensor; otherwise SDPA with `log K̃` as its additive mask. A receiver that hears no sender gets 0. Returns the context `(B, H, R, d)` and the weights
     `(B, H, R, S)` when asked for."""
     if not (output_attentions or kernel.requires_grad):
         bias = kernel.log()  # -inf where a pair does not talk
         silent = torch.isneginf(bias).all(-1, keepdim=True)  # receivers with no sender at all
         bias = bias.masked_fill(silent, 0.0).to(query.dtype)
         return F.scaled_dot_product_attention(query, key, value, attn_mask=bias).masked_fill(silent, 0.0), None
-    scores = (query / math.sqrt(query.shape[-1])) @ key.transpose(-1, -2)  # (B, H, R, S)
-    dtype = torch.promote_types(scores.dtype, kernel.dtype)  # the kernel's float32 also under bf16 autocast
-    scores, kernel = scores.to(dtype), kernel.to(dtype)
+    dtype = torch.promote_types(query.dtype, kernel.dtype)  # the kernel's float32 also under bf16 autocast
     if not output_attentions:
-        return KernelModulatedAttention.apply(scores, kernel, value.to(dtype)).to(value.dtype), None
+        return KernelModulatedAttention.apply(*(t.to(dtype) for t in (query, key, value, kernel))).to(value.dtype), None
+    scores = (query / math.sqrt(query.shape[-1])) @ key.transpose(-1, -2)  # (B, H, R, S)
+    scores, kernel = scores.to(dtype), kernel.to(dtype)
     weights = KernelModulatedSoftmax.apply(scores, kernel)
     return weights.to(value.dtype) @ value, weights
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import (
     PerceiverConfig,
@@ -24,6 +25,12 @@ from .modeling_nac import NACForClassification
 
 
 BASELINES = ("vit", "perceiver")
+
+# On a CPU, scaled_dot_product_attention (in NACs, ViTs and Perceivers alike) runs as this flash-attention kernel,
+# which torch's FLOP counter has no formula for: without one, FLOPs per example would leave attention out.
+_CPU_FLASH_ATTENTION = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _CPU_FLASH_ATTENTION not in flop_counter.flop_registry:
+    flop_counter.register_flop_formula(_CPU_FLASH_ATTENTION, get_raw=True)(flop_counter.sdpa_flop)
 
 
 def gemm_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
