@@ -142,7 +142,7 @@ def test_read_in_residual_decides_what_the_input_modules_keep(residual):
     read_in = model.read_in
     assert torch.all(read_in.attention_residual.layer_scale.gamma == 0.5)
     seen = {}
-    read_in.attention_residual.layer_scale.register_forward_hook(lambda m, args, out: seen.update(update=out))
+    read_in.output.register_forward_hook(lambda m, args, out: seen.update(update=0.5 * out))  # after LayerScale
     read_in.ffn.register_forward_pre_hook(lambda m, args: seen.update(ffn_input=args[0]))
     with torch.no_grad():
         model(**example_inputs(config), output_hidden_states=True)

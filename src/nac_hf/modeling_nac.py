@@ -130,6 +130,27 @@ class ModFC(nn.Module):
         return self.linear(x * self.modulation(code))
 
 
+class GEGLU(torch.autograd.Function):
+    """`value ⊙ GELU(gate)` of the two halves of the last axis, with the gradient written out: the backward pass keeps
+    only the input and writes both halves' gradients into one tensor (autograd would keep three and concatenate)."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(hidden)
+        value, gate = hidden.chunk(2, dim=-1)
+        return value * F.gelu(gate)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (hidden,) = ctx.saved_tensors
+        value, gate = hidden.chunk(2, dim=-1)
+        grad_hidden = torch.empty_like(hidden)
+        grad_value, grad_gate = grad_hidden.chunk(2, dim=-1)
+        torch.mul(grad, F.gelu(gate), out=grad_value)
+        torch.ops.aten.gelu_backward.grad_input(grad * value, gate, grad_input=grad_gate)
+        return grad_hidden
+
+
 class ModFFN(nn.Module):
     """Pre-LN feed-forward network of modulated layers (ModFC → GEGLU or GELU → ModFC), on the module's own code."""
 
@@ -144,8 +165,7 @@ class ModFFN(nn.Module):
     def forward(self, states: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         hidden = self.fc_in(self.norm(states), codes)
         if self.gated:
-            value, gate = hidden.chunk(2, dim=-1)
-            hidden = value * F.gelu(gate)
+            hidden = GEGLU.apply(hidden)
         else:
             hidden = F.gelu(hidden)
         return self.fc_out(hidden, codes)
@@ -161,16 +181,20 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
-def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth per example. Always a multiplication, so the branch stays in the autograd graph."""
+def drop_path_scale(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor | None:
+    """Stochastic depth per example: `keep / (1 − rate)` of shape `(B, 1, …)` for a branch `x`, keep drawn from a
+    Bernoulli(1 − rate); None outside training or at rate 0. A multiplication, so the branch stays in the autograd
+    graph."""
     if not training or rate == 0.0:
-        return x
+        return None
     keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1.0 - rate)
-    return x * keep / (1.0 - rate)
+    return keep.div_(1.0 - rate)
 
 
 class ResidualBranch(nn.Module):
-    """`x + drop_path(LayerScale(branch))`: the residual form shared by the read-in, propagators and read-out."""
+    """`x + drop_path(LayerScale(branch))`: the residual form shared by the read-in, propagators and read-out.
+    LayerScale's γ and the drop-path factor are one `(B, 1, D)` scale, applied to the branch as it is added (one pass
+    over the states instead of three, forward and backward)."""
 
     def __init__(self, config: NACConfig, layer_scale_init_value: float | None = None):
         super().__init__()
@@ -178,7 +202,11 @@ class ResidualBranch(nn.Module):
         self.layer_scale = LayerScale(config.hidden_size, init_value)
 
     def forward(self, states: torch.Tensor, update: torch.Tensor, drop_rate: float) -> torch.Tensor:
-        return states + drop_path(self.layer_scale(update), drop_rate, self.training)
+        scale = self.layer_scale.gamma
+        keep = drop_path_scale(update, drop_rate, self.training)
+        if keep is not None:
+            scale = keep * scale  # (B, 1, D)
+        return torch.addcmul(states, update, scale)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -735,8 +763,9 @@ class KernelModulatedAttention(torch.autograd.Function):
         log_kernel = kernel_log(kernel)  # -inf where a pair does not talk
         silent = torch.isneginf(log_kernel).all(-1, keepdim=True)  # receivers that hear no sender: (B|1, 1, R, 1)
         with torch.autocast(value.device.type, enabled=False):  # in the dtype it is given, as the backward is
+            # detached: this Function gives the gradients (export traces its forward with autograd on)
             context, log_normaliser = attention_and_log_normaliser(
-                query, key, value, log_kernel.masked_fill(silent, 0.0), scale
+                query.detach(), key.detach(), value.detach(), log_kernel.masked_fill(silent, 0.0).detach(), scale
             )
         context = context.masked_fill_(silent, 0.0)
         log_normaliser = log_normaliser.masked_fill_(silent, float("inf"))  # so that p = 0 on a silent row
@@ -981,9 +1010,13 @@ class Propagator(GradientCheckpointingLayer):
         talks: torch.Tensor,
         drop_rate: float = 0.0,
         output_attentions: bool = False,
+        receivers_send: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # receivers_send: the receivers are the last senders (processors hearing processors), normalised once
+        normed_senders = self.norm(senders)
+        normed_receivers = normed_senders[:, -receivers.shape[1] :] if receivers_send else self.norm(receivers)
         update, weights = self.attention(
-            self.norm(receivers), receiver_codes, self.norm(senders), sender_codes, kernel, talks, output_attentions
+            normed_receivers, receiver_codes, normed_senders, sender_codes, kernel, talks, output_attentions
         )
         receivers = self.attention_residual(receivers, update, drop_rate)
         receivers = self.ffn_residual(receivers, self.ffn(receivers, receiver_codes), drop_rate)
@@ -1418,7 +1451,7 @@ class NACModel(NACPreTrainedModel):
         state.processors, weights = propagator(
             state.processors, state.senders(), codes_proc, self.sender_codes(state),
             *self.receiving(state.kernels, state.heard, layer), self.drop_rates[layer + 1],
-            record is not None and record.attentions,
+            record is not None and record.attentions, receivers_send=True,
         )
         if record is not None:
             record(state, weights)
