@@ -640,3 +640,22 @@ def test_the_relaxed_bernoulli_draw_has_the_gradient_of_its_formula():
     assert torch.autograd.gradcheck(
         lambda p: modeling.RelaxedBernoulliSample.apply(p, uniform, torch.ones_like(talks), 0.5), (probs,)
     )
+
+
+def test_geglu_has_the_gradient_of_its_formula():
+    hidden = torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True)
+    value, gate = hidden.chunk(2, dim=-1)
+    torch.testing.assert_close(modeling.GEGLU.apply(hidden), value * torch.nn.functional.gelu(gate))
+    assert torch.autograd.gradcheck(modeling.GEGLU.apply, (hidden,))
+
+
+def test_residual_branch_drops_whole_examples_and_scales_the_kept_ones():
+    config = tiny(layer_scale_init_value=0.5)
+    branch = modeling.ResidualBranch(config).train()
+    states, update = torch.randn(64, 3, config.hidden_size), torch.randn(64, 3, config.hidden_size)
+    out = branch(states, update, drop_rate=0.25)
+    kept = (out != states).flatten(1).any(1)  # per example: the whole branch added, or none of it
+    assert kept.any() and not kept.all()
+    expected = states + 0.5 * update * (kept.float() / 0.75)[:, None, None]  # kept ones scaled by 1 / (1 − rate)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(branch.eval()(states, update, drop_rate=0.25), states + 0.5 * update)
