@@ -130,27 +130,6 @@ class ModFC(nn.Module):
         return self.linear(x * self.modulation(code))
 
 
-class GEGLU(torch.autograd.Function):
-    """`value ⊙ GELU(gate)` of the two halves of the last axis, with the gradient written out: the backward pass keeps
-    only the input and writes both halves' gradients into one tensor (autograd would keep three and concatenate)."""
-
-    @staticmethod
-    def forward(ctx, hidden: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(hidden)
-        value, gate = hidden.chunk(2, dim=-1)
-        return value * F.gelu(gate)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (hidden,) = ctx.saved_tensors
-        value, gate = hidden.chunk(2, dim=-1)
-        grad_hidden = torch.empty_like(hidden)
-        grad_value, grad_gate = grad_hidden.chunk(2, dim=-1)
-        torch.mul(grad, F.gelu(gate), out=grad_value)
-        torch.ops.aten.gelu_backward.grad_input(grad * value, gate, grad_input=grad_gate)
-        return grad_hidden
-
-
 class ModFFN(nn.Module):
     """Pre-LN feed-forward network of modulated layers (ModFC → GEGLU or GELU → ModFC), on the module's own code."""
 
@@ -165,7 +144,8 @@ class ModFFN(nn.Module):
     def forward(self, states: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         hidden = self.fc_in(self.norm(states), codes)
         if self.gated:
-            hidden = GEGLU.apply(hidden)
+            value, gate = hidden.chunk(2, dim=-1)
+            hidden = value * F.gelu(gate)
         else:
             hidden = F.gelu(hidden)
         return self.fc_out(hidden, codes)
@@ -731,12 +711,13 @@ CPU_ATTENTION_PIECE_BYTES = 2**21
 
 
 def attention_and_log_normaliser(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, scale: float
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, scale: float,
+    fused: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`softmax(scale q kᵀ + bias) v` and the log of its normaliser `log Σ_v exp(scale q·k_v + bias_v)`, `(B, H, R, 1)`.
-    On a CPU in one fused kernel (the flash-attention SDPA kernel, which returns its log-sum-exp), elsewhere written
-    out."""
-    if query.device.type == "cpu":
+    `fused` (by default on a CPU): in one kernel, the CPU flash-attention SDPA kernel, which returns its log-sum-exp;
+    otherwise written out."""
+    if query.device.type == "cpu" if fused is None else fused:
         context, log_normaliser = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query, key, value, attn_mask=bias.to(query.dtype), scale=scale
         )
@@ -760,12 +741,11 @@ class KernelModulatedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel: torch.Tensor):
         scale = 1.0 / math.sqrt(query.shape[-1])
-        log_kernel = kernel_log(kernel)  # -inf where a pair does not talk
-        silent = torch.isneginf(log_kernel).all(-1, keepdim=True)  # receivers that hear no sender: (B|1, 1, R, 1)
+        bias, silent = attention_bias(kernel.detach())
         with torch.autocast(value.device.type, enabled=False):  # in the dtype it is given, as the backward is
             # detached: this Function gives the gradients (export traces its forward with autograd on)
             context, log_normaliser = attention_and_log_normaliser(
-                query.detach(), key.detach(), value.detach(), log_kernel.masked_fill(silent, 0.0).detach(), scale
+                query.detach(), key.detach(), value.detach(), bias, scale
             )
         context = context.masked_fill_(silent, 0.0)
         log_normaliser = log_normaliser.masked_fill_(silent, float("inf"))  # so that p = 0 on a silent row
@@ -781,7 +761,9 @@ class KernelModulatedAttention(torch.autograd.Function):
         log_kernel = kernel_log(kernel)
         uncapped = torch.where(kernel > 0, float("inf"), 0.0)  # where the cap at the peak does not apply
         row_dot = (grad_context * context).sum(-1, keepdim=True)  # Σ_v w g = dO · O: (B, H, R, 1)
-        grad_query, grad_key, grad_value = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (query, key, value))
+        grad_query, grad_key, grad_value = (
+            torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (query, key, value)
+        )  # contiguous, for the matmuls' out=
         needs_kernel = ctx.needs_input_grad[3]
         grad_kernel = kernel.new_empty((query.shape[0], 1) + kernel.shape[2:]) if needs_kernel else None
         batch, heads, receivers, _ = query.shape
@@ -815,6 +797,14 @@ def kernel_log(kernel: torch.Tensor) -> torch.Tensor:
     return kernel.clamp_min(tiny).log().masked_fill_(kernel == 0, float("-inf"))
 
 
+def attention_bias(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The additive attention mask `log K̃` `(B|1, 1, R, S)`, 0 on the rows of receivers that hear no sender (so that
+    softmax stays finite there), and those rows, `(B|1, 1, R, 1)`: their context is set to 0."""
+    bias = kernel_log(kernel)
+    silent = torch.isneginf(bias).all(-1, keepdim=True)
+    return bias.masked_fill_(silent, 0.0), silent
+
+
 def kernel_modulated_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel: torch.Tensor, output_attentions: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -823,16 +813,16 @@ def kernel_modulated_attention(
 
     When K̃ needs a gradient (training), `KernelModulatedAttention`, whose gradient reaches K̃ also where it is 0 in
     the forward pass (straight-through); when the weights are asked for, `KernelModulatedSoftmax`, the same function
-    with the weights as a tensor; otherwise SDPA with `log K̃` as its additive mask. A receiver that hears no sender gets 0. Returns the context `(B, H, R, d)` and the weights
-    `(B, H, R, S)` when asked for."""
+    with the weights as a tensor; otherwise SDPA with `log K̃` as its additive mask. A receiver that hears no sender
+    gets 0. Returns the context `(B, H, R, d)` and the weights `(B, H, R, S)` when asked for."""
     if not (output_attentions or kernel.requires_grad):
-        bias = kernel.log()  # -inf where a pair does not talk
-        silent = torch.isneginf(bias).all(-1, keepdim=True)  # receivers with no sender at all
-        bias = bias.masked_fill(silent, 0.0).to(query.dtype)
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=bias).masked_fill(silent, 0.0), None
+        bias, silent = attention_bias(kernel)
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
+        return context.masked_fill(silent, 0.0), None
     dtype = torch.promote_types(query.dtype, kernel.dtype)  # the kernel's float32 also under bf16 autocast
     if not output_attentions:
-        return KernelModulatedAttention.apply(*(t.to(dtype) for t in (query, key, value, kernel))).to(value.dtype), None
+        context = KernelModulatedAttention.apply(*(t.to(dtype) for t in (query, key, value, kernel)))
+        return context.to(value.dtype), None
     scores = (query / math.sqrt(query.shape[-1])) @ key.transpose(-1, -2)  # (B, H, R, S)
     scores, kernel = scores.to(dtype), kernel.to(dtype)
     weights = KernelModulatedSoftmax.apply(scores, kernel)
