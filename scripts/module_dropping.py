@@ -9,8 +9,9 @@ fraction, by each order of `nac_hf.module_dropping.ORDERS` (`random` once per se
 read the input themselves (`processors_read_in`), each processor's input module goes with it and `--keep_input` is
 not used. Each row: top-1 accuracy on the whole evaluation set, GFLOPs per example (`FlopCounterMode`) and
 throughput (examples per second of the model's forward on one evaluation batch, median of `--repeats` after a
-warm-up, in this process) and speed-up over the full model (timed in turns with it on the same batch: the median of
-the per-turn ratios, so that both see the same machine). Writes
+warm-up, in this process) and speed-up over the full model (timed in turns with it on the same batch, each turn a
+warm-up call and 3 timed calls of each model: the median of the per-turn ratios, so that both see the same machine
+and each runs warm, as it does alone). Writes
 DIR/module_dropping.json ({"baseline": {...}, "rows": [...]}) and, with matplotlib, DIR/module_dropping.png (accuracy
 against measured speed-up, one line per order at the full set of input modules).
 """

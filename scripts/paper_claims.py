@@ -6,7 +6,8 @@ parameters, same data, same training, several seeds, on two CPU cores.
         [--config_overrides "processors_read_in=true,num_input_modules=32"]
 
 1. Low-shot adaptation: both models pre-trained on digits 0-4 (scripts/train.py's settings, --pretrain_epochs), then
-   adapted to 5-9 from k examples per digit in every mode (NAC: full, head, codes, extend; ViT: full, head) with
+   adapted to 5-9 from k examples per digit in every mode (NAC: full, head, codes, extend, prototype; ViT: full,
+   head, prototype) with
    scripts/few_shot.py's settings, --seeds adaptation seeds; each model's best mode per shot count.
 2. Out of distribution: both models trained on all digits (scripts/train.py's settings, --train_epochs), once per
    seed, then evaluated on the held-out test digits, on the digits rendered from matplotlib's fonts
@@ -49,7 +50,7 @@ from nac_hf.training import ModelArguments, build_model, build_processor, traini
 
 PRETRAIN_LABELS = "0,1,2,3,4"
 NEW_LABELS = "5,6,7,8,9"
-MODES = {"nac": "full,head,codes,extend", "vit": "full,head"}
+MODES = {"nac": "full,head,codes,extend,prototype", "vit": "full,head,prototype"}
 
 
 @dataclass

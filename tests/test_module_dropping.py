@@ -209,3 +209,26 @@ def test_the_table_of_several_models_averages_them_and_keeps_each_ones_loss():
     lines = script("dropping_table").table([first, second], ["random"]).splitlines()
     assert lines[2] == "| random | 4 | 8 | 95.00 % (90.0, 100.0) | +0.00 | 2.00× | 1.75× |"
     assert lines[3] == "| random | 4 | 4 | 75.00 % (80.0, 70.0) | -20.00 | 2.00× | 2.00× |"
+
+
+def test_paired_times_times_each_function_warm_in_blocks_of_turns(monkeypatch):
+    from nac_hf import evaluation
+
+    clock = [0.0]
+    monkeypatch.setattr(evaluation.time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def timed(name, seconds):
+        def function():
+            calls.append(name)
+            # The first call after the other function is slow (cold); the warm calls of a block are not.
+            clock[0] += seconds * (5 if len(calls) > 1 and calls[-2] != name else 1)
+        return function
+
+    full, dropped = timed("full", 0.4), timed("dropped", 0.1)
+    full_seconds, seconds, speedup = evaluation.paired_times(full, dropped, repeats=3, warmup=1, block=2)
+    # A warm-up call of each, then per turn one untimed and two timed calls of each, full first.
+    assert calls == ["full", "dropped"] + ["full"] * 3 + ["dropped"] * 3 + ["full"] * 3 + ["dropped"] * 3 + [
+        "full"] * 3 + ["dropped"] * 3
+    assert (full_seconds, seconds) == pytest.approx((0.4, 0.1))
+    assert speedup == pytest.approx(4.0)

@@ -78,28 +78,29 @@ def median_seconds(model, inputs: dict, repeats: int = 7, warmup: int = 2) -> fl
     return median_time(lambda: model(**inputs), repeats, warmup)
 
 
-def paired_times(first, second, repeats: int = 7, warmup: int = 2) -> tuple[float, float, float]:
+def paired_times(first, second, repeats: int = 7, warmup: int = 2, block: int = 3) -> tuple[float, float, float]:
     """Wall times of `first()` and `second()`, timed in turns so that both see the same machine: the median time of
-    each, and the median of the per-turn ratios `first / second` (how much faster `second` is)."""
+    each, and the median of the per-turn ratios `first / second` (how much faster `second` is).
+
+    In each turn each function runs once untimed and then `block` timed calls, its time in the turn being their
+    median: each is timed as it runs when it runs alone (its memory and caches warm, not just left by the other),
+    while the turns keep the comparison fair on a machine whose speed drifts."""
     for _ in range(warmup):
         first(), second()
     times = []
     for _ in range(repeats):
-        pair = []
-        for function in (first, second):
-            start = time.perf_counter()
-            function()
-            pair.append(time.perf_counter() - start)
-        times.append(pair)
+        times.append([median_time(function, block) for function in (first, second)])
     return (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times),
             statistics.median(t[0] / t[1] for t in times))
 
 
 @torch.no_grad()
-def paired_seconds(reference, model, inputs: dict, repeats: int = 7, warmup: int = 2) -> tuple[float, float, float]:
+def paired_seconds(
+    reference, model, inputs: dict, repeats: int = 7, warmup: int = 2, block: int = 3
+) -> tuple[float, float, float]:
     """`paired_times` of one forward pass of `reference` and of `model` over `inputs`, in evaluation mode."""
     reference.eval(), model.eval()
-    return paired_times(lambda: reference(**inputs), lambda: model(**inputs), repeats, warmup)
+    return paired_times(lambda: reference(**inputs), lambda: model(**inputs), repeats, warmup, block)
 
 
 def take(batch: dict, size: int) -> dict:
