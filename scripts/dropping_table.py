@@ -46,9 +46,11 @@ def table(results: list[dict], orders: list[str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+")
-    parser.add_argument("--orders", default="kernel_mass,out_degree,in_degree,random")
+    parser.add_argument("--orders", default=None, help="Orders to table, comma-separated (default: every order measured).")
     args = parser.parse_args()
-    print(table([load(path) for path in args.results], args.orders.split(",")))
+    results = [load(path) for path in args.results]
+    measured = list(dict.fromkeys(row["order"] for result in results for row in result["rows"]))
+    print(table(results, args.orders.split(",") if args.orders else measured))
     return 0
 
 

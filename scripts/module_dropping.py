@@ -1,11 +1,14 @@
 """Accuracy and speed of a trained NAC with modules dropped, for every order, in one run.
 
     python scripts/module_dropping.py CHECKPOINT --output_dir DIR [--batch_size 256] [--repeats 7]
-        [--keep 1,0.5,0.25,0.125] [--keep_input 1,0.5] [--random_seeds 0,1,2] [--dataset_name ... as in train.py]
+        [--keep 1,0.5,0.25,0.125] [--keep_input 1,0.5] [--random_seeds 0,1,2] [--order_examples 512]
+        [--dataset_name ... as in train.py]
 
 Evaluates the checkpoint on its evaluation data (the held-out digits when no data is named, as for the main job) as
 it is, then with processor modules dropped to each `--keep` fraction and input modules to each `--keep_input`
-fraction, by each order of `nac_hf.module_dropping.ORDERS` (`random` once per seed); for a model whose processors
+fraction, by each order of `nac_hf.module_dropping.ORDERS` (`random` once per seed; `loss` on the first
+`--order_examples` examples of the training split, never on the evaluation data); each order ranks the modules once
+(`ranking_seconds` in its rows) and every fraction keeps the best of that ranking. For a model whose processors
 read the input themselves (`processors_read_in`), each processor's input module goes with it and `--keep_input` is
 not used. Each row: top-1 accuracy on the whole evaluation set, GFLOPs per example (`FlopCounterMode`) and
 throughput (examples per second of the model's forward on one evaluation batch, median of `--repeats` after a
@@ -21,6 +24,7 @@ import copy
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -28,8 +32,8 @@ from transformers import HfArgumentParser
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf.data import DataArguments
-from nac_hf.evaluation import load_for_evaluation, median_seconds, paired_seconds, predict
-from nac_hf.module_dropping import ORDERS, drop_modules
+from nac_hf.evaluation import load_evaluation_set, load_for_evaluation, median_seconds, paired_seconds, predict
+from nac_hf.module_dropping import ORDERS, drop_modules, kept_modules, module_scores
 from nac_hf.speed import flops_per_example
 
 
@@ -46,6 +50,13 @@ def measure(model, evaluation, repeats: int, full=None) -> dict:
         return {**row, "throughput": size / median_seconds(model, batch, repeats=repeats)}
     full_seconds, seconds, speedup = paired_seconds(full, model, batch, repeats=repeats)
     return {**row, "throughput": size / seconds, "speedup": speedup, "baseline_throughput": size / full_seconds}
+
+
+def training_examples(checkpoint: str, data_args: DataArguments, count: int) -> dict:
+    """The first `count` examples of the checkpoint's training split as one labelled batch, read as evaluation reads
+    (no augmentation): what the `loss` order measures the loss on."""
+    training = load_evaluation_set(checkpoint, data_args, batch_size=count, split="train", max_examples=count)
+    return {**training.batches[0], "labels": training.labels}
 
 
 def plot(baseline: dict, rows: list[dict], path: Path, tied: bool = False) -> bool:
@@ -88,6 +99,8 @@ def main() -> int:
     parser.add_argument("--keep", default="1,0.5,0.25,0.125", help="Fractions of processor modules to keep.")
     parser.add_argument("--keep_input", default="1,0.5", help="Fractions of input modules to keep.")
     parser.add_argument("--random_seeds", default="0,1,2")
+    parser.add_argument("--order_examples", type=int, default=512,
+                        help="Training examples on which the `loss` order measures the loss (never evaluation ones).")
     args, rest = parser.parse_known_args()
     (data_args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(rest)
     torch.manual_seed(0)
@@ -96,16 +109,21 @@ def main() -> int:
                 "processor_modules": full.config.num_processor_modules}
     # With processors_read_in each processor reads the input through its own input module: they go together.
     tied = full.config.processors_read_in
+    examples = training_examples(args.checkpoint, data_args, args.order_examples)
     rows = []
     for order in ORDERS:
         for seed in ([int(s) for s in args.random_seeds.split(",")] if order == "random" else [0]):
+            tick = time.perf_counter()
+            input_scores, processor_scores = module_scores(full, order, seed, examples)  # once per order
+            ranked = round(time.perf_counter() - tick, 1)
             for keep_input in [None] if tied else (float(k) for k in args.keep_input.split(",")):
                 for keep_processor in (float(k) for k in args.keep.split(",")):
+                    processors = kept_modules(processor_scores, keep_processor, "processor").tolist()
+                    inputs = None if tied else kept_modules(input_scores, keep_input, "input").tolist()
                     model = copy.deepcopy(full)
-                    kept = drop_modules(model, keep_processor=keep_processor, keep_input=keep_input, order=order,
-                                        seed=seed)
+                    kept = drop_modules(model, keep_processor=processors, keep_input=inputs)
                     row = {"order": order, "seed": seed, "keep_input": keep_processor if tied else keep_input,
-                           "keep_processor": keep_processor,
+                           "keep_processor": keep_processor, "ranking_seconds": ranked,
                            "input_modules": len(kept["input"]), "processor_modules": len(kept["processor"]),
                            **measure(model, evaluation, args.repeats, full)}
                     rows.append(row)

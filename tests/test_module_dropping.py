@@ -124,6 +124,42 @@ def test_orders_follow_the_degrees_of_hand_placed_signatures():
     assert drop_modules(model, keep_processor=2, order="out_degree")["processor"] == [0, 1]  # a tie goes by index
 
 
+@pytest.mark.parametrize("fields", [{}, {**READ_IN, "num_input_modules": 5}], ids=["inputs-apart", "processors-read-in"])
+def test_the_loss_order_removes_at_each_step_the_processor_the_loss_misses_least(fields, monkeypatch):
+    model = trained_like(num_processor_modules=5, num_labels=3, **fields)
+    examples = {**example_inputs(model.config, batch_size=24), "labels": torch.arange(24) % 3}
+    inputs = {name: value for name, value in examples.items() if name != "labels"}
+    input_scores, scores = module_scores(model, "loss", examples=examples)
+    # The oracle: the same greedy elimination, each candidate's loss from the masked (not sliced) model.
+    all_inputs = list(range(model.config.num_input_modules))
+    alive, removed = list(range(5)), []
+    while len(alive) > 1:
+        losses = {}
+        for candidate in alive:
+            kept = [p for p in alive if p != candidate]
+            logits = masked_logits(model, inputs, kept if fields else all_inputs, kept, monkeypatch)
+            losses[candidate] = torch.nn.functional.cross_entropy(logits, examples["labels"]).item()
+        removed.append(min(alive, key=lambda p: (losses[p], p)))
+        alive.remove(removed[-1])
+    assert sorted(range(5), key=lambda p: scores[p].item()) == removed + alive
+    if fields:  # each input module follows its processor
+        assert torch.equal(input_scores, scores)
+    else:
+        assert torch.equal(input_scores, module_scores(model, "kernel_mass")[0])
+    assert drop_modules(model, keep_processor=2, order="loss", examples=examples)["processor"] == sorted(
+        (removed + alive)[-2:])
+
+
+def test_the_loss_order_needs_a_classifier_and_labelled_examples():
+    model = trained_like()
+    examples = example_inputs(model.config)
+    with pytest.raises(ValueError, match="needs examples"):
+        drop_modules(model, keep_processor=2, order="loss", examples=examples)  # no labels
+    with pytest.raises(ValueError, match="pass the classifier"):
+        drop_modules(model.nac, keep_processor=2, order="loss", examples={**examples, "labels": torch.zeros(3)})
+    assert model.config.num_processor_modules == 10
+
+
 def test_bad_requests_are_refused():
     model = trained_like()
     for keep, message in ((0, "between 1 and the 10"), (11, "between 1 and the 10"), (1.5, "fraction"),
@@ -143,8 +179,8 @@ def test_the_script_measures_every_order_at_every_fraction(tmp_path):
                                     "--random_seeds", "0,1", "--repeats", "1", "--max_eval_samples", "40")
     assert results["examples"] == 40 and results["baseline"]["processor_modules"] == 10
     rows = results["rows"]
-    assert len(rows) == (2 + 3) * 2  # random twice, the three learned orders once; two fractions each
-    assert {row["order"] for row in rows} == {"random", "out_degree", "in_degree", "kernel_mass"}
+    assert len(rows) == (2 + 4) * 2  # random twice, the four learned orders once; two fractions each
+    assert {row["order"] for row in rows} == {"random", "out_degree", "in_degree", "kernel_mass", "loss"}
     for row in rows:
         assert row["processor_modules"] == (10 if row["keep_processor"] == 1.0 else 5)
         assert 0.0 <= row["accuracy"] <= 1.0 and row["throughput"] > 0

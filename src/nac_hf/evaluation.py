@@ -3,11 +3,13 @@ scripts (int8, and anything that compares a changed model with the one it came f
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
+from datasets import DatasetDict
 from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
 from .data import DataArguments, load_classification_data
@@ -24,14 +26,27 @@ class EvaluationSet:
 
 
 def load_evaluation_set(
-    checkpoint: str, data_args: DataArguments, batch_size: int = 256, trust_remote_code: bool = False
+    checkpoint: str,
+    data_args: DataArguments,
+    batch_size: int = 256,
+    trust_remote_code: bool = False,
+    split: str = "validation",
+    max_examples: int | None = None,
 ) -> EvaluationSet:
     """The evaluation split of `data_args` (the digits when none is named, as for the main job), prepared with the
-    checkpoint's own processor or tokenizer exactly as `scripts/train.py` evaluates."""
+    checkpoint's own processor or tokenizer exactly as `scripts/train.py` evaluates. `split="train"`: the training
+    split instead, prepared the same way (no augmentation). `max_examples`: the first that many only."""
     config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
     data = load_classification_data(data_args, seed=0)
-    if "validation" not in data.dataset:
-        raise ValueError(f"{data.source} has no evaluation split; name one (--validation_split_name) or a file")
+    if split not in ("validation", "train"):
+        raise ValueError(f"split must be 'validation' or 'train', got {split!r}")
+    if split not in data.dataset:
+        raise ValueError(f"{data.source} has no {split} split; name one (--{split}_split) or a file")
+    chosen = data.dataset[split]
+    if max_examples is not None:
+        chosen = chosen.select(range(min(max_examples, len(chosen))))
+    # The chosen split read as the evaluation split is read.
+    data = dataclasses.replace(data, dataset=DatasetDict(train=data.dataset["train"], validation=chosen))
     model_args = ModelArguments(model_name_or_path=checkpoint, trust_remote_code=trust_remote_code)
     processor = build_processor(model_args, config, data)
     _, evaluation, collator = prepare_datasets(data, processor, data_args, config)

@@ -8,27 +8,37 @@ Which modules stay is decided by an order over the learned circuit (evaluation-m
 - `random`: a seeded random choice;
 - `out_degree`: the modules that the most receivers hear;
 - `in_degree`: for processors, the modules that hear the most senders (input modules hear none: by out-degree);
-- `kernel_mass`: the modules whose messages weigh most, the sum of the kernel they send over receivers and layers.
+- `kernel_mass`: the modules whose messages weigh most, the sum of the kernel they send over receivers and layers;
+- `loss`: what the modules do for the model's predictions, measured on labelled examples (training examples, never
+  the ones the dropped model is evaluated on): greedy backward elimination, removing one processor at a time, the one
+  whose removal raises the loss least; the processors removed last stay first. It needs a classifier and `examples`
+  (a batch of its inputs with `labels`) and runs about P²/2 forward passes of shrinking models.
 
 With `config.processors_read_in`, processor p reads the input through input module p, and the two go together.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .modeling_nac import NACModel
 
 
-ORDERS = ("random", "out_degree", "in_degree", "kernel_mass")
+ORDERS = ("random", "out_degree", "in_degree", "kernel_mass", "loss")
 
 
-def module_scores(model: NACModel, order: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A score per input module and per processor module (higher stays first), by `order`."""
+def module_scores(model, order: str, seed: int = 0, examples: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A score per input module and per processor module (higher stays first), by `order`. `model` is a `NACModel`
+    or a model holding one; the `loss` order needs a classifier (it reads the loss) and `examples`."""
     if order not in ORDERS:
         raise ValueError(f"unknown module order {order!r}; choose one of {list(ORDERS)}")
+    if order == "loss":
+        return loss_scores(model, examples)
+    model = model.nac if hasattr(model, "nac") else model
     config = model.config
     num_in, num_proc = config.num_input_modules, config.num_processor_modules
     if order == "random":
@@ -50,6 +60,42 @@ def module_scores(model: NACModel, order: str, seed: int = 0) -> tuple[torch.Ten
         heard = edges[:num_proc].float().sum(1)
         return edges.float().sum(0)[:num_in], heard
     return sent[:num_in], sent[num_in:]
+
+
+@torch.no_grad()
+def loss_scores(model, examples: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `loss` order: greedy backward elimination of processors by the loss on `examples`. A processor's score is
+    the step at which it was removed (the last one left scores highest). Input modules follow their processors with
+    `config.processors_read_in`; otherwise they are ranked by `kernel_mass`, and all of them stay while the
+    processors are eliminated."""
+    if not hasattr(model, "nac"):
+        raise ValueError(
+            f"order='loss' ranks modules by the loss of a classifier's predictions; pass the classifier "
+            f"(e.g. NACForClassification), not a {type(model).__name__}"
+        )
+    if not examples or "labels" not in examples:
+        raise ValueError(
+            "order='loss' needs examples: a batch of the model's inputs with 'labels' (training examples, not the "
+            "ones the dropped model is evaluated on), e.g. drop_modules(model, 8, order='loss', examples=batch)"
+        )
+    inputs = {name: value for name, value in examples.items() if name != "labels"}
+    labels = examples["labels"]
+
+    def loss_without(processor: int, alive: list[int]) -> float:
+        candidate = copy.deepcopy(model).eval()
+        drop_modules(candidate, keep_processor=[p for p in alive if p != processor])
+        return F.cross_entropy(candidate(**inputs).logits.float(), labels).item()
+
+    num_proc = model.config.num_processor_modules
+    alive, scores = list(range(num_proc)), torch.zeros(num_proc)
+    for step in range(num_proc - 1):
+        losses = {processor: loss_without(processor, alive) for processor in alive}
+        removed = min(alive, key=lambda processor: (losses[processor], processor))
+        alive.remove(removed)
+        scores[removed] = step
+    scores[alive[0]] = num_proc - 1
+    input_scores = scores.clone() if model.config.processors_read_in else module_scores(model, "kernel_mass")[0]
+    return input_scores, scores
 
 
 def kept_modules(scores: torch.Tensor, keep: int | float | Sequence[int] | None, kind: str) -> torch.Tensor:
@@ -79,13 +125,14 @@ def drop_modules(
     keep_input: int | float | Sequence[int] | None = None,
     order: str = "kernel_mass",
     seed: int = 0,
+    examples: dict | None = None,
 ) -> dict[str, list[int]]:
     """Remove modules from `model` (a `NACModel` or `NACForClassification`) in place.
 
     `keep_processor` / `keep_input`: how many modules of that group stay (an int), what fraction of them (a float in
     (0, 1]), or which ones (a sequence of indices within the group); None keeps them all. The modules that stay are
-    the best by `order` (see `ORDERS`; `seed` for `random`; the default, `kernel_mass`, kept the main job's models
-    accurate with the fewest modules). Their codes and signatures are kept as they were, so with
+    the best by `order` (see `ORDERS`; `seed` for `random`; `examples`, a labelled batch of training examples, for
+    `loss`). Their codes and signatures are kept as they were, so with
     everything kept the model computes exactly what it did. The config then counts the modules that stay, and says
     no graph prior or regulariser, whose graphs were drawn for the modules there were. Returns the original indices
     of the modules that stay, per group. With `config.processors_read_in`, processor p and input module p (its
@@ -95,7 +142,7 @@ def drop_modules(
         raise TypeError(f"drop_modules takes a NACModel or NACForClassification, got {type(model).__name__}")
     config = nac.config
     num_in, num_proc = config.num_input_modules, config.num_processor_modules
-    input_scores, processor_scores = module_scores(nac, order, seed)
+    input_scores, processor_scores = module_scores(model, order, seed, examples)
     processors = kept_modules(processor_scores, keep_processor, "processor")
     if config.processors_read_in:
         # Processor p reads the input through input module p: the two stay or go together.
@@ -122,4 +169,4 @@ def drop_modules(
     return {"input": inputs.tolist(), "processor": processors.tolist()}
 
 
-__all__ = ["ORDERS", "drop_modules", "kept_modules", "module_scores"]
+__all__ = ["ORDERS", "drop_modules", "kept_modules", "loss_scores", "module_scores"]
