@@ -158,6 +158,8 @@ def test_the_loss_order_needs_a_classifier_and_labelled_examples():
     with pytest.raises(ValueError, match="pass the classifier"):
         drop_modules(model.nac, keep_processor=2, order="loss", examples={**examples, "labels": torch.zeros(3)})
     assert model.config.num_processor_modules == 10
+    # Named modules need no ranking, so no examples either.
+    assert drop_modules(model, keep_processor=[1, 4], keep_input=[0], order="loss")["processor"] == [1, 4]
 
 
 def test_bad_requests_are_refused():

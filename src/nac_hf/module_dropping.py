@@ -142,7 +142,12 @@ def drop_modules(
         raise TypeError(f"drop_modules takes a NACModel or NACForClassification, got {type(model).__name__}")
     config = nac.config
     num_in, num_proc = config.num_input_modules, config.num_processor_modules
-    input_scores, processor_scores = module_scores(model, order, seed, examples)
+    if order not in ORDERS:
+        raise ValueError(f"unknown module order {order!r}; choose one of {list(ORDERS)}")
+    if any(isinstance(keep, int | float) for keep in (keep_processor, keep_input)):  # a count or fraction: rank
+        input_scores, processor_scores = module_scores(model, order, seed, examples)
+    else:  # the modules to keep are named (or all): no order is needed
+        input_scores, processor_scores = torch.zeros(num_in), torch.zeros(num_proc)
     processors = kept_modules(processor_scores, keep_processor, "processor")
     if config.processors_read_in:
         # Processor p reads the input through input module p: the two stay or go together.
