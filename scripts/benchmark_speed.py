@@ -1,14 +1,16 @@
 """How fast a NAC runs, beside the models a user would pick instead at a similar FLOP count.
 
     python scripts/benchmark_speed.py --preset paper-tiny-imagenet --batch_size 32 --output speed.json
-        [--image_size S] [--repeats 5] [--baselines vit,perceiver] [--compile]
+        [--image_size S] [--repeats 5] [--baselines vit,perceiver] [--compile] [--keep_freed_memory true]
 
 In one run: the machine's fp32 GEMM rate (a 2048³ matmul), then for the NAC and each baseline (transformers'
 `ViTForImageClassification`, 384 wide, patch = the preset's patch size, and `PerceiverForImageClassificationLearned`,
 256 latents of 384; each with the number of layers whose FLOPs per example come closest to the NAC's) the median eval
 forward and training step (forward, backward, AdamW) over `--repeats` runs after a warm-up, FLOPs per example
 (`FlopCounterMode`), achieved GFLOP/s and peak resident memory. Each model runs in a fresh process of its own, one
-after the other, so that its peak memory is its own. With `--compile`, also the compiled training step.
+after the other, so that its peak memory is its own. With `--compile`, also the compiled training step. Every
+process keeps the memory a step frees for the next, as `scripts/train.py` does on CPUs (`--keep_freed_memory false`:
+glibc's defaults, which hand it back to the operating system).
 """
 
 import argparse
@@ -21,9 +23,12 @@ from pathlib import Path
 import torch
 
 from nac_hf.speed import BASELINES, example_batch, gemm_gflops, matched_baseline, measure, nac_model
+from nac_hf.training import keep_freed_memory
 
 
 def measure_one(args) -> dict:
+    if args.keep_freed_memory:  # as scripts/train.py does on CPUs
+        keep_freed_memory()
     torch.manual_seed(0)
     nac = nac_model(args.preset, args.image_size)
     config = nac.config
@@ -47,6 +52,7 @@ def child(args, model: str, target_gflop: float | None = None) -> dict:
         command += ["--target_gflop", str(target_gflop)]
     if args.compile:
         command.append("--compile")
+    command += ["--keep_freed_memory", str(args.keep_freed_memory).lower()]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ)
     if done.returncode != 0:
         raise SystemExit(f"measuring {model} failed:\n{done.stderr[-3000:]}")
@@ -62,6 +68,12 @@ def main() -> int:
     parser.add_argument("--baselines", default=",".join(BASELINES), help="Comma-separated, or empty for none.")
     parser.add_argument("--compile", action="store_true", help="Also time the torch.compile'd training step.")
     parser.add_argument("--output", default=None, help="Write the results as JSON here.")
+    parser.add_argument(
+        "--keep_freed_memory", type=lambda text: {"true": True, "false": False}[text.lower()], default=True,
+        metavar="{true,false}",
+        help="Keep the memory a step frees for the next, in every model's process, as scripts/train.py does on CPUs "
+        "(nac_hf.training.keep_freed_memory); false: glibc's defaults.",
+    )
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)  # one model, in a child process
     parser.add_argument("--target_gflop", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -78,6 +90,7 @@ def main() -> int:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "gemm_gflops": gemm_gflops(),
+        "keep_freed_memory": args.keep_freed_memory,
     }
     result.update(child(args, "nac"))
     result["eval_over_gemm_bound"] = result["eval_s"] / (

@@ -13,7 +13,8 @@ Data: --dataset_name (a Hub image or text classification dataset), --train_dir/-
 --config_overrides "k=v,...". Any TrainingArguments flag works (--bf16, --activation_checkpointing,
 --resume_from_checkpoint last, --report_to, ...). --push_to_hub --hub_model_id org/name publishes the trained model at
 the end, through the same assembly and load check as scripts/push_to_hub.py. On CPUs every core is used
-(--cpu_threads to choose). See --help.
+(--cpu_threads to choose), and memory a step frees is kept for the next (--keep_freed_memory false not to). See
+--help.
 """
 
 import logging
@@ -30,6 +31,7 @@ from nac_hf.training import (
     build_model,
     build_processor,
     evaluate_model,
+    keep_freed_memory,
     load_run_data,
     make_trainer,
     record_run,
@@ -44,6 +46,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: NAC
     """One run: data → model → train → evaluate → record → publish. Returns the metrics."""
     repo_id = run_repo_id(training_args) if training_args.push_to_hub else None  # no token: stop before training
     set_cpu_threads(training_args)
+    if training_args.use_cpu and training_args.keep_freed_memory:
+        keep_freed_memory()
     set_seed(training_args.seed)
     data = load_run_data(data_args, training_args, cache_dir=model_args.cache_dir)
     model = build_model(model_args, data)

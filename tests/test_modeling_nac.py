@@ -627,9 +627,10 @@ def test_the_relaxed_bernoulli_draw_has_the_gradient_of_its_formula():
     generator = torch.Generator().manual_seed(0)
     probs = torch.rand(5, 7, generator=generator, dtype=torch.float64).clamp(0.01, 0.99).requires_grad_()
     uniform = torch.rand(3, 5, 7, generator=generator, dtype=torch.float64)
+    noise = uniform.log() - (-uniform).log1p()  # logistic
     talks = torch.rand(5, 7, generator=generator) > 0.3
-    sample = modeling.RelaxedBernoulliSample.apply(probs, uniform, talks, 0.5)
-    logits = (probs.log() - (-probs).log1p() + uniform.log() - (-uniform).log1p()) / 0.5
+    sample = modeling.RelaxedBernoulliSample.apply(probs, noise, talks, 0.5)
+    logits = (probs.log() - (-probs).log1p() + noise) / 0.5
     expected = modeling.truncate(torch.sigmoid(logits), talks)  # straight-through: the gradient ignores the cut
     torch.testing.assert_close(sample, expected)
     assert torch.all(sample[:, ~talks] == 0)
@@ -638,8 +639,24 @@ def test_the_relaxed_bernoulli_draw_has_the_gradient_of_its_formula():
     (want,) = torch.autograd.grad(expected, probs, upstream)
     torch.testing.assert_close(grad, want)
     assert torch.autograd.gradcheck(
-        lambda p: modeling.RelaxedBernoulliSample.apply(p, uniform, torch.ones_like(talks), 0.5), (probs,)
+        lambda p: modeling.RelaxedBernoulliSample.apply(p, noise, torch.ones_like(talks), 0.5), (probs,)
     )
+
+
+def test_the_gated_gelu_has_the_gradient_of_its_formula():
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 4, 10, generator=generator, dtype=torch.float64, requires_grad=True)
+    value, gate = hidden.chunk(2, dim=-1)
+    expected = value * torch.nn.functional.gelu(gate)
+    got = modeling.gated_gelu(hidden)
+    assert got.grad_fn.name() == "GatedGELUBackward"
+    torch.testing.assert_close(got, expected)
+    upstream = torch.randn(got.shape, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(got, hidden, upstream)[0],
+                               torch.autograd.grad(expected, hidden, upstream)[0])
+    assert torch.autograd.gradcheck(modeling.GatedGELU.apply, (hidden,))
+    with torch.no_grad():  # plain operations where no gradient is needed (what export traces)
+        torch.testing.assert_close(modeling.gated_gelu(hidden), expected.detach())
 
 
 def test_residual_branch_drops_whole_examples_and_scales_the_kept_ones():

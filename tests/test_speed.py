@@ -43,3 +43,4 @@ def test_the_script_writes_every_figure(tmp_path):
     (vit,) = result["baselines"]
     assert vit["model"].startswith("ViTForImageClassification") and vit["train_s"] > 0
     assert "| NAC tiny |" in done.stdout
+    assert result["keep_freed_memory"] is True  # as scripts/train.py does on CPUs

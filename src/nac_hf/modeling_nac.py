@@ -130,6 +130,39 @@ class ModFC(nn.Module):
         return self.linear(x * self.modulation(code))
 
 
+class GatedGELU(torch.autograd.Function):
+    """GEGLU, `value ⊙ GELU(gate)` with `hidden = [value, gate]` split in halves over the last axis, with its gradient
+    written out: the gradients of both halves are written into one tensor of hidden's shape, where autograd would
+    write each half apart and then concatenate them (a strided copy of the whole gradient). Keeps what autograd keeps:
+    hidden and `GELU(gate)`."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor) -> torch.Tensor:
+        value, gate = hidden.chunk(2, dim=-1)
+        activated = F.gelu(gate)
+        ctx.save_for_backward(hidden, activated)
+        return activated * value
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        hidden, activated = ctx.saved_tensors
+        value, gate = hidden.chunk(2, dim=-1)
+        grad_hidden = torch.empty_like(hidden)
+        grad_value, grad_gate = grad_hidden.chunk(2, dim=-1)
+        torch.mul(grad, activated, out=grad_value)
+        torch.ops.aten.gelu_backward.grad_input(grad * value, gate, grad_input=grad_gate)
+        return grad_hidden
+
+
+def gated_gelu(hidden: torch.Tensor) -> torch.Tensor:
+    """`value ⊙ GELU(gate)` of `hidden = [value, gate]`: `GatedGELU` when a gradient is needed, plain operations
+    otherwise (what export and compilation trace)."""
+    if torch.is_grad_enabled() and hidden.requires_grad:
+        return GatedGELU.apply(hidden)
+    value, gate = hidden.chunk(2, dim=-1)
+    return value * F.gelu(gate)
+
+
 class ModFFN(nn.Module):
     """Pre-LN feed-forward network of modulated layers (ModFC → GEGLU or GELU → ModFC), on the module's own code."""
 
@@ -144,8 +177,7 @@ class ModFFN(nn.Module):
     def forward(self, states: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         hidden = self.fc_in(self.norm(states), codes)
         if self.gated:
-            value, gate = hidden.chunk(2, dim=-1)
-            hidden = value * F.gelu(gate)
+            hidden = gated_gelu(hidden)
         else:
             hidden = F.gelu(hidden)
         return self.fc_out(hidden, codes)
@@ -634,15 +666,14 @@ class SignatureKernel(nn.Module):
 
 
 class RelaxedBernoulliSample(torch.autograd.Function):
-    """`y = σ((logit p + logit u) / T) ⊙ talks`: a reparameterised relaxed-Bernoulli draw with probability p from the
-    uniform noise u, cut where modules do not talk, with the gradient to p as if it were not cut (straight-through):
-    `∂y/∂p = y (1 − y) / (T p (1 − p))`. Keeps one tensor of the draw's size for the backward pass, where autograd
-    would keep each step of the formula. p `([B,] R, S)`, u `(B, R, S)`."""
+    """`y = σ((logit p + n) / T) ⊙ talks`: a reparameterised relaxed-Bernoulli draw with probability p from the
+    logistic noise `n = logit u` (u uniform), cut where modules do not talk, with the gradient to p as if it were not
+    cut (straight-through): `∂y/∂p = y (1 − y) / (T p (1 − p))`. Keeps one tensor of the draw's size for the backward
+    pass, where autograd would keep each step of the formula. p `([B,] R, S)`, n `(B, R, S)`."""
 
     @staticmethod
-    def forward(ctx, probs: torch.Tensor, uniform: torch.Tensor, talks: torch.Tensor, temperature: float):
-        logits = uniform.log() - torch.log1p(-uniform) + (probs.log() - torch.log1p(-probs))
-        sample = logits.div_(temperature).sigmoid_()
+    def forward(ctx, probs: torch.Tensor, noise: torch.Tensor, talks: torch.Tensor, temperature: float):
+        sample = torch.add(noise, torch.logit(probs)).div_(temperature).sigmoid_()
         ctx.save_for_backward(probs, sample)
         ctx.temperature = temperature
         return sample * talks
@@ -749,27 +780,29 @@ class KernelModulatedAttention(torch.autograd.Function):
             )
         context = context.masked_fill_(silent, 0.0)
         log_normaliser = log_normaliser.masked_fill_(silent, float("inf"))  # so that p = 0 on a silent row
-        ctx.save_for_backward(query, key, value, kernel, context, log_normaliser)
+        ctx.save_for_backward(query, key, value, kernel, bias, context, log_normaliser)
         ctx.scale = scale
         return context
 
     @staticmethod
     def backward(ctx, grad_context: torch.Tensor):
-        query, key, value, kernel, context, log_normaliser = ctx.saved_tensors
+        # bias is log K̃ but 0 on silent rows, where the log-normaliser (inf) makes p = 0 all the same
+        query, key, value, kernel, log_kernel, context, log_normaliser = ctx.saved_tensors
         scale = ctx.scale
         grad_context = grad_context.to(value.dtype).contiguous()
-        log_kernel = kernel_log(kernel)
         uncapped = torch.where(kernel > 0, float("inf"), 0.0)  # where the cap at the peak does not apply
         row_dot = (grad_context * context).sum(-1, keepdim=True)  # Σ_v w g = dO · O: (B, H, R, 1)
-        grad_query, grad_key, grad_value = (
-            torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (query, key, value)
-        )  # contiguous, for the matmuls' out=
+        # In the memory layout of the inputs (heads usually a view of the feature axis), so that the gradients reach
+        # the projections without a transposing copy.
+        grad_query, grad_key, grad_value = (torch.empty_like(t) for t in (query, key, value))
         needs_kernel = ctx.needs_input_grad[3]
         grad_kernel = kernel.new_empty((query.shape[0], 1) + kernel.shape[2:]) if needs_kernel else None
-        batch, heads, receivers, _ = query.shape
+        batch, heads, receivers, head_dim = query.shape
+        senders = key.shape[2]
         per_piece = batch
-        if query.device.type == "cpu":
-            per_piece = max(1, CPU_ATTENTION_PIECE_BYTES // (heads * receivers * key.shape[2] * query.element_size()))
+        if query.device.type == "cpu":  # the piece's (H, R, S) tensors and its keys and values each in cache
+            per_example = heads * max(receivers, head_dim) * senders * query.element_size()
+            per_piece = max(1, CPU_ATTENTION_PIECE_BYTES // per_example)
         for start in range(0, batch, per_piece):
             rows = slice(start, start + per_piece)
             kernel_rows = rows if kernel.shape[0] > 1 else slice(None)
@@ -790,18 +823,14 @@ class KernelModulatedAttention(torch.autograd.Function):
         return grad_query, grad_key, grad_value, grad_kernel
 
 
-def kernel_log(kernel: torch.Tensor) -> torch.Tensor:
-    """`log K̃`, -inf where a pair does not talk; a sampled K̃ below the smallest normal float counts as that float
-    (the logarithm of a subnormal number is many times slower, and its weight is 0 either way)."""
-    tiny = torch.finfo(kernel.dtype).tiny
-    return kernel.clamp_min(tiny).log().masked_fill_(kernel == 0, float("-inf"))
-
-
 def attention_bias(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The additive attention mask `log K̃` `(B|1, 1, R, S)`, 0 on the rows of receivers that hear no sender (so that
-    softmax stays finite there), and those rows, `(B|1, 1, R, 1)`: their context is set to 0."""
-    bias = kernel_log(kernel)
-    silent = torch.isneginf(bias).all(-1, keepdim=True)
+    """The additive attention mask `log K̃` `(B|1, 1, R, S)`, -inf where a pair does not talk and 0 on the rows of
+    receivers that hear no sender (so that softmax stays finite there), and those rows, `(B|1, 1, R, 1)`: their
+    context is set to 0. A sampled K̃ below the smallest normal float counts as that float (the logarithm of a
+    subnormal number is many times slower, and its weight is 0 either way)."""
+    silent_pair = kernel == 0
+    bias = kernel.clamp_min(torch.finfo(kernel.dtype).tiny).log_().masked_fill_(silent_pair, float("-inf"))
+    silent = silent_pair.all(-1, keepdim=True)
     return bias.masked_fill_(silent, 0.0), silent
 
 
@@ -860,8 +889,9 @@ class ModulatedAttention(nn.Module):
             # through logit(K), which grows like 1 / (1 - K), finite for near-identical signatures.
             probs = kernel.float().clamp(1e-6, 1 - 1e-3)
             shape = (batch_size,) + kernel.shape[-2:]
-            uniform = torch.rand(shape, device=kernel.device, dtype=probs.dtype).clamp_(1e-6, 1 - 1e-6)
-            return RelaxedBernoulliSample.apply(probs, uniform, talks, config.kernel_temperature)
+            # logit u of u uniform in [1e-6, 1 − 1e-6]: logistic noise
+            noise = torch.rand(shape, device=kernel.device, dtype=probs.dtype).logit_(eps=1e-6)
+            return RelaxedBernoulliSample.apply(probs, noise, talks, config.kernel_temperature)
         if not self.training and config.kernel_eval_mode == "threshold":
             return ((kernel * talks) > 0.5).to(kernel.dtype)
         return truncate(kernel, talks)

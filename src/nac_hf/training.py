@@ -5,6 +5,8 @@ result with `nac_hf.hub`."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import json
 import logging
@@ -92,6 +94,15 @@ class NACTrainingArguments(TrainingArguments):
         },
     )
 
+    keep_freed_memory: bool = field(
+        default=True,
+        metadata={
+            "help": "When training on CPUs under Linux (glibc): keep the memory a step frees for the next step "
+            "instead of handing it back to the operating system, which then has to fault it in again page by page "
+            "(see nac_hf.training.keep_freed_memory). The process keeps its peak memory."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.cpu_threads is not None and self.cpu_threads < 1:
@@ -109,6 +120,30 @@ def set_cpu_threads(training_args: TrainingArguments) -> int | None:
         threads = max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads)
     return threads
+
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's `malloc` keep the memory that tensors free for the next allocations of this process: blocks up to
+    1 GiB come from its heap, which is never trimmed (`mallopt(M_MMAP_THRESHOLD)`, `mallopt(M_TRIM_THRESHOLD)`).
+
+    A training step allocates and frees the same activations at every step. By default glibc maps blocks over 32 MiB
+    afresh and hands the free top of its heap back to the operating system, so every step faults its memory in again,
+    page by page: about 1 GB per step for `paper-tiny-imagenet` at batch 32, a sixth of the step on a 2-core CPU. The
+    process keeps its peak memory instead. Process-wide and not undone; returns whether it was set (Linux with glibc
+    only, else nothing changes)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        libc = None
+    if libc is None or not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 2**30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def parse_config_overrides(text: str | None) -> dict:
@@ -500,6 +535,7 @@ __all__ = [
     "record_run",
     "reinitialize",
     "resolve_resume",
+    "keep_freed_memory",
     "set_cpu_threads",
     "train_model",
     "training_arguments_defaults",
