@@ -155,10 +155,10 @@ class GatedGELU(torch.autograd.Function):
 
 
 def gated_gelu(hidden: torch.Tensor) -> torch.Tensor:
-    """`value ⊙ GELU(gate)` of `hidden = [value, gate]`: `GatedGELU` when a gradient is needed, plain operations
-    otherwise (what export and compilation trace)."""
-    if torch.is_grad_enabled() and hidden.requires_grad:
-        return GatedGELU.apply(hidden)
+    """`value ⊙ GELU(gate)` of `hidden = [value, gate]`: `GatedGELU` when a gradient is needed in eager mode, plain
+    operations otherwise (what export and compilation trace)."""
+    if torch.is_grad_enabled() and hidden.requires_grad and not torch.compiler.is_compiling():
+        return GatedGELU.apply(hidden)  # compilers fuse the plain form themselves
     value, gate = hidden.chunk(2, dim=-1)
     return value * F.gelu(gate)
 
@@ -681,7 +681,7 @@ class RelaxedBernoulliSample(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_sample: torch.Tensor):
         probs, sample = ctx.saved_tensors
-        grad = grad_sample * sample * (1.0 - sample)
+        grad = torch.sub(1.0, sample).mul_(sample).mul_(grad_sample)  # in one tensor of the draw's size
         grad_probs = grad.sum_to_size(probs.shape) / (ctx.temperature * probs * (1.0 - probs))
         return grad_probs, None, None, None
 
@@ -778,8 +778,9 @@ class KernelModulatedAttention(torch.autograd.Function):
             context, log_normaliser = attention_and_log_normaliser(
                 query.detach(), key.detach(), value.detach(), bias, scale
             )
-        context = context.masked_fill_(silent, 0.0)
-        log_normaliser = log_normaliser.masked_fill_(silent, float("inf"))  # so that p = 0 on a silent row
+        if not checks_values() or silent.any():  # (a pass over the context saved when no receiver is silent)
+            context = context.masked_fill_(silent, 0.0)
+            log_normaliser = log_normaliser.masked_fill_(silent, float("inf"))  # so that p = 0 on a silent row
         ctx.save_for_backward(query, key, value, kernel, bias, context, log_normaliser)
         ctx.scale = scale
         return context
@@ -789,11 +790,11 @@ class KernelModulatedAttention(torch.autograd.Function):
         # bias is log K̃ but 0 on silent rows, where the log-normaliser (inf) makes p = 0 all the same
         query, key, value, kernel, log_kernel, context, log_normaliser = ctx.saved_tensors
         scale = ctx.scale
-        grad_context = grad_context.to(value.dtype).contiguous()
+        grad_context = grad_context.to(value.dtype)  # read piece by piece: strided is as good as contiguous
         uncapped = torch.where(kernel > 0, float("inf"), 0.0)  # where the cap at the peak does not apply
         row_dot = (grad_context * context).sum(-1, keepdim=True)  # Σ_v w g = dO · O: (B, H, R, 1)
         # In the memory layout of the inputs (heads usually a view of the feature axis), so that the gradients reach
-        # the projections without a transposing copy.
+        # the projections without a transposing copy; each piece is written in while it is in cache.
         grad_query, grad_key, grad_value = (torch.empty_like(t) for t in (query, key, value))
         needs_kernel = ctx.needs_input_grad[3]
         grad_kernel = kernel.new_empty((query.shape[0], 1) + kernel.shape[2:]) if needs_kernel else None
@@ -811,13 +812,13 @@ class KernelModulatedAttention(torch.autograd.Function):
             probabilities = torch.minimum(scores, peak + uncapped[kernel_rows], out=scores)
             probabilities = probabilities.sub_(log_normaliser[rows]).exp_()
             weights = probabilities * kernel[kernel_rows]
-            torch.matmul(weights.transpose(-1, -2), grad_context[rows], out=grad_value[rows])
+            grad_value[rows] = torch.matmul(weights.transpose(-1, -2), grad_context[rows])
             centred = torch.matmul(grad_context[rows], value[rows].transpose(-1, -2)).sub_(row_dot[rows])
             if needs_kernel:
                 torch.sum(probabilities.mul_(centred), 1, keepdim=True, out=grad_kernel[rows])
             grad_scores = weights.mul_(centred).mul_(scale)
-            torch.matmul(grad_scores, key[rows], out=grad_query[rows])
-            torch.matmul(grad_scores.transpose(-1, -2), query[rows], out=grad_key[rows])
+            grad_query[rows] = torch.matmul(grad_scores, key[rows])
+            grad_key[rows] = torch.matmul(grad_scores.transpose(-1, -2), query[rows])
         if needs_kernel:
             grad_kernel = grad_kernel.sum_to_size(kernel.shape)
         return grad_query, grad_key, grad_value, grad_kernel
