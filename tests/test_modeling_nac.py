@@ -568,17 +568,25 @@ def test_code_noise_is_drawn_each_pass_and_shared_by_the_batch():
 
 
 @pytest.mark.parametrize(
-    "kernel_batch, output_attentions, piece_bytes",
-    [(1, True, None), (3, True, None), (1, False, None), (3, False, None), (1, False, 1), (3, False, 1)],
+    "kernel_batch, output_attentions, piece_bytes, heads_inside",
+    [(1, True, None, False), (3, True, None, False), (1, False, None, False), (3, False, None, False),
+     (1, False, 1, False), (3, False, 1, False), (3, False, None, True), (3, False, 1, True)],
 )
 def test_kernel_modulated_attention_has_the_gradients_of_its_formula(
-    kernel_batch, output_attentions, piece_bytes, monkeypatch
+    kernel_batch, output_attentions, piece_bytes, heads_inside, monkeypatch
 ):
     if piece_bytes is not None:  # the backward pass one example at a time, as it goes through a large batch
         monkeypatch.setattr(modeling, "CPU_ATTENTION_PIECE_BYTES", piece_bytes)
     generator = torch.Generator().manual_seed(0)
-    query = torch.randn(3, 2, 5, 4, generator=generator, dtype=torch.float64)
-    key, value = (torch.randn(3, 2, 7, 4, generator=generator, dtype=torch.float64) for _ in range(2))
+
+    def heads_first(*shape):  # (B, H, N, d); heads_inside: a view of (B, N, H, d), as ModulatedAttention gives them
+        if heads_inside:
+            return torch.randn(shape[0], shape[2], shape[1], shape[3], generator=generator,
+                               dtype=torch.float64).transpose(1, 2)
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    query = heads_first(3, 2, 5, 4)
+    key, value = (heads_first(3, 2, 7, 4) for _ in range(2))
     kernel = torch.rand(kernel_batch, 1, 5, 7, generator=generator, dtype=torch.float64)
     kernel = kernel * (torch.rand(kernel.shape, generator=generator, dtype=torch.float64) > 0.4)  # pairs that are cut
     kernel[..., :, 0] = 0.5  # every receiver hears someone (a silent one is checked below)

@@ -27,6 +27,7 @@ def test_measure_reports_times_flops_and_memory():
     before = [p.detach().clone() for p in model.parameters()]
     result = measure(model, pixels, labels, repeats=1)
     assert result["eval_s"] > 0 and result["train_s"] > 0 and result["peak_rss_mb"] > 0
+    assert result["train_page_faults_mb"] >= 0
     assert result["gflop_per_example"] == pytest.approx(flops_per_example(model, pixels) / 1e9)
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the step did train
 

@@ -103,7 +103,7 @@ def matched_baseline(name: str, target_flops: float, num_labels: int, num_channe
 
 def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: int, compile: bool = False) -> dict:
     """Eval forward and training step (AdamW included) of `model` on one batch: median seconds after warm-up, FLOPs
-    per example, achieved GFLOP/s, and the process's peak resident memory. With `compile`, the training step of
+    per example, achieved GFLOP/s, the process's peak resident memory and the memory faulted in per training step. With `compile`, the training step of
     `torch.compile(model)` too (its first call, the compilation, reported apart)."""
     flops = flops_per_example(model, pixel_values)  # per example at this batch: a NAC modulates once per batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -120,7 +120,9 @@ def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: in
         optimizer.zero_grad(set_to_none=True)
 
     eval_s = median_time(evaluate, repeats)
+    faults_before = minor_page_faults()
     train_s = median_time(train_step, repeats, warmup=TRAIN_WARMUP)
+    faulted = (minor_page_faults() - faults_before) * resource.getpagesize() / 2**20 / (TRAIN_WARMUP + repeats)
     result = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "eval_s": eval_s,
@@ -129,6 +131,8 @@ def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: in
         "gflop_per_example": flops / 1e9,
         "eval_gflops": flops * len(pixel_values) / eval_s / 1e9,
         "peak_rss_mb": peak_rss_mb(),
+        # memory faulted in afresh per training step (first touches of pages the process got from the system)
+        "train_page_faults_mb": faulted,
     }
     if compile:
         compiled = torch.compile(model)
@@ -137,6 +141,11 @@ def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: in
         result["compile_s"] = time.perf_counter() - start
         result["train_compiled_s"] = median_time(lambda: train_step(compiled), repeats, warmup=TRAIN_WARMUP)
     return result
+
+
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far: each a page the system hands it (zeroed) on its first touch."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def peak_rss_mb() -> float:
