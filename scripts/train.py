@@ -46,7 +46,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: NAC
     """One run: data → model → train → evaluate → record → publish. Returns the metrics."""
     repo_id = run_repo_id(training_args) if training_args.push_to_hub else None  # no token: stop before training
     set_cpu_threads(training_args)
-    if training_args.use_cpu and training_args.keep_freed_memory:
+    if training_args.use_cpu and getattr(training_args, "keep_freed_memory", True):  # plain TrainingArguments too
         keep_freed_memory()
     set_seed(training_args.seed)
     data = load_run_data(data_args, training_args, cache_dir=model_args.cache_dir)
