@@ -778,7 +778,9 @@ class KernelModulatedAttention(torch.autograd.Function):
             context, log_normaliser = attention_and_log_normaliser(
                 query.detach(), key.detach(), value.detach(), bias, scale
             )
-        if not checks_values() or silent.any():  # (a pass over the context saved when no receiver is silent)
+        # On a CPU the pass over the context is skipped when every receiver hears someone (on a GPU, asking would
+        # wait for the device; when compiling, it would break the graph).
+        if query.device.type != "cpu" or not checks_values() or silent.any():
             context = context.masked_fill_(silent, 0.0)
             log_normaliser = log_normaliser.masked_fill_(silent, float("inf"))  # so that p = 0 on a silent row
         ctx.save_for_backward(query, key, value, kernel, bias, context, log_normaliser)
