@@ -803,7 +803,9 @@ class KernelModulatedAttention(torch.autograd.Function):
         batch, heads, receivers, head_dim = query.shape
         senders = key.shape[2]
         per_piece = batch
-        if query.device.type == "cpu":  # the piece's (H, R, S) tensors and its keys and values each in cache
+        # In eager mode on a CPU, the piece's (H, R, S) tensors and its keys and values each in cache; a compiler
+        # fuses the passes itself, and would unroll the loop.
+        if query.device.type == "cpu" and not torch.compiler.is_compiling():
             per_example = heads * max(receivers, head_dim) * senders * query.element_size()
             per_piece = max(1, CPU_ATTENTION_PIECE_BYTES // per_example)
         for start in range(0, batch, per_piece):
