@@ -133,8 +133,8 @@ def keep_freed_memory() -> bool:
 
     A training step allocates and frees the same activations at every step. By default glibc maps blocks over 32 MiB
     afresh and hands the free top of its heap back to the operating system, so every step faults its memory in again,
-    page by page: about 1 GB per step for `paper-tiny-imagenet` at batch 32, a sixth of the step on a 2-core CPU. The
-    process keeps its peak memory instead. Process-wide and not undone; returns whether it was set (Linux with glibc
+    page by page: 830 MiB per step for `paper-tiny-imagenet` at batch 32 (`scripts/benchmark_speed.py`). The process
+    keeps its peak memory instead. Process-wide and not undone; returns whether it was set (Linux with glibc
     only, else nothing changes)."""
     name = ctypes.util.find_library("c")
     try:
