@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+from transformers.hf_argparser import string_to_bool
 
 from nac_hf.speed import BASELINES, example_batch, gemm_gflops, matched_baseline, measure, nac_model
 from nac_hf.training import keep_freed_memory
@@ -69,8 +70,7 @@ def main() -> int:
     parser.add_argument("--compile", action="store_true", help="Also time the torch.compile'd training step.")
     parser.add_argument("--output", default=None, help="Write the results as JSON here.")
     parser.add_argument(
-        "--keep_freed_memory", type=lambda text: {"true": True, "false": False}[text.lower()], default=True,
-        metavar="{true,false}",
+        "--keep_freed_memory", type=string_to_bool, default=True, metavar="{true,false}",
         help="Keep the memory a step frees for the next, in every model's process, as scripts/train.py does on CPUs "
         "(nac_hf.training.keep_freed_memory); false: glibc's defaults.",
     )

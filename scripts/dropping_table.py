@@ -46,7 +46,9 @@ def table(results: list[dict], orders: list[str]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+")
-    parser.add_argument("--orders", default=None, help="Orders to table, comma-separated (default: every order measured).")
+    parser.add_argument(
+        "--orders", default=None, help="Orders to table, comma-separated (default: every order measured)."
+    )
     args = parser.parse_args()
     results = [load(path) for path in args.results]
     measured = list(dict.fromkeys(row["order"] for result in results for row in result["rows"]))

@@ -124,7 +124,9 @@ def test_orders_follow_the_degrees_of_hand_placed_signatures():
     assert drop_modules(model, keep_processor=2, order="out_degree")["processor"] == [0, 1]  # a tie goes by index
 
 
-@pytest.mark.parametrize("fields", [{}, {**READ_IN, "num_input_modules": 5}], ids=["inputs-apart", "processors-read-in"])
+@pytest.mark.parametrize(
+    "fields", [{}, {**READ_IN, "num_input_modules": 5}], ids=["inputs-apart", "processors-read-in"]
+)
 def test_the_loss_order_removes_at_each_step_the_processor_the_loss_misses_least(fields, monkeypatch):
     model = trained_like(num_processor_modules=5, num_labels=3, **fields)
     examples = {**example_inputs(model.config, batch_size=24), "labels": torch.arange(24) % 3}

@@ -103,8 +103,9 @@ def matched_baseline(name: str, target_flops: float, num_labels: int, num_channe
 
 def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: int, compile: bool = False) -> dict:
     """Eval forward and training step (AdamW included) of `model` on one batch: median seconds after warm-up, FLOPs
-    per example, achieved GFLOP/s, the process's peak resident memory and the memory faulted in per training step. With `compile`, the training step of
-    `torch.compile(model)` too (its first call, the compilation, reported apart)."""
+    per example, achieved GFLOP/s, the process's peak resident memory and the memory faulted in per training step
+    (averaged over the warm-up and timed steps). With `compile`, the training step of `torch.compile(model)` too (its
+    first call, the compilation, reported apart)."""
     flops = flops_per_example(model, pixel_values)  # per example at this batch: a NAC modulates once per batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
@@ -131,7 +132,7 @@ def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: in
         "gflop_per_example": flops / 1e9,
         "eval_gflops": flops * len(pixel_values) / eval_s / 1e9,
         "peak_rss_mb": peak_rss_mb(),
-        # memory faulted in afresh per training step (first touches of pages the process got from the system)
+        # memory faulted in afresh per training step, warm-up included (first touches of pages from the system)
         "train_page_faults_mb": faulted,
     }
     if compile:
