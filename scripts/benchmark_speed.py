@@ -6,8 +6,9 @@
 In one run: the machine's fp32 GEMM rate (a 2048³ matmul), then for the NAC and each baseline (transformers'
 `ViTForImageClassification`, 384 wide, patch = the preset's patch size, and `PerceiverForImageClassificationLearned`,
 256 latents of 384; each with the number of layers whose FLOPs per example come closest to the NAC's) the median eval
-forward and training step (forward, backward, AdamW) over `--repeats` runs after a warm-up, FLOPs per example
-(`FlopCounterMode`), achieved GFLOP/s, peak resident memory and the memory faulted in per training step. Each model
+forward and training step (forward, backward, AdamW) over `--repeats` runs after a warm-up, the FLOPs per example of
+both (`FlopCounterMode`, the training step's without the optimizer's elementwise update) and their ratio, which is
+what the time ratio would be if the step ran at the forward's rate, achieved GFLOP/s of both, peak resident memory and the memory faulted in per training step. Each model
 runs in a fresh process of its own, one after the other, so that its peak memory is its own. With `--compile`, also
 the compiled training step. Every process keeps the memory a step frees for the next, as `scripts/train.py` does on
 CPUs (`--keep_freed_memory false`: glibc's defaults, which hand it back to the operating system).
@@ -99,12 +100,13 @@ def main() -> int:
     result["baselines"] = [child(args, name, result["gflop_per_example"]) for name in baselines]
     rows = [result, *result["baselines"]]
     print(f"fp32 GEMM: {result['gemm_gflops']:.1f} GFLOP/s on {result['threads']} threads; batch {args.batch_size}")
-    print("| model | params | GFLOP/example | eval s | train step s | train / eval | eval GFLOP/s | peak MiB | "
-          "faulted MiB / step |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | params | GFLOP/example | eval s | train step s | train / eval | train / eval FLOPs | "
+          "eval GFLOP/s | train GFLOP/s | peak MiB | faulted MiB / step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['model']} | {row['parameters'] / 1e6:.2f} M | {row['gflop_per_example']:.2f} | "
-              f"{row['eval_s']:.3f} | {row['train_s']:.3f} | {row['train_over_eval']:.2f} | {row['eval_gflops']:.1f} | "
+              f"{row['eval_s']:.3f} | {row['train_s']:.3f} | {row['train_over_eval']:.2f} | "
+              f"{row['train_over_eval_flops']:.2f} | {row['eval_gflops']:.1f} | {row['train_gflops']:.1f} | "
               f"{row['peak_rss_mb']:.0f} | {row['train_page_faults_mb']:.0f} |")
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")

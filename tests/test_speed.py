@@ -7,7 +7,9 @@ import sys
 import pytest
 import torch
 
-from nac_hf.speed import flops_per_example, matched_baseline, measure, nac_model
+from nac_hf.speed import (
+    flop_counter_mode, flops_per_example, matched_baseline, measure, nac_model, train_flops_per_example,
+)
 from nac_test_utils import ROOT
 
 
@@ -20,6 +22,20 @@ def test_a_baseline_is_sized_to_the_flops_it_is_given():
     assert matched_baseline("vit", 1.5e9, 10, 3, 32, 4)[1] > matched_baseline("vit", 0.5e9, 10, 3, 32, 4)[1]
 
 
+@pytest.mark.parametrize("groups", [1, 8])
+def test_a_convolutions_backward_pass_counts_twice_the_forwards_flops(groups):
+    # one product for the input's gradient and one for the weight's, each as large as the forward's, for grouped
+    # convolutions too (torch's own formula counts the weight's as if there were one group)
+    conv = torch.nn.Conv2d(8, 16, 7, padding=3, groups=groups)
+    pixels = torch.randn(2, 8, 12, 12, requires_grad=True)
+    with flop_counter_mode() as forward:
+        conv(pixels)
+    with flop_counter_mode() as both:
+        conv(pixels).sum().backward()
+    assert forward.get_total_flops() == 2 * 2 * 16 * (8 // groups) * 49 * 144
+    assert both.get_total_flops() == 3 * forward.get_total_flops()
+
+
 def test_measure_reports_times_flops_and_memory():
     torch.manual_seed(0)
     model = nac_model("tiny")
@@ -29,6 +45,12 @@ def test_measure_reports_times_flops_and_memory():
     assert result["eval_s"] > 0 and result["train_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["train_page_faults_mb"] >= 0
     assert result["gflop_per_example"] == pytest.approx(flops_per_example(model, pixels) / 1e9)
+    train_flops = train_flops_per_example(model, pixels, labels)
+    assert result["train_gflop_per_example"] == pytest.approx(train_flops / 1e9)
+    # a backward pass takes two products for each of the forward's (the first layer's input needs no gradient)
+    assert 2.5 < result["train_over_eval_flops"] < 3.5
+    assert result["train_gflops"] == pytest.approx(train_flops * 4 / result["train_s"] / 1e9)
+    assert all(p.grad is None for p in model.parameters())  # counting left no gradients behind
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the step did train
 
 

@@ -1,7 +1,7 @@
 """Measuring how fast a model runs: the eval forward and the training step (forward, backward, AdamW) after warm-up,
-FLOPs per example (`torch.utils.flop_counter.FlopCounterMode`), the machine's fp32 GEMM rate, and the non-modular
-models a user would pick instead at a similar FLOP count (transformers' ViT and Perceiver). `scripts/benchmark_speed.py`
-runs it."""
+the FLOPs per example of both (`torch.utils.flop_counter.FlopCounterMode`), the machine's fp32 GEMM rate, and the
+non-modular models a user would pick instead at a similar FLOP count (transformers' ViT and Perceiver).
+`scripts/benchmark_speed.py` runs it."""
 
 from __future__ import annotations
 
@@ -53,11 +53,38 @@ def example_batch(config, batch_size: int, image_size: int, seed: int = 0) -> tu
     return pixels, torch.randint(0, config.num_labels, (batch_size,), generator=generator)
 
 
+def convolution_backward_flops(
+    grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, _output_padding, _groups,
+    output_mask, out_shape=None, **kwargs,
+) -> int:
+    """FLOPs of a convolution's backward pass: each gradient asked for (input, weight) takes the multiply-adds of the
+    forward convolution. torch's own formula counts the weight's gradient as if the convolution had one group: 384
+    times too many FLOPs for the depthwise 7×7 convolution of a ConvNeXt block of 384 channels."""
+    forward = flop_counter.conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def flop_counter_mode() -> FlopCounterMode:
+    """torch's FLOP counter, with the convolution's backward pass counted per group."""
+    formulas = {torch.ops.aten.convolution_backward: convolution_backward_flops}
+    return FlopCounterMode(display=False, custom_mapping=formulas)
+
+
 def flops_per_example(model, pixel_values: torch.Tensor) -> float:
     """FLOPs of one eval forward pass per example."""
     model.eval()
-    with FlopCounterMode(display=False) as counter:  # under grad mode: the counter's hooks need autograd
+    with flop_counter_mode() as counter:  # under grad mode: the counter's hooks need autograd
         model(pixel_values=pixel_values)
+    return counter.get_total_flops() / pixel_values.shape[0]
+
+
+def train_flops_per_example(model, pixel_values: torch.Tensor, labels: torch.Tensor) -> float:
+    """FLOPs of one training forward and backward pass per example (the optimizer's update, elementwise, left out).
+    The gradients it leaves are cleared."""
+    model.train()
+    with flop_counter_mode() as counter:
+        model(pixel_values=pixel_values, labels=labels).loss.backward()
+    model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / pixel_values.shape[0]
 
 
@@ -103,10 +130,11 @@ def matched_baseline(name: str, target_flops: float, num_labels: int, num_channe
 
 def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: int, compile: bool = False) -> dict:
     """Eval forward and training step (AdamW included) of `model` on one batch: median seconds after warm-up, FLOPs
-    per example, achieved GFLOP/s, the process's peak resident memory and the memory faulted in per training step
-    (averaged over the warm-up and timed steps). With `compile`, the training step of `torch.compile(model)` too (its
+    per example and achieved GFLOP/s of both, the process's peak resident memory and the memory faulted in per
+    training step (averaged over the warm-up and timed steps). With `compile`, the training step of `torch.compile(model)` too (its
     first call, the compilation, reported apart)."""
     flops = flops_per_example(model, pixel_values)  # per example at this batch: a NAC modulates once per batch
+    train_flops = train_flops_per_example(model, pixel_values, labels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def evaluate():
@@ -131,6 +159,11 @@ def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: in
         "train_over_eval": train_s / eval_s,
         "gflop_per_example": flops / 1e9,
         "eval_gflops": flops * len(pixel_values) / eval_s / 1e9,
+        # the training step's FLOPs (forward and backward) over the eval forward's: what the time ratio would be if
+        # the step ran at the forward's rate
+        "train_gflop_per_example": train_flops / 1e9,
+        "train_over_eval_flops": train_flops / flops,
+        "train_gflops": train_flops * len(pixel_values) / train_s / 1e9,
         "peak_rss_mb": peak_rss_mb(),
         # memory faulted in afresh per training step, warm-up included (first touches of pages from the system)
         "train_page_faults_mb": faulted,
@@ -158,9 +191,11 @@ def peak_rss_mb() -> float:
 __all__ = [
     "BASELINES",
     "example_batch",
+    "flop_counter_mode",
     "flops_per_example",
     "gemm_gflops",
     "matched_baseline",
     "measure",
     "nac_model",
+    "train_flops_per_example",
 ]
