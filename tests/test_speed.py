@@ -44,6 +44,7 @@ def test_measure_reports_times_flops_and_memory():
     result = measure(model, pixels, labels, repeats=1)
     assert result["eval_s"] > 0 and result["train_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["train_page_faults_mb"] >= 0
+    assert result["train_over_eval"] == pytest.approx(result["train_s"] / result["eval_s"])  # one turn: its ratio
     assert result["gflop_per_example"] == pytest.approx(flops_per_example(model, pixels) / 1e9)
     train_flops = train_flops_per_example(model, pixels, labels)
     assert result["train_gflop_per_example"] == pytest.approx(train_flops / 1e9)

@@ -20,7 +20,7 @@ from transformers import (
 )
 
 from .configuration_nac import NACConfig
-from .evaluation import median_time
+from .evaluation import median_time, paired_times
 from .modeling_nac import NACForClassification
 
 
@@ -129,10 +129,11 @@ def matched_baseline(name: str, target_flops: float, num_labels: int, num_channe
 
 
 def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: int, compile: bool = False) -> dict:
-    """Eval forward and training step (AdamW included) of `model` on one batch: median seconds after warm-up, FLOPs
-    per example and achieved GFLOP/s of both, the process's peak resident memory and the memory faulted in per
-    training step (averaged over the warm-up and timed steps). With `compile`, the training step of `torch.compile(model)` too (its
-    first call, the compilation, reported apart)."""
+    """Eval forward and training step (AdamW included) of `model` on one batch, timed in turns after warm-up
+    (`paired_times`): the median seconds of each and the median of the turns' ratios. Also the FLOPs per example and
+    achieved GFLOP/s of both, the process's peak resident memory and the memory faulted in per training step (averaged
+    over the warm-up and all later steps). With `compile`, the training step of `torch.compile(model)` too (its first
+    call, the compilation, reported apart)."""
     flops = flops_per_example(model, pixel_values)  # per example at this batch: a NAC modulates once per batch
     train_flops = train_flops_per_example(model, pixel_values, labels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -148,15 +149,19 @@ def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: in
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    eval_s = median_time(evaluate, repeats)
+    evaluate()
     faults_before = minor_page_faults()
-    train_s = median_time(train_step, repeats, warmup=TRAIN_WARMUP)
-    faulted = (minor_page_faults() - faults_before) * resource.getpagesize() / 2**20 / (TRAIN_WARMUP + repeats)
+    for _ in range(TRAIN_WARMUP):
+        train_step()
+    # In turns, so that a slower spell of the machine slows both: the ratio is the median of the turns' ratios.
+    train_s, eval_s, train_over_eval = paired_times(train_step, evaluate, repeats, warmup=0, block=1)
+    steps = TRAIN_WARMUP + 2 * repeats  # each turn runs one untimed call of each before the timed one
+    faulted = (minor_page_faults() - faults_before) * resource.getpagesize() / 2**20 / steps
     result = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "eval_s": eval_s,
         "train_s": train_s,
-        "train_over_eval": train_s / eval_s,
+        "train_over_eval": train_over_eval,
         "gflop_per_example": flops / 1e9,
         "eval_gflops": flops * len(pixel_values) / eval_s / 1e9,
         # the training step's FLOPs (forward and backward) over the eval forward's: what the time ratio would be if
@@ -165,7 +170,8 @@ def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: in
         "train_over_eval_flops": train_flops / flops,
         "train_gflops": train_flops * len(pixel_values) / train_s / 1e9,
         "peak_rss_mb": peak_rss_mb(),
-        # memory faulted in afresh per training step, warm-up included (first touches of pages from the system)
+        # memory faulted in afresh per training step, warm-up included (first touches of pages from the system); the
+        # eval passes between them fault next to nothing
         "train_page_faults_mb": faulted,
     }
     if compile:
