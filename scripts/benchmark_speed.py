@@ -2,16 +2,24 @@
 
     python scripts/benchmark_speed.py --preset paper-tiny-imagenet --batch_size 32 --output speed.json
         [--image_size S] [--repeats 5] [--baselines vit,perceiver] [--compile] [--keep_freed_memory true]
+        [--device cuda --dtype bfloat16 [--peak_tflops T]]
 
-In one run: the machine's fp32 GEMM rate (a 2048³ matmul), then for the NAC and each baseline (transformers'
-`ViTForImageClassification`, 384 wide, patch = the preset's patch size, and `PerceiverForImageClassificationLearned`,
-256 latents of 384; each with the number of layers whose FLOPs per example come closest to the NAC's) the median eval
-forward and training step (forward, backward, AdamW) over `--repeats` runs after a warm-up, the FLOPs per example of
-both (`FlopCounterMode`, the training step's without the optimizer's elementwise update) and their ratio, which is
-what the time ratio would be if the step ran at the forward's rate, achieved GFLOP/s of both, peak resident memory and the memory faulted in per training step. Each model
-runs in a fresh process of its own, one after the other, so that its peak memory is its own. With `--compile`, also
-the compiled training step. Every process keeps the memory a step frees for the next, as `scripts/train.py` does on
-CPUs (`--keep_freed_memory false`: glibc's defaults, which hand it back to the operating system).
+In one run: the machine's GEMM rate (a 2048³ matmul on a CPU, 8192³ on a GPU, in --dtype), then for the NAC and each baseline
+(transformers' `ViTForImageClassification`, 384 wide, patch = the preset's patch size, and
+`PerceiverForImageClassificationLearned`, 256 latents of 384; each with the number of layers whose FLOPs per example
+come closest to the NAC's) the median eval forward and training step (forward, backward, AdamW), timed in `--repeats`
+turns after a warm-up (their ratio: the median of the turns' ratios), the FLOPs per example of both (`FlopCounterMode`,
+the training step's without the optimizer's elementwise update) and their ratio, which is what the time ratio would be
+if the step ran at the forward's rate, achieved GFLOP/s of both, peak resident memory and the memory faulted in per
+training step. Each model runs in a fresh process of its own, one after the other, so that its peak memory is its own.
+With `--compile`, also the compiled training step. Every process keeps the memory a step frees for the next, as
+`scripts/train.py` does on CPUs (`--keep_freed_memory false`: glibc's defaults, which hand it back to the operating
+system).
+
+On a GPU (`--device cuda`), each call waits for the device, and the peak GPU memory is reported too. `--dtype
+bfloat16` runs the forward passes under `torch.autocast` in bf16 (mixed precision, as `Trainer`'s `--bf16`), the GEMM
+rate in bf16; with a peak rate (`--peak_tflops`, by default the data sheet's dense bf16 peak of a known GPU), the model
+FLOP utilisation (MFU) of the eval forward and the training step, compiled too with `--compile`.
 """
 
 import argparse
@@ -24,7 +32,9 @@ from pathlib import Path
 import torch
 from transformers.hf_argparser import string_to_bool
 
-from nac_hf.speed import BASELINES, example_batch, gemm_gflops, matched_baseline, measure, nac_model
+from nac_hf.speed import (
+    BASELINES, dense_bf16_peak_tflops, example_batch, gemm_gflops, matched_baseline, measure, nac_model,
+)
 from nac_hf.training import keep_freed_memory
 
 
@@ -34,15 +44,20 @@ def measure_one(args) -> dict:
     torch.manual_seed(0)
     nac = nac_model(args.preset, args.image_size)
     config = nac.config
-    pixels, labels = example_batch(config, args.batch_size, config.image_size)
+    pixels, labels = (t.to(args.device) for t in example_batch(config, args.batch_size, config.image_size))
+    dtype = getattr(torch, args.dtype)
+
+    def timed(model) -> dict:
+        return measure(model.to(args.device), pixels, labels, args.repeats, args.compile, dtype, args.peak_tflops)
+
     if args.model == "nac":
-        return {"model": f"NAC {args.preset}", **measure(nac, pixels, labels, args.repeats, args.compile)}
+        return {"model": f"NAC {args.preset}", **timed(nac)}
     target = args.target_gflop * 1e9
     del nac
     model, layers = matched_baseline(args.model, target, config.num_labels, config.num_channels, config.image_size,
                                      config.patch_size)
     name = {"vit": "ViTForImageClassification", "perceiver": "PerceiverForImageClassificationLearned"}[args.model]
-    return {"model": f"{name}, {layers} layers", **measure(model, pixels, labels, args.repeats, args.compile)}
+    return {"model": f"{name}, {layers} layers", **timed(model)}
 
 
 def child(args, model: str, target_gflop: float | None = None) -> dict:
@@ -54,6 +69,9 @@ def child(args, model: str, target_gflop: float | None = None) -> dict:
         command += ["--target_gflop", str(target_gflop)]
     if args.compile:
         command.append("--compile")
+    command += ["--device", args.device, "--dtype", args.dtype]
+    if args.peak_tflops:
+        command += ["--peak_tflops", str(args.peak_tflops)]
     command += ["--keep_freed_memory", str(args.keep_freed_memory).lower()]
     done = subprocess.run(command, capture_output=True, text=True, env=os.environ)
     if done.returncode != 0:
@@ -75,9 +93,24 @@ def main() -> int:
         help="Keep the memory a step frees for the next, in every model's process, as scripts/train.py does on CPUs "
         "(nac_hf.training.keep_freed_memory); false: glibc's defaults.",
     )
+    parser.add_argument("--device", default="cpu", help="cpu, or a GPU such as cuda or cuda:0.")
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16"],
+        help="bfloat16: forward passes under torch.autocast in bf16 (mixed precision, as Trainer's --bf16).",
+    )
+    parser.add_argument(
+        "--peak_tflops", type=float, default=None,
+        help="The device's peak rate in --dtype, for the model FLOP utilisation (MFU). Default: on a GPU in bf16, its "
+        "data sheet's dense peak when nac_hf.speed.DENSE_BF16_PEAK_TFLOPS knows it.",
+    )
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)  # one model, in a child process
     parser.add_argument("--target_gflop", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    on_gpu = torch.device(args.device).type == "cuda"
+    if on_gpu and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no GPU here (torch.cuda.is_available() is False)")
+    if args.peak_tflops is None and on_gpu and args.dtype == "bfloat16":
+        args.peak_tflops = dense_bf16_peak_tflops(torch.cuda.get_device_name(args.device))
     if args.model is not None:
         print(json.dumps(measure_one(args)))
         return 0
@@ -90,7 +123,10 @@ def main() -> int:
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "gemm_gflops": gemm_gflops(),
+        "device": torch.cuda.get_device_name(args.device) if on_gpu else "cpu",
+        "dtype": args.dtype,
+        # a GPU reaches its rate only on larger products than a CPU
+        "gemm_gflops": gemm_gflops(8192 if on_gpu else 2048, device=args.device, dtype=getattr(torch, args.dtype)),
         "keep_freed_memory": args.keep_freed_memory,
     }
     result.update(child(args, "nac"))
@@ -99,7 +135,8 @@ def main() -> int:
     )
     result["baselines"] = [child(args, name, result["gflop_per_example"]) for name in baselines]
     rows = [result, *result["baselines"]]
-    print(f"fp32 GEMM: {result['gemm_gflops']:.1f} GFLOP/s on {result['threads']} threads; batch {args.batch_size}")
+    print(f"{args.dtype} GEMM on {result['device']}: {result['gemm_gflops']:.1f} GFLOP/s ({result['threads']} CPU "
+          f"threads); batch {args.batch_size}")
     print("| model | params | GFLOP/example | eval s | train step s | train / eval | train / eval FLOPs | "
           "eval GFLOP/s | train GFLOP/s | peak MiB | faulted MiB / step |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -108,6 +145,15 @@ def main() -> int:
               f"{row['eval_s']:.3f} | {row['train_s']:.3f} | {row['train_over_eval']:.2f} | "
               f"{row['train_over_eval_flops']:.2f} | {row['eval_gflops']:.1f} | {row['train_gflops']:.1f} | "
               f"{row['peak_rss_mb']:.0f} | {row['train_page_faults_mb']:.0f} |")
+    for row in rows:  # what only some runs measure
+        extra = [f"{name} {row[key]:{form}}{unit}" for key, name, form, unit in (
+            ("train_compiled_s", "compiled step", ".3f", " s"), ("compile_s", "compilation", ".0f", " s"),
+            ("eval_mfu", "eval MFU", ".1%", ""), ("train_mfu", "train MFU", ".1%", ""),
+            ("train_compiled_mfu", "compiled train MFU", ".1%", ""),
+            ("peak_device_mb", "peak GPU memory", ".0f", " MiB"),
+        ) if key in row]
+        if extra:
+            print(f"{row['model']}: " + ", ".join(extra))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     return 0

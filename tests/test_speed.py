@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nac_hf.speed import (
-    flop_counter_mode, flops_per_example, matched_baseline, measure, nac_model, train_flops_per_example,
+    dense_bf16_peak_tflops, flop_counter_mode, flops_per_example, matched_baseline, measure, nac_model,
+    train_flops_per_example,
 )
 from nac_test_utils import ROOT
 
@@ -62,9 +63,36 @@ def test_the_script_writes_every_figure(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
-    for key in ("eval_s", "train_s", "gflop_per_example", "gemm_gflops", "eval_over_gemm_bound", "peak_rss_mb"):
+    for key in ("eval_s", "train_s", "gflop_per_example", "gemm_gflops", "eval_over_gemm_bound", "peak_rss_mb",
+                "train_gflop_per_example", "train_over_eval_flops", "train_gflops"):
         assert result[key] > 0, key
+    assert (result["device"], result["dtype"]) == ("cpu", "float32")
     (vit,) = result["baselines"]
     assert vit["model"].startswith("ViTForImageClassification") and vit["train_s"] > 0
     assert "| NAC tiny |" in done.stdout
     assert result["keep_freed_memory"] is True  # as scripts/train.py does on CPUs
+
+
+def test_measure_in_bf16_reports_the_model_flop_utilisation():
+    torch.manual_seed(0)
+    model = nac_model("tiny")
+    pixels, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 0, 1])
+    result = measure(model, pixels, labels, repeats=1, dtype=torch.bfloat16, peak_tflops=0.5)
+    assert result["dtype"] == "bfloat16"
+    for key in ("eval", "train"):
+        assert result[f"{key}_mfu"] == pytest.approx(result[f"{key}_gflops"] / 500)
+    assert "train_mfu" not in measure(model, pixels, labels, repeats=1)  # no peak, no MFU
+
+
+def test_the_data_sheet_peak_of_a_gpu_is_found_by_its_name():
+    assert dense_bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert dense_bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert dense_bf16_peak_tflops("NVIDIA H200 NVL") == 835.0
+    assert dense_bf16_peak_tflops("NVIDIA A10G") is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_the_script_refuses_a_gpu_it_does_not_have():
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark_speed.py"), "--device", "cuda"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "torch sees no GPU here" in done.stderr

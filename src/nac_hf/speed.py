@@ -35,16 +35,32 @@ if _CPU_FLASH_ATTENTION not in flop_counter.flop_registry:
     flop_counter.register_flop_formula(_CPU_FLASH_ATTENTION, get_raw=True)(flop_counter.sdpa_flop)
 
 
-def gemm_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
-    """The machine's fp32 matrix-multiplication rate in GFLOP/s: a `size`³ matmul, median of `repeats`."""
-    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+def gemm_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """The machine's matrix-multiplication rate in GFLOP/s: a `size`³ matmul in `dtype`, median of `repeats`."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
 
     def matmul():
         a @ b
-        if device != "cpu":
-            torch.cuda.synchronize()
+        synchronize(device)
 
     return 2 * size**3 / median_time(matmul, repeats) / 1e9
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued work (a no-op on a CPU, whose operations return when done)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# Dense (not sparse) bf16 tensor-core peaks of the GPUs in NVIDIA's data sheets, in TFLOP/s, by a part of the name
+# `torch.cuda.get_device_name` gives: what the model FLOP utilisation (MFU) of a bf16 run is measured against.
+DENSE_BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200 NVL": 835.0, "H200": 989.4}
+
+
+def dense_bf16_peak_tflops(device_name: str) -> float | None:
+    """The data sheet's dense bf16 peak of a GPU named `device_name` (the first entry whose key it contains), or None
+    for a device not in `DENSE_BF16_PEAK_TFLOPS`."""
+    return next((peak for part, peak in DENSE_BF16_PEAK_TFLOPS.items() if part in device_name), None)
 
 
 def example_batch(config, batch_size: int, image_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,26 +144,44 @@ def matched_baseline(name: str, target_flops: float, num_labels: int, num_channe
     return build(layers), layers
 
 
-def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: int, compile: bool = False) -> dict:
+def measure(
+    model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: int, compile: bool = False,
+    dtype: torch.dtype = torch.float32, peak_tflops: float | None = None,
+) -> dict:
     """Eval forward and training step (AdamW included) of `model` on one batch, timed in turns after warm-up
     (`paired_times`): the median seconds of each and the median of the turns' ratios. Also the FLOPs per example and
     achieved GFLOP/s of both, the process's peak resident memory and the memory faulted in per training step (averaged
     over the warm-up and all later steps). With `compile`, the training step of `torch.compile(model)` too (its first
-    call, the compilation, reported apart)."""
-    flops = flops_per_example(model, pixel_values)  # per example at this batch: a NAC modulates once per batch
-    train_flops = train_flops_per_example(model, pixel_values, labels)
+    call, the compilation, reported apart).
+
+    The model and the batch are on one device; on a GPU each call waits for the device's work, and its peak memory is
+    reported too. `dtype` other than float32: forward passes under `torch.autocast` in that dtype (mixed precision,
+    as `Trainer`'s `--bf16`). `peak_tflops`: the device's peak rate in that dtype, against which the model FLOP
+    utilisation (MFU) of both is reported."""
+    device = pixel_values.device
+
+    def precision():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    with precision():
+        flops = flops_per_example(model, pixel_values)  # per example at this batch: a NAC modulates once per batch
+        train_flops = train_flops_per_example(model, pixel_values, labels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def evaluate():
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), precision():
             model(pixel_values=pixel_values)
+        synchronize(device)
 
     def train_step(forward=model):
         model.train()
-        forward(pixel_values=pixel_values, labels=labels).loss.backward()
+        with precision():
+            loss = forward(pixel_values=pixel_values, labels=labels).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        synchronize(device)
 
     evaluate()
     faults_before = minor_page_faults()
@@ -157,29 +191,39 @@ def measure(model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: in
     train_s, eval_s, train_over_eval = paired_times(train_step, evaluate, repeats, warmup=0, block=1)
     steps = TRAIN_WARMUP + 2 * repeats  # each turn runs one untimed call of each before the timed one
     faulted = (minor_page_faults() - faults_before) * resource.getpagesize() / 2**20 / steps
+    batch = len(pixel_values)
     result = {
         "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": str(dtype).removeprefix("torch."),
         "eval_s": eval_s,
         "train_s": train_s,
         "train_over_eval": train_over_eval,
         "gflop_per_example": flops / 1e9,
-        "eval_gflops": flops * len(pixel_values) / eval_s / 1e9,
+        "eval_gflops": flops * batch / eval_s / 1e9,
         # the training step's FLOPs (forward and backward) over the eval forward's: what the time ratio would be if
         # the step ran at the forward's rate
         "train_gflop_per_example": train_flops / 1e9,
         "train_over_eval_flops": train_flops / flops,
-        "train_gflops": train_flops * len(pixel_values) / train_s / 1e9,
+        "train_gflops": train_flops * batch / train_s / 1e9,
         "peak_rss_mb": peak_rss_mb(),
         # memory faulted in afresh per training step, warm-up included (first touches of pages from the system); the
         # eval passes between them fault next to nothing
         "train_page_faults_mb": faulted,
     }
+    if device.type == "cuda":
+        result["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     if compile:
         compiled = torch.compile(model)
         start = time.perf_counter()
         train_step(compiled)
         result["compile_s"] = time.perf_counter() - start
         result["train_compiled_s"] = median_time(lambda: train_step(compiled), repeats, warmup=TRAIN_WARMUP)
+        result["train_compiled_gflops"] = train_flops * batch / result["train_compiled_s"] / 1e9
+    if peak_tflops:
+        result["peak_tflops"] = peak_tflops
+        for key in ("eval", "train", "train_compiled"):
+            if f"{key}_gflops" in result:
+                result[f"{key}_mfu"] = result[f"{key}_gflops"] / (peak_tflops * 1e3)
     return result
 
 
@@ -196,6 +240,8 @@ def peak_rss_mb() -> float:
 
 __all__ = [
     "BASELINES",
+    "DENSE_BF16_PEAK_TFLOPS",
+    "dense_bf16_peak_tflops",
     "example_batch",
     "flop_counter_mode",
     "flops_per_example",
@@ -203,5 +249,6 @@ __all__ = [
     "matched_baseline",
     "measure",
     "nac_model",
+    "synchronize",
     "train_flops_per_example",
 ]
