@@ -1,5 +1,5 @@
 """Measuring how fast a model runs: the eval forward and the training step (forward, backward, AdamW) after warm-up,
-the FLOPs per example of both (`torch.utils.flop_counter.FlopCounterMode`), the machine's fp32 GEMM rate, and the
+the FLOPs per example of both (`torch.utils.flop_counter.FlopCounterMode`), the machine's GEMM rate, and the
 non-modular models a user would pick instead at a similar FLOP count (transformers' ViT and Perceiver).
 `scripts/benchmark_speed.py` runs it."""
 
@@ -28,11 +28,15 @@ BASELINES = ("vit", "perceiver")
 # Training steps before the timed ones: the first few run slower (the allocator is still growing its pools).
 TRAIN_WARMUP = 3
 
-# On a CPU, scaled_dot_product_attention (in NACs, ViTs and Perceivers alike) runs as this flash-attention kernel,
-# which torch's FLOP counter has no formula for: without one, FLOPs per example would leave attention out.
-_CPU_FLASH_ATTENTION = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
-if _CPU_FLASH_ATTENTION not in flop_counter.flop_registry:
-    flop_counter.register_flop_formula(_CPU_FLASH_ATTENTION, get_raw=True)(flop_counter.sdpa_flop)
+# On a CPU, scaled_dot_product_attention (in NACs, ViTs and Perceivers alike) runs as this flash-attention kernel and
+# its backward pass, which torch's FLOP counter has no formulas for: without them, FLOPs per example would leave
+# attention out. torch's formulas for the other SDPA kernels (already shape-wrapped, hence get_raw).
+for _kernel, _formula in (
+    (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, flop_counter.sdpa_flop),
+    (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward, flop_counter.sdpa_backward_flop),
+):
+    if _kernel not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(_kernel, get_raw=True)(_formula)
 
 
 def gemm_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
