@@ -30,7 +30,7 @@ TRAIN_WARMUP = 3
 
 # On a CPU, scaled_dot_product_attention (in NACs, ViTs and Perceivers alike) runs as this flash-attention kernel and
 # its backward pass, which torch's FLOP counter has no formulas for: without them, FLOPs per example would leave
-# attention out. torch's formulas for the other SDPA kernels (already shape-wrapped, hence get_raw).
+# attention out. They get torch's formulas for the other SDPA kernels (already shape-wrapped, hence get_raw).
 for _kernel, _formula in (
     (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, flop_counter.sdpa_flop),
     (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward, flop_counter.sdpa_backward_flop),
