@@ -22,6 +22,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from nac_hf.data import DataArguments
 from nac_hf.few_shot import FewShotArguments, few_shot_training_defaults, results_table, run_few_shot
+from nac_hf.training import end_distributed
 
 
 def main() -> None:
@@ -39,6 +40,7 @@ def main() -> None:
     # One model is loaded per run: keep transformers' per-load reports (the new classifier) out of the log.
     transformers.utils.logging.set_verbosity_error()
     results = run_few_shot(few_shot_args, data_args, training_args)
+    end_distributed()
     if training_args.process_index == 0:
         rows = {mode: entry for mode, entry in results["modes"].items()}
         print(f"\ntop-1 accuracy (%) on {results['eval_examples']} evaluation examples, mean ± std over "

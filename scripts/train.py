@@ -30,6 +30,7 @@ from nac_hf.training import (
     NACTrainingArguments,
     build_model,
     build_processor,
+    end_distributed,
     evaluate_model,
     keep_freed_memory,
     load_run_data,
@@ -75,6 +76,7 @@ def main() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level, stream=sys.stdout)
     transformers.utils.logging.set_verbosity(level)
     run(model_args, data_args, training_args)
+    end_distributed()
 
 
 if __name__ == "__main__":

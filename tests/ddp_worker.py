@@ -12,6 +12,7 @@ from nac_hf.training import (
     ModelArguments,
     build_model,
     build_processor,
+    end_distributed,
     load_run_data,
     make_trainer,
     training_arguments_defaults,
@@ -52,6 +53,7 @@ def main() -> None:
     }
     with open(f"{training_args.output_dir}/rank{training_args.process_index}.json", "w") as handle:
         json.dump(record, handle)
+    end_distributed()  # as scripts/train.py does
 
 
 if __name__ == "__main__":

@@ -96,3 +96,15 @@ def test_ddp_trains_with_module_dropout_or_exit_losses_without_searching_for_unu
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert ranks[0]["find_unused_parameters"] is False and [r["global_step"] for r in ranks] == [6, 6]
     assert ranks[0]["weights"] == ranks[1]["weights"]
+
+
+def test_a_process_leaves_its_group_at_the_end_of_a_run(tmp_path):
+    import torch.distributed as dist
+
+    from nac_hf.training import end_distributed
+
+    end_distributed()  # no group: nothing to leave
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_distributed()
+    assert not dist.is_initialized()

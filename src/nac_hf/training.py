@@ -146,6 +146,16 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, 2**30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
+def end_distributed() -> None:
+    """Leave the process group this process joined (under `torchrun` or `accelerate launch`), if any: a barrier, then
+    `destroy_process_group`. Left to the interpreter's exit, the teardown of a gloo group sometimes aborted a process
+    that had finished its run ("terminate called without an active exception": 3 of 40 two-process runs), and torchrun
+    reported the run as failed; destroying the group without the barrier first could hang a rank."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def parse_config_overrides(text: str | None) -> dict:
     """`"hidden_size=96,graph_prior=none,freeze_signatures=true"` → config fields, typed like their defaults."""
     if not text:
@@ -525,6 +535,7 @@ __all__ = [
     "TRAINING_DETAILS",
     "build_model",
     "build_processor",
+    "end_distributed",
     "evaluate_model",
     "last_complete_checkpoint",
     "load_run_data",
