@@ -4,8 +4,8 @@
         [--image_size S] [--repeats 5] [--baselines vit,perceiver] [--compile] [--keep_freed_memory true]
         [--device cuda --dtype bfloat16 [--peak_tflops T]]
 
-In one run: the machine's GEMM rate (a 2048³ matmul on a CPU, 8192³ on a GPU, in --dtype), then for the NAC and each baseline
-(transformers' `ViTForImageClassification`, 384 wide, patch = the preset's patch size, and
+In one run: the machine's GEMM rate (a 2048³ matmul on a CPU, 8192³ on a GPU, in --dtype), then for the NAC and each
+baseline (transformers' `ViTForImageClassification`, 384 wide, patch = the preset's patch size, and
 `PerceiverForImageClassificationLearned`, 256 latents of 384; each with the number of layers whose FLOPs per example
 come closest to the NAC's) the median eval forward and training step (forward, backward, AdamW), timed in `--repeats`
 turns after a warm-up (their ratio: the median of the turns' ratios), the FLOPs per example of both (`FlopCounterMode`,

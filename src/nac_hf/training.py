@@ -133,9 +133,9 @@ def keep_freed_memory() -> bool:
 
     A training step allocates and frees the same activations at every step. By default glibc maps blocks over 32 MiB
     afresh and hands the free top of its heap back to the operating system, so every step faults its memory in again,
-    page by page: 830 MiB per step for `paper-tiny-imagenet` at batch 32 (`scripts/benchmark_speed.py`). The process
-    keeps its peak memory instead. Process-wide and not undone; returns whether it was set (Linux with glibc
-    only, else nothing changes)."""
+    page by page: hundreds of MiB per step for `paper-tiny-imagenet` at batch 32 (`train_page_faults_mb` of
+    `scripts/benchmark_speed.py --keep_freed_memory false`). The process keeps its peak memory instead. Process-wide
+    and not undone; returns whether it was set (Linux with glibc only, else nothing changes)."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
@@ -149,8 +149,8 @@ def keep_freed_memory() -> bool:
 def end_distributed() -> None:
     """Leave the process group this process joined (under `torchrun` or `accelerate launch`), if any: a barrier, then
     `destroy_process_group`. Left to the interpreter's exit, the teardown of a gloo group sometimes aborted a process
-    that had finished its run ("terminate called without an active exception": 3 of 40 two-process runs), and torchrun
-    reported the run as failed; destroying the group without the barrier first could hang a rank."""
+    that had finished its run ("terminate called without an active exception"), and torchrun reported the run as
+    failed; destroying the group without the barrier first could hang a rank."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
