@@ -608,6 +608,11 @@ def test_kernel_modulated_attention_has_the_gradients_of_its_formula(
     grads = torch.autograd.grad(context, [query, silent], upstream)
     assert torch.all(context[:, :, 1] == 0) and all(torch.isfinite(g).all() for g in grads)
     assert torch.all(grads[0][:, :, 1] == 0) and torch.all(grads[1][:, :, 1] == 0)
+    # Without a gradient to the kernel (evaluation): SDPA, its silent rows set to 0 only when there are some.
+    for without_grad in (kernel.detach(), silent.detach()):
+        got, _ = modeling.kernel_modulated_attention(query, key, value, without_grad)
+        torch.testing.assert_close(got, written_out_kernel_attention(query, key, value, without_grad)[0])
+    assert torch.all(modeling.kernel_modulated_attention(query, key, value, silent.detach())[0][:, :, 1] == 0)
     scores = torch.randn(3, 2, 5, 7, dtype=torch.float64, generator=generator).requires_grad_()
     positive = (kernel.detach() + 0.05).requires_grad_()  # away from 0, where the cut makes the function a kink
     assert torch.autograd.gradcheck(modeling.KernelModulatedSoftmax.apply, (scores, positive))

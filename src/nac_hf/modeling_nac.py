@@ -778,9 +778,7 @@ class KernelModulatedAttention(torch.autograd.Function):
             context, log_normaliser = attention_and_log_normaliser(
                 query.detach(), key.detach(), value.detach(), bias, scale
             )
-        # On a CPU the pass over the context is skipped when every receiver hears someone (on a GPU, asking would
-        # wait for the device; when compiling, it would break the graph).
-        if query.device.type != "cpu" or not checks_values() or silent.any():
+        if has_silent_rows(silent):
             context = context.masked_fill_(silent, 0.0)
             log_normaliser = log_normaliser.masked_fill_(silent, float("inf"))  # so that p = 0 on a silent row
         ctx.save_for_backward(query, key, value, kernel, bias, context, log_normaliser)
@@ -828,6 +826,13 @@ class KernelModulatedAttention(torch.autograd.Function):
         return grad_query, grad_key, grad_value, grad_kernel
 
 
+def has_silent_rows(silent: torch.Tensor) -> bool:
+    """Whether a receiver hears no sender, so that its context must be set to 0. On a CPU the pass over the context is
+    skipped when every receiver hears someone; on a GPU, asking would wait for the device, and when compiling or
+    exporting it would break the graph, so there the rows are always set."""
+    return silent.device.type != "cpu" or not checks_values() or bool(silent.any())
+
+
 def attention_bias(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The additive attention mask `log K̃` `(B|1, 1, R, S)`, -inf where a pair does not talk and 0 on the rows of
     receivers that hear no sender (so that softmax stays finite there), and those rows, `(B|1, 1, R, 1)`: their
@@ -852,7 +857,7 @@ def kernel_modulated_attention(
     if not (output_attentions or kernel.requires_grad):
         bias, silent = attention_bias(kernel)
         context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
-        return context.masked_fill(silent, 0.0), None
+        return (context.masked_fill(silent, 0.0) if has_silent_rows(silent) else context), None
     dtype = torch.promote_types(query.dtype, kernel.dtype)  # the kernel's float32 also under bf16 autocast
     if not output_attentions:
         context = KernelModulatedAttention.apply(*(t.to(dtype) for t in (query, key, value, kernel)))
