@@ -10,9 +10,11 @@ baseline (transformers' `ViTForImageClassification`, 384 wide, patch = the prese
 come closest to the NAC's) the median eval forward and training step (forward, backward, AdamW), timed in `--repeats`
 turns after a warm-up (their ratio: the median of the turns' ratios), the FLOPs per example of both (`FlopCounterMode`,
 the training step's without the optimizer's elementwise update) and their ratio, which is what the time ratio would be
-if the step ran at the forward's rate, achieved GFLOP/s of both, peak resident memory and the memory faulted in per
-training step. Each model runs in a fresh process of its own, one after the other, so that its peak memory is its own.
-With `--compile`, also the compiled training step. Every process keeps the memory a step frees for the next, as
+if the step ran at the forward's rate, the step in its parts (its forward pass in training mode against the eval
+forward, its backward pass against that forward, in time and in FLOPs, the training forward's FLOPs taken as the eval
+forward's), achieved GFLOP/s of both, peak resident memory and the memory faulted in per training step. Each model
+runs in a fresh process of its own, one after the other, so that its peak memory is its own. With `--compile`, also the
+compiled training step. Every process keeps the memory a step frees for the next, as
 `scripts/train.py` does on CPUs (`--keep_freed_memory false`: glibc's defaults, which hand it back to the operating
 system).
 
@@ -145,6 +147,13 @@ def main() -> int:
               f"{row['eval_s']:.3f} | {row['train_s']:.3f} | {row['train_over_eval']:.2f} | "
               f"{row['train_over_eval_flops']:.2f} | {row['eval_gflops']:.1f} | {row['train_gflops']:.1f} | "
               f"{row['peak_rss_mb']:.0f} | {row['train_page_faults_mb']:.0f} |")
+    print("\n| model | train forward s | backward s | train forward / eval | backward / train forward | "
+          "backward / forward FLOPs |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:  # the step in its parts
+        print(f"| {row['model']} | {row['train_forward_s']:.3f} | {row['backward_s']:.3f} | "
+              f"{row['train_forward_over_eval']:.2f} | {row['backward_over_train_forward']:.2f} | "
+              f"{row['backward_over_forward_flops']:.2f} |")
     for row in rows:  # what only some runs measure
         extra = [f"{name} {row[key]:{form}}{unit}" for key, name, form, unit in (
             ("train_compiled_s", "compiled step", ".3f", " s"), ("compile_s", "compilation", ".0f", " s"),
