@@ -14,9 +14,8 @@ if the step ran at the forward's rate, the step in its parts (its forward pass i
 forward, its backward pass against that forward, in time and in FLOPs, the training forward's FLOPs taken as the eval
 forward's), achieved GFLOP/s of both, peak resident memory and the memory faulted in per training step. Each model
 runs in a fresh process of its own, one after the other, so that its peak memory is its own. With `--compile`, also the
-compiled training step. Every process keeps the memory a step frees for the next, as
-`scripts/train.py` does on CPUs (`--keep_freed_memory false`: glibc's defaults, which hand it back to the operating
-system).
+compiled training step. Every process keeps the memory a step frees for the next, as `scripts/train.py` does on CPUs
+(`--keep_freed_memory false`: glibc's defaults, which hand it back to the operating system).
 
 On a GPU (`--device cuda`), each call waits for the device, and the peak GPU memory is reported too. `--dtype
 bfloat16` runs the forward passes under `torch.autocast` in bf16 (mixed precision, as `Trainer`'s `--bf16`), the GEMM
