@@ -1,7 +1,8 @@
 """How fast a NAC runs, beside the models a user would pick instead at a similar FLOP count.
 
     python scripts/benchmark_speed.py --preset paper-tiny-imagenet --batch_size 32 --output speed.json
-        [--image_size S] [--repeats 5] [--baselines vit,perceiver] [--compile] [--keep_freed_memory true]
+        [--image_size S] [--config_overrides "stochastic_kernel=false"] [--repeats 5] [--baselines vit,perceiver]
+        [--compile] [--keep_freed_memory true]
         [--device cuda --dtype bfloat16 [--peak_tflops T]]
 
 In one run: the machine's GEMM rate (a 2048³ matmul on a CPU, 8192³ on a GPU, in --dtype), then for the NAC and each
@@ -16,6 +17,9 @@ forward's), achieved GFLOP/s of both, peak resident memory and the memory faulte
 runs in a fresh process of its own, one after the other, so that its peak memory is its own. With `--compile`, also the
 compiled training step. Every process keeps the memory a step frees for the next, as `scripts/train.py` does on CPUs
 (`--keep_freed_memory false`: glibc's defaults, which hand it back to the operating system).
+
+`--config_overrides` changes fields of the NAC's preset, as in `scripts/train.py` (the baselines are sized to the
+changed NAC's FLOPs): to time a variant, such as the NAC without its stochastic kernel.
 
 On a GPU (`--device cuda`), each call waits for the device, and the peak GPU memory is reported too. `--dtype
 bfloat16` runs the forward passes under `torch.autocast` in bf16 (mixed precision, as `Trainer`'s `--bf16`), the GEMM
@@ -33,17 +37,18 @@ from pathlib import Path
 import torch
 from transformers.hf_argparser import string_to_bool
 
+from nac_hf import NACConfig
 from nac_hf.speed import (
     BASELINES, dense_bf16_peak_tflops, example_batch, gemm_gflops, matched_baseline, measure, nac_model,
 )
-from nac_hf.training import keep_freed_memory
+from nac_hf.training import keep_freed_memory, parse_config_overrides
 
 
 def measure_one(args) -> dict:
     if args.keep_freed_memory:  # as scripts/train.py does on CPUs
         keep_freed_memory()
     torch.manual_seed(0)
-    nac = nac_model(args.preset, args.image_size)
+    nac = nac_model(args.preset, args.image_size, parse_config_overrides(args.config_overrides))
     config = nac.config
     pixels, labels = (t.to(args.device) for t in example_batch(config, args.batch_size, config.image_size))
     dtype = getattr(torch, args.dtype)
@@ -52,7 +57,8 @@ def measure_one(args) -> dict:
         return measure(model.to(args.device), pixels, labels, args.repeats, args.compile, dtype, args.peak_tflops)
 
     if args.model == "nac":
-        return {"model": f"NAC {args.preset}", **timed(nac)}
+        changed = f" ({args.config_overrides})" if args.config_overrides else ""
+        return {"model": f"NAC {args.preset}{changed}", **timed(nac)}
     target = args.target_gflop * 1e9
     del nac
     model, layers = matched_baseline(args.model, target, config.num_labels, config.num_channels, config.image_size,
@@ -66,6 +72,8 @@ def child(args, model: str, target_gflop: float | None = None) -> dict:
                str(args.repeats), "--model", model]
     if args.image_size:
         command += ["--image_size", str(args.image_size)]
+    if args.config_overrides:
+        command += ["--config_overrides", args.config_overrides]
     if target_gflop is not None:
         command += ["--target_gflop", str(target_gflop)]
     if args.compile:
@@ -85,6 +93,10 @@ def main() -> int:
     parser.add_argument("--preset", default="paper-tiny-imagenet")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--image_size", type=int, default=None, help="Default: the preset's.")
+    parser.add_argument(
+        "--config_overrides", default="",
+        help='NAC config fields to change, as in scripts/train.py, e.g. "stochastic_kernel=false".',
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baselines", default=",".join(BASELINES), help="Comma-separated, or empty for none.")
     parser.add_argument("--compile", action="store_true", help="Also time the torch.compile'd training step.")
@@ -107,6 +119,10 @@ def main() -> int:
     parser.add_argument("--model", default=None, help=argparse.SUPPRESS)  # one model, in a child process
     parser.add_argument("--target_gflop", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:  # a bad preset or field is named here, before any model is built
+        NACConfig.from_preset(args.preset, **parse_config_overrides(args.config_overrides))
+    except ValueError as error:
+        parser.error(str(error))
     on_gpu = torch.device(args.device).type == "cuda"
     if on_gpu and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: torch sees no GPU here (torch.cuda.is_available() is False)")
@@ -121,6 +137,7 @@ def main() -> int:
         parser.error(f"unknown baselines {unknown}; choose from {list(BASELINES)}")
     result = {
         "preset": args.preset,
+        "config_overrides": args.config_overrides,
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

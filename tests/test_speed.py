@@ -86,6 +86,22 @@ def test_the_script_writes_every_figure(tmp_path):
     assert result["keep_freed_memory"] is True  # as scripts/train.py does on CPUs
 
 
+def test_the_script_times_a_variant_of_the_preset_and_refuses_a_bad_one(tmp_path):
+    output = tmp_path / "speed.json"
+    script = [sys.executable, str(ROOT / "scripts" / "benchmark_speed.py"), "--preset", "tiny", "--batch_size", "2",
+              "--repeats", "1", "--baselines", ""]
+    done = subprocess.run(script + ["--config_overrides", "stochastic_kernel=false", "--output", str(output)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(output.read_text())
+    assert result["config_overrides"] == "stochastic_kernel=false" and result["train_s"] > 0
+    assert result["model"] == "NAC tiny (stochastic_kernel=false)"
+    assert nac_model("tiny", overrides={"stochastic_kernel": False}).config.stochastic_kernel is False
+    for bad, message in (("stochastic_kernl=false", "not a NACConfig field"), ("kernel_temperature=-1", "must be > 0")):
+        done = subprocess.run(script + ["--config_overrides", bad], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 2 and message in done.stderr, done.stderr[-3000:]
+
+
 def test_measure_in_bf16_reports_the_model_flop_utilisation():
     torch.manual_seed(0)
     model = nac_model("tiny")

@@ -109,9 +109,10 @@ def train_flops_per_example(model, pixel_values: torch.Tensor, labels: torch.Ten
     return counter.get_total_flops() / pixel_values.shape[0]
 
 
-def nac_model(preset: str, image_size: int | None = None) -> NACForClassification:
-    overrides = {"image_size": image_size} if image_size else {}
-    return NACForClassification(NACConfig.from_preset(preset, **overrides))
+def nac_model(preset: str, image_size: int | None = None, overrides: dict | None = None) -> NACForClassification:
+    """A NAC of `preset`, at `image_size` when given, with the config fields in `overrides` changed."""
+    fields = {**(overrides or {}), **({"image_size": image_size} if image_size else {})}
+    return NACForClassification(NACConfig.from_preset(preset, **fields))
 
 
 def vit_model(num_labels: int, num_channels: int, image_size: int, patch_size: int, num_layers: int):
