@@ -60,10 +60,8 @@ def test_measure_reports_times_flops_and_memory():
     # a backward pass takes two products for each of the forward's (the first layer's input needs no gradient)
     assert 2.5 < result["train_over_eval_flops"] < 3.5
     assert result["train_gflops"] == pytest.approx(train_flops * 4 / result["train_s"] / 1e9)
-    # the step in its parts: the training forward (timed apart from its backward pass) and the backward's FLOPs
+    # the step in its parts: the training forward, timed apart from its backward pass
     assert result["train_forward_s"] > 0 and result["backward_s"] > 0 and result["backward_over_train_forward"] > 0
-    assert result["train_forward_over_eval"] == pytest.approx(result["train_forward_s"] / result["eval_s"])
-    assert result["backward_over_forward_flops"] == pytest.approx(result["train_over_eval_flops"] - 1)
     assert all(p.grad is None for p in model.parameters())  # counting left no gradients behind
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the step did train
 
@@ -76,13 +74,13 @@ def test_the_script_writes_every_figure(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
     for key in ("eval_s", "train_s", "gflop_per_example", "gemm_gflops", "eval_over_gemm_bound", "peak_rss_mb",
-                "train_gflop_per_example", "train_over_eval_flops", "train_gflops", "train_forward_over_eval",
-                "backward_over_train_forward", "backward_over_forward_flops"):
+                "train_gflop_per_example", "train_over_eval_flops", "train_gflops", "train_forward_s",
+                "backward_s", "backward_over_train_forward"):
         assert result[key] > 0, key
     assert (result["device"], result["dtype"]) == ("cpu", "float32")
     (vit,) = result["baselines"]
     assert vit["model"].startswith("ViTForImageClassification") and vit["train_s"] > 0
-    assert "| NAC tiny |" in done.stdout
+    assert "| NAC tiny |" in done.stdout and "| backward / forward FLOPs |" in done.stdout
     assert result["keep_freed_memory"] is True  # as scripts/train.py does on CPUs
 
 

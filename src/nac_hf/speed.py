@@ -157,10 +157,9 @@ def measure(
     """Eval forward and training step (AdamW included) of `model` on one batch, timed in turns after warm-up
     (`paired_times`): the median seconds of each and the median of the turns' ratios. Also the FLOPs per example and
     achieved GFLOP/s of both, the step in its parts (its forward pass in training mode and its backward pass, timed
-    apart in every eager step of the turns: medians, against the eval forward and against each other, and the backward
-    pass's FLOPs over the forward's, taking the training forward's FLOPs as the eval forward's), the process's peak
-    resident memory and the memory faulted in per training step (averaged over the warm-up and all later steps). With
-    `compile`, the training step of `torch.compile(model)` too (its first call, the compilation, reported apart).
+    apart in every eager step of the turns: medians, and the median ratio of the two), the process's peak resident
+    memory and the memory faulted in per training step (averaged over the warm-up and all later steps). With `compile`,
+    the training step of `torch.compile(model)` too (its first call, the compilation, reported apart).
 
     The model and the batch are on one device; on a GPU each call waits for the device's work, and its peak memory is
     reported too. `dtype` other than float32: forward passes under `torch.autocast` in that dtype (mixed precision,
@@ -204,9 +203,8 @@ def measure(
     for _ in range(TRAIN_WARMUP):
         train_step()
     # In turns, so that a slower spell of the machine slows both: the ratio is the median of the turns' ratios.
-    del parts[:]
+    parts.clear()
     train_s, eval_s, train_over_eval = paired_times(train_step, evaluate, repeats, warmup=0, block=1)
-    train_forward_s = statistics.median(forward for forward, _ in parts)
     steps = TRAIN_WARMUP + 2 * repeats  # each turn runs one untimed call of each before the timed one
     faulted = (minor_page_faults() - faults_before) * resource.getpagesize() / 2**20 / steps
     batch = len(pixel_values)
@@ -224,12 +222,10 @@ def measure(
         "train_over_eval_flops": train_flops / flops,
         "train_gflops": train_flops * batch / train_s / 1e9,
         # the step in its parts: the forward pass in training mode (with what only training does, such as sampling)
-        # against the eval forward, and the backward pass against that forward, in time and in FLOPs
-        "train_forward_s": train_forward_s,
+        # and the backward pass, whose FLOPs are the step's less the forward's (train_over_eval_flops − 1)
+        "train_forward_s": statistics.median(forward for forward, _ in parts),
         "backward_s": statistics.median(backward for _, backward in parts),
-        "train_forward_over_eval": train_forward_s / eval_s,
         "backward_over_train_forward": statistics.median(backward / forward for forward, backward in parts),
-        "backward_over_forward_flops": (train_flops - flops) / flops,
         "peak_rss_mb": peak_rss_mb(),
         # memory faulted in afresh per training step, warm-up included (first touches of pages from the system); the
         # eval passes between them fault next to nothing
