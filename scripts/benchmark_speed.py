@@ -5,18 +5,20 @@
         [--compile] [--keep_freed_memory true]
         [--device cuda --dtype bfloat16 [--peak_tflops T]]
 
-In one run: the machine's GEMM rate (a 2048³ matmul on a CPU, 8192³ on a GPU, in --dtype), then for the NAC and each
-baseline (transformers' `ViTForImageClassification`, 384 wide, patch = the preset's patch size, and
-`PerceiverForImageClassificationLearned`, 256 latents of 384; each with the number of layers whose FLOPs per example
-come closest to the NAC's) the median eval forward and training step (forward, backward, AdamW), timed in `--repeats`
-turns after a warm-up (their ratio: the median of the turns' ratios), the FLOPs per example of both (`FlopCounterMode`,
-the training step's without the optimizer's elementwise update) and their ratio, which is what the time ratio would be
-if the step ran at the forward's rate, the step in its parts (its forward pass in training mode against the eval
-forward, its backward pass against that forward, in time and in FLOPs, the training forward's FLOPs taken as the eval
-forward's), achieved GFLOP/s of both, peak resident memory and the memory faulted in per training step. Each model
-runs in a fresh process of its own, one after the other, so that its peak memory is its own. With `--compile`, also the
-compiled training step. Every process keeps the memory a step frees for the next, as `scripts/train.py` does on CPUs
-(`--keep_freed_memory false`: glibc's defaults, which hand it back to the operating system).
+In one run, for the NAC and each baseline (transformers' `ViTForImageClassification`, 384 wide, patch = the preset's
+patch size, and `PerceiverForImageClassificationLearned`, 256 latents of 384; each with the number of layers whose
+FLOPs per example come closest to the NAC's): the median eval forward and training step (forward, backward, AdamW as
+`Trainer` runs it), timed in `--repeats` turns after a warm-up (their ratio: the median of the turns' ratios)
+together with the machine's GEMM rate (a 2048³ matmul on a CPU, 8192³ on a GPU, in --dtype) and the eval forward's
+time over the time its FLOPs would take at that rate (in each turn, median); the FLOPs per example of both
+(`FlopCounterMode`, the training step's without the optimizer's elementwise update) and their ratio, which is what the
+time ratio would be if the step ran at the forward's rate; the step in its parts (its forward pass in training mode
+against the eval forward, its backward pass against that forward, in time and in FLOPs, the training forward's FLOPs
+taken as the eval forward's); achieved GFLOP/s of both, peak resident memory and the memory faulted in per training
+step. Each model runs in a fresh process of its own, one after the other, so that its peak memory is its own. With
+`--compile`, also the compiled training step. Every process keeps the memory a step frees for the next, as
+`scripts/train.py` does on CPUs (`--keep_freed_memory false`: glibc's defaults, which hand it back to the operating
+system).
 
 `--config_overrides` changes fields of the NAC's preset, as in `scripts/train.py` (the baselines are sized to the
 changed NAC's FLOPs): to time a variant, such as the NAC without its stochastic kernel.
@@ -39,7 +41,7 @@ from transformers.hf_argparser import string_to_bool
 
 from nac_hf import NACConfig
 from nac_hf.speed import (
-    BASELINES, dense_bf16_peak_tflops, example_batch, gemm_gflops, matched_baseline, measure, nac_model,
+    BASELINES, dense_bf16_peak_tflops, example_batch, matched_baseline, measure, nac_model,
 )
 from nac_hf.training import keep_freed_memory, parse_config_overrides
 
@@ -143,26 +145,22 @@ def main() -> int:
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(args.device) if on_gpu else "cpu",
         "dtype": args.dtype,
-        # a GPU reaches its rate only on larger products than a CPU
-        "gemm_gflops": gemm_gflops(8192 if on_gpu else 2048, device=args.device, dtype=getattr(torch, args.dtype)),
         "keep_freed_memory": args.keep_freed_memory,
     }
     result.update(child(args, "nac"))
-    result["eval_over_gemm_bound"] = result["eval_s"] / (
-        result["gflop_per_example"] * args.batch_size / result["gemm_gflops"]
-    )
     result["baselines"] = [child(args, name, result["gflop_per_example"]) for name in baselines]
     rows = [result, *result["baselines"]]
-    print(f"{args.dtype} GEMM on {result['device']}: {result['gemm_gflops']:.1f} GFLOP/s ({result['threads']} CPU "
-          f"threads); batch {args.batch_size}")
+    print(f"{args.dtype} on {result['device']} ({result['threads']} CPU threads), batch {args.batch_size}; each model's "
+          f"GEMM rate timed in turns with it")
     print("| model | params | GFLOP/example | eval s | train step s | train / eval | train / eval FLOPs | "
-          "eval GFLOP/s | train GFLOP/s | peak MiB | faulted MiB / step |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "eval GFLOP/s | train GFLOP/s | GEMM GFLOP/s | eval / GEMM bound | peak MiB | faulted MiB / step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['model']} | {row['parameters'] / 1e6:.2f} M | {row['gflop_per_example']:.2f} | "
               f"{row['eval_s']:.3f} | {row['train_s']:.3f} | {row['train_over_eval']:.2f} | "
               f"{row['train_over_eval_flops']:.2f} | {row['eval_gflops']:.1f} | {row['train_gflops']:.1f} | "
-              f"{row['peak_rss_mb']:.0f} | {row['train_page_faults_mb']:.0f} |")
+              f"{row['gemm_gflops']:.0f} | {row['eval_over_gemm_bound']:.2f} | {row['peak_rss_mb']:.0f} | "
+              f"{row['train_page_faults_mb']:.0f} |")
     print("\n| model | train forward s | backward s | train forward / eval | backward / train forward | "
           "backward / forward FLOPs |")
     print("|---|---|---|---|---|---|")

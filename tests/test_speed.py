@@ -54,6 +54,11 @@ def test_measure_reports_times_flops_and_memory():
     assert result["eval_s"] > 0 and result["train_s"] > 0 and result["peak_rss_mb"] > 0
     assert result["train_page_faults_mb"] >= 0
     assert result["train_over_eval"] == pytest.approx(result["train_s"] / result["eval_s"])  # one turn: its ratio
+    # the GEMM rate of the same turn, and the eval forward's time over its FLOPs' time at that rate
+    assert result["gemm_gflops"] > 0
+    assert result["eval_over_gemm_bound"] == pytest.approx(
+        result["eval_s"] / (result["gflop_per_example"] * 4 / result["gemm_gflops"])
+    )
     assert result["gflop_per_example"] == pytest.approx(flops_per_example(model, pixels) / 1e9)
     train_flops = train_flops_per_example(model, pixels, labels)
     assert result["train_gflop_per_example"] == pytest.approx(train_flops / 1e9)
@@ -80,7 +85,9 @@ def test_the_script_writes_every_figure(tmp_path):
     assert (result["device"], result["dtype"]) == ("cpu", "float32")
     (vit,) = result["baselines"]
     assert vit["model"].startswith("ViTForImageClassification") and vit["train_s"] > 0
-    assert "| NAC tiny |" in done.stdout and "| backward / forward FLOPs |" in done.stdout
+    assert vit["gemm_gflops"] > 0 and vit["eval_over_gemm_bound"] > 0  # each model beside its own GEMM turns
+    assert "| NAC tiny |" in done.stdout and "| eval / GEMM bound |" in done.stdout
+    assert "| backward / forward FLOPs |" in done.stdout
     assert result["keep_freed_memory"] is True  # as scripts/train.py does on CPUs
 
 

@@ -93,18 +93,21 @@ def median_seconds(model, inputs: dict, repeats: int = 7, warmup: int = 2) -> fl
     return median_time(lambda: model(**inputs), repeats, warmup)
 
 
-def paired_times(first, second, repeats: int = 7, warmup: int = 2, block: int = 3) -> tuple[float, float, float]:
-    """Wall times of `first()` and `second()`, timed in turns so that both see the same machine: the median time of
-    each, and the median of the per-turn ratios `first / second` (how much faster `second` is).
-
-    In each turn each function runs once untimed and then `block` timed calls, its time in the turn being their
-    median: each is timed as it runs when it runs alone (its memory and caches warm, not just left by the other),
-    while the turns keep the comparison fair on a machine whose speed drifts."""
+def timed_turns(functions, repeats: int = 7, warmup: int = 2, block: int = 3) -> list[list[float]]:
+    """Wall times of each of `functions`, timed in turns so that all see the same machine: one list per turn, the
+    time of each function in it. In each turn each function runs once untimed and then `block` timed calls, its time
+    in the turn being their median: each is timed as it runs when it runs alone (its memory and caches warm, not just
+    left by the others), while the turns keep comparisons fair on a machine whose speed drifts."""
     for _ in range(warmup):
-        first(), second()
-    times = []
-    for _ in range(repeats):
-        times.append([median_time(function, block) for function in (first, second)])
+        for function in functions:
+            function()
+    return [[median_time(function, block) for function in functions] for _ in range(repeats)]
+
+
+def paired_times(first, second, repeats: int = 7, warmup: int = 2, block: int = 3) -> tuple[float, float, float]:
+    """Wall times of `first()` and `second()` in turns (`timed_turns`): the median time of each, and the median of the
+    per-turn ratios `first / second` (how much faster `second` is)."""
+    times = timed_turns((first, second), repeats, warmup, block)
     return (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times),
             statistics.median(t[0] / t[1] for t in times))
 
@@ -125,5 +128,5 @@ def take(batch: dict, size: int) -> dict:
 
 __all__ = [
     "EvaluationSet", "load_evaluation_set", "load_for_evaluation", "median_seconds", "median_time", "paired_seconds",
-    "paired_times", "predict", "take",
+    "paired_times", "predict", "take", "timed_turns",
 ]

@@ -1,6 +1,6 @@
 """Measuring how fast a model runs: the eval forward and the training step (forward, backward, AdamW) after warm-up,
-the FLOPs per example of both (`torch.utils.flop_counter.FlopCounterMode`), the machine's GEMM rate, and the
-non-modular models a user would pick instead at a similar FLOP count (transformers' ViT and Perceiver).
+timed in turns with the machine's GEMM rate, the FLOPs per example of both (`torch.utils.flop_counter.FlopCounterMode`),
+and the non-modular models a user would pick instead at a similar FLOP count (transformers' ViT and Perceiver).
 `scripts/benchmark_speed.py` runs it."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 from torch.utils import flop_counter
@@ -21,7 +22,7 @@ from transformers import (
 )
 
 from .configuration_nac import NACConfig
-from .evaluation import median_time, paired_times
+from .evaluation import median_time, timed_turns
 from .modeling_nac import NACForClassification
 
 
@@ -40,15 +41,17 @@ for _kernel, _formula in (
         flop_counter.register_flop_formula(_kernel, get_raw=True)(_formula)
 
 
-def gemm_gflops(size: int = 2048, repeats: int = 5, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
-    """The machine's matrix-multiplication rate in GFLOP/s: a `size`³ matmul in `dtype`, median of `repeats`."""
+def gemm(device, dtype: torch.dtype = torch.float32) -> tuple[Callable[[], None], float]:
+    """A square matrix product in `dtype` that shows the device's matmul rate (2048³ on a CPU, 8192³ on a GPU, which
+    reaches its rate only on larger products), as a call that waits for it, and its FLOPs."""
+    size = 2048 if torch.device(device).type == "cpu" else 8192
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
 
     def matmul():
         a @ b
         synchronize(device)
 
-    return 2 * size**3 / median_time(matmul, repeats) / 1e9
+    return matmul, 2.0 * size**3
 
 
 def synchronize(device) -> None:
@@ -154,12 +157,15 @@ def measure(
     model, pixel_values: torch.Tensor, labels: torch.Tensor, repeats: int, compile: bool = False,
     dtype: torch.dtype = torch.float32, peak_tflops: float | None = None,
 ) -> dict:
-    """Eval forward and training step (AdamW included) of `model` on one batch, timed in turns after warm-up
-    (`paired_times`): the median seconds of each and the median of the turns' ratios. Also the FLOPs per example and
-    achieved GFLOP/s of both, the step in its parts (its forward pass in training mode and its backward pass, timed
-    apart in every eager step of the turns: medians, and the median ratio of the two), the process's peak resident
-    memory and the memory faulted in per training step (averaged over the warm-up and all later steps). With `compile`,
-    the training step of `torch.compile(model)` too (its first call, the compilation, reported apart).
+    """Eval forward and training step (AdamW, fused, as `Trainer` runs it by default) of `model` on one batch, timed
+    in turns after warm-up (`timed_turns`) together with a matrix product of the device in `dtype` (`gemm`), so that
+    all three see the same machine: the median seconds of each and the median of the turns' ratio of step to eval, the
+    product's median rate, and the eval forward's time over the time its FLOPs would take at the product's rate in
+    the same turn (median over the turns; 1 would be the GEMM's rate). Also the FLOPs per example and achieved GFLOP/s
+    of both, the step in its parts (its forward pass in training mode and its backward pass, timed apart in every eager
+    step of the turns: medians, and the median ratio of the two), the process's peak resident memory and the memory
+    faulted in per training step (averaged over the warm-up and all later steps). With `compile`, the training step of
+    `torch.compile(model)` too (its first call, the compilation, reported apart).
 
     The model and the batch are on one device; on a GPU each call waits for the device's work, and its peak memory is
     reported too. `dtype` other than float32: forward passes under `torch.autocast` in that dtype (mixed precision,
@@ -173,7 +179,7 @@ def measure(
     with precision():
         flops = flops_per_example(model, pixel_values)  # per example at this batch: a NAC modulates once per batch
         train_flops = train_flops_per_example(model, pixel_values, labels)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # Trainer's adamw_torch_fused
 
     def evaluate():
         model.eval()
@@ -204,18 +210,25 @@ def measure(
         train_step()
     # In turns, so that a slower spell of the machine slows both: the ratio is the median of the turns' ratios.
     parts.clear()
-    train_s, eval_s, train_over_eval = paired_times(train_step, evaluate, repeats, warmup=0, block=1)
+    matmul, matmul_flops = gemm(device, dtype)
+    turns = timed_turns((train_step, evaluate, matmul), repeats, warmup=0, block=1)
     steps = TRAIN_WARMUP + 2 * repeats  # each turn runs one untimed call of each before the timed one
     faulted = (minor_page_faults() - faults_before) * resource.getpagesize() / 2**20 / steps
     batch = len(pixel_values)
+    train_s, eval_s = (statistics.median(turn[index] for turn in turns) for index in (0, 1))
     result = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "dtype": str(dtype).removeprefix("torch."),
         "eval_s": eval_s,
         "train_s": train_s,
-        "train_over_eval": train_over_eval,
+        "train_over_eval": statistics.median(train / evaluation for train, evaluation, _ in turns),
         "gflop_per_example": flops / 1e9,
         "eval_gflops": flops * batch / eval_s / 1e9,
+        "gemm_gflops": statistics.median(matmul_flops / product for _, _, product in turns) / 1e9,
+        # the eval forward's time over its FLOPs' time at the product's rate in the same turn: 1 at the GEMM's rate
+        "eval_over_gemm_bound": statistics.median(
+            evaluation / (flops * batch / (matmul_flops / product)) for _, evaluation, product in turns
+        ),
         # the training step's FLOPs (forward and backward) over the eval forward's: what the time ratio would be if
         # the step ran at the forward's rate
         "train_gflop_per_example": train_flops / 1e9,
@@ -266,7 +279,7 @@ __all__ = [
     "example_batch",
     "flop_counter_mode",
     "flops_per_example",
-    "gemm_gflops",
+    "gemm",
     "matched_baseline",
     "measure",
     "nac_model",
