@@ -93,8 +93,8 @@ def test_a_training_step_on_the_gpu_is_the_one_on_the_cpu(kind):
             torch.testing.assert_close(gpu_grads[name].cpu(), grad, rtol=1e-3, atol=1e-5, msg=name)
 
 
-def test_the_gpu_draws_as_the_cpu_does_and_trains_with_the_written_out_gradients(monkeypatch):
-    # With every draw on (the kernel per example, drop-path, noise), the GPU's gradients are those of the formula.
+def test_with_every_draw_on_the_gpu_trains_with_the_gradients_of_the_written_out_attention(monkeypatch):
+    # The kernel drawn per example, drop-path and noise, all drawn alike in both passes (the same seed).
     config = tiny(graph_prior="none", kernel_truncation=0.6)
     inputs, labels = on(GPU, example_inputs(config)), torch.tensor([0, 1, 2], device=GPU)
     gradients = []
