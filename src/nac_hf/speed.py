@@ -46,9 +46,10 @@ def gemm(device, dtype: torch.dtype = torch.float32) -> tuple[Callable[[], None]
     reaches its rate only on larger products), as a call that waits for it, and its FLOPs."""
     size = 2048 if torch.device(device).type == "cpu" else 8192
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    product = a @ b  # written again by every call: the calls allocate nothing
 
     def matmul():
-        a @ b
+        torch.matmul(a, b, out=product)
         synchronize(device)
 
     return matmul, 2.0 * size**3
@@ -163,8 +164,9 @@ def measure(
     product's median rate, and the eval forward's time over the time its FLOPs would take at the product's rate in
     the same turn (median over the turns; 1 would be the GEMM's rate). Also the FLOPs per example and achieved GFLOP/s
     of both, the step in its parts (its forward pass in training mode and its backward pass, timed apart in every eager
-    step of the turns: medians, and the median ratio of the two), the process's peak resident memory and the memory
-    faulted in per training step (averaged over the warm-up and all later steps). With `compile`, the training step of
+    step of the turns: medians, and the median ratio of the two), the process's peak resident memory (after the warm-up
+    steps, before the product's matrices are made) and the memory faulted in per training step (averaged over the
+    warm-up and all later steps, the product's matrices left out). With `compile`, the training step of
     `torch.compile(model)` too (its first call, the compilation, reported apart).
 
     The model and the batch are on one device; on a GPU each call waits for the device's work, and its peak memory is
@@ -208,12 +210,18 @@ def measure(
     faults_before = minor_page_faults()
     for _ in range(TRAIN_WARMUP):
         train_step()
-    # In turns, so that a slower spell of the machine slows both: the ratio is the median of the turns' ratios.
-    parts.clear()
+    # The model's peak memory, and the memory the product's matrices fault in once: neither counts the matrices.
+    peak = {"peak_rss_mb": peak_rss_mb()}
+    if device.type == "cuda":
+        peak["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    gemm_faults = minor_page_faults()
     matmul, matmul_flops = gemm(device, dtype)
+    gemm_faults = minor_page_faults() - gemm_faults
+    # In turns, so that a slower spell of the machine slows all three: ratios are medians of the turns' ratios.
+    parts.clear()
     turns = timed_turns((train_step, evaluate, matmul), repeats, warmup=0, block=1)
     steps = TRAIN_WARMUP + 2 * repeats  # each turn runs one untimed call of each before the timed one
-    faulted = (minor_page_faults() - faults_before) * resource.getpagesize() / 2**20 / steps
+    faulted = (minor_page_faults() - faults_before - gemm_faults) * resource.getpagesize() / 2**20 / steps
     batch = len(pixel_values)
     train_s, eval_s = (statistics.median(turn[index] for turn in turns) for index in (0, 1))
     result = {
@@ -239,13 +247,11 @@ def measure(
         "train_forward_s": statistics.median(forward for forward, _ in parts),
         "backward_s": statistics.median(backward for _, backward in parts),
         "backward_over_train_forward": statistics.median(backward / forward for forward, backward in parts),
-        "peak_rss_mb": peak_rss_mb(),
+        **peak,
         # memory faulted in afresh per training step, warm-up included (first touches of pages from the system); the
         # eval passes between them fault next to nothing
         "train_page_faults_mb": faulted,
     }
-    if device.type == "cuda":
-        result["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     if compile:
         compiled = torch.compile(model)
         start = time.perf_counter()
