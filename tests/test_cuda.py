@@ -4,6 +4,7 @@ speed benchmark's GPU run. Skipped on machines without one."""
 import json
 import subprocess
 import sys
+from copy import deepcopy
 
 import pytest
 import torch
@@ -77,8 +78,7 @@ def test_a_training_step_on_the_gpu_is_the_one_on_the_cpu(kind):
         inputs["conditioning"] = torch.randn(3, 4, config.conditioning_dim)
     steps = []
     for device in (torch.device("cpu"), GPU):
-        copy = NACForClassification(config).to(device)
-        copy.load_state_dict(model.state_dict())
+        copy = deepcopy(model).to(device)
         out = copy.train()(**on(device, inputs), labels=labels.to(device))
         out.loss.backward()
         with torch.no_grad():
