@@ -1,51 +1,70 @@
-"""Few-shot adaptation of a pretrained classifier to a new label set, reported as mean ± std over seeds.
+"""Adapt a pretrained classifier to a new label set from a few examples per label, and save the adapted model.
 
     python scripts/few_shot.py --model_name_or_path outputs/nac-digits-0-4 --keep_labels 5,6,7,8,9 \\
-        --shots 1,5,10 --seeds 5 --modes full,head,codes,lora,extend --output_dir outputs/few-shot
+        --shots 5 --modes codes --seed 0 --output_dir outputs/nac-digits-5-9-5shot
 
-For every mode, shot count and seed: sample that many training examples per label (fixed by the seed), load the
-checkpoint with a new classifier for the labels, train in the mode — `full` (everything), `head` (linear probe) or
-`codes` (a NAC's module codes and the head), `lora` (PEFT LoRA adapters on the attention projections, and the
-head) or `extend` (--extend_modules new processor modules, --extend_init mirror or random, and the head; the rest
-frozen) — for --max_steps steps at the mode's learning rate (--full_learning_rate, --head_learning_rate,
---codes_learning_rate, --lora_learning_rate, --extend_learning_rate), and evaluate top-1 on the full evaluation
-split; or, in `prototype` mode, train nothing and classify by the nearest class mean of the shots' features.
-Writes few_shot_results.json to --output_dir. Data arguments are those of scripts/train.py (with none, the digits
-of scikit-learn); any TrainingArguments flag works except --learning_rate, which each mode sets.
+Samples --shots training examples per label (stratified, fixed by --seed), loads the checkpoint with a new classifier
+for the labels, trains in one mode — `full` (everything), `head` (linear probe), `codes` (a NAC's module codes and
+the head), `lora` (PEFT LoRA adapters on the attention projections, and the head; merged into the weights before
+saving) or `extend` (--extend_modules new processor modules and the head) — for --max_steps steps at the mode's
+learning rate, evaluates top-1 on the full evaluation split, and saves the adapted model, its image processor or
+tokenizer and `few_shot.json` (mode, shots, seed, accuracy) to --output_dir, where `from_pretrained` and
+`pipeline(..., model=output_dir)` read them. Data arguments are those of scripts/train.py (with none, the digits of
+scikit-learn). To repeat adaptations over modes, shot counts and seeds: `python -m benchmarks.few_shot`.
 """
 
+import json
 import logging
 import sys
+from pathlib import Path
 
 import transformers
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import AutoConfig, HfArgumentParser, TrainingArguments
 
-from nac_hf.data import DataArguments
-from nac_hf.few_shot import FewShotArguments, few_shot_training_defaults, results_table, run_few_shot
-from nac_hf.training import end_distributed
+from nac_hf.data import DataArguments, load_classification_data
+from nac_hf.few_shot import FewShotArguments, adapt, few_shot_training_defaults
+from nac_hf.training import ModelArguments, build_processor, end_distributed, make_compute_metrics
+
+
+def parse() -> tuple[FewShotArguments, DataArguments, TrainingArguments]:
+    parser = HfArgumentParser((FewShotArguments, DataArguments, TrainingArguments))
+    parser.set_defaults(**few_shot_training_defaults(), shots="5", modes="codes")
+    args, data_args, training_args = parser.parse_args_into_dataclasses()
+    if len(args.shot_counts) != 1 or len(args.mode_list) != 1:
+        parser.error(f"scripts/few_shot.py adapts once: give one --shots count and one --modes entry (got "
+                     f"{args.shots!r}, {args.modes!r}); python -m benchmarks.few_shot repeats over several")
+    if args.mode_list == ["prototype"]:
+        parser.error("mode 'prototype' trains nothing and has no model to save; choose full, head, codes, lora or "
+                     "extend")
+    return args, data_args, training_args
 
 
 def main() -> None:
-    parser = HfArgumentParser((FewShotArguments, DataArguments, TrainingArguments))
-    parser.set_defaults(**few_shot_training_defaults())
-    if any(arg == "--learning_rate" or arg.startswith("--learning_rate=") for arg in sys.argv[1:]):
-        parser.error("each mode has its own learning rate: use --full_learning_rate, --head_learning_rate, "
-                     "--codes_learning_rate, --lora_learning_rate, --extend_learning_rate")
-    few_shot_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        level=logging.INFO if training_args.should_log else logging.WARNING,
-        stream=sys.stdout,
-    )
-    # One model is loaded per run: keep transformers' per-load reports (the new classifier) out of the log.
-    transformers.utils.logging.set_verbosity_error()
-    results = run_few_shot(few_shot_args, data_args, training_args)
+    args, data_args, training_args = parse()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout)
+    transformers.utils.logging.set_verbosity_warning()
+    data = load_classification_data(data_args, seed=training_args.seed, cache_dir=args.cache_dir)
+    config = AutoConfig.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
+    model_args = ModelArguments(model_name_or_path=args.model_name_or_path, trust_remote_code=args.trust_remote_code)
+    processor = build_processor(model_args, config, data)
+    mode, shots = args.mode_list[0], args.shot_counts[0]
+    model, record = adapt(args, data, data_args, training_args, processor, mode, shots, training_args.seed,
+                          make_compute_metrics(len(data.label_names)))
     end_distributed()
-    if training_args.process_index == 0:
-        rows = {mode: entry for mode, entry in results["modes"].items()}
-        print(f"\ntop-1 accuracy (%) on {results['eval_examples']} evaluation examples, mean ± std over "
-              f"{len(results['seeds'])} seeds:\n")
-        print(results_table(rows, few_shot_args.shot_counts))
+    if training_args.process_index != 0:
+        return
+    if mode == "lora":
+        model = model.merge_and_unload()
+    for parameter in model.parameters():  # saved as a model that trains whole again when loaded
+        parameter.requires_grad_(True)
+    output_dir = Path(training_args.output_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    record = {"model_name_or_path": args.model_name_or_path, "data": data.source, "labels": data.label_names,
+              "mode": mode, "shots": shots, "learning_rate": args.learning_rate(mode), **record}
+    (output_dir / "few_shot.json").write_text(json.dumps(record, indent=2))
+    print(f"{mode}, {shots}-shot, seed {record['seed']}: top-1 {100 * record['top1_accuracy']:.2f} % on "
+          f"{len(data.dataset['validation'])} evaluation examples; model saved to {output_dir}")
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ from nac_hf.few_shot import (
     add_lora,
     freeze_for_mode,
     load_for_labels,
-    mean_std,
-    results_table,
-    run_few_shot,
     sample_shots,
     trainable_parameter_names,
 )
 from nac_hf.training import ModelArguments, training_arguments_defaults
+
+from benchmarks.common import mean_std
+from benchmarks.few_shot import results_table, run_few_shot
 from nac_test_utils import TINY, parameters_moved_by_training, train_run
 
 
@@ -215,12 +215,12 @@ def test_few_shot_script_end_to_end(tmp_path):
 
     output = tmp_path / "few-shot"
     command = [
-        sys.executable, str(ROOT / "scripts" / "few_shot.py"), "--model_name_or_path", str(pretrained),
+        sys.executable, "-m", "benchmarks.few_shot", "--model_name_or_path", str(pretrained),
         "--keep_labels", NEW_LABELS, "--shots", "1,2", "--seeds", "2", "--max_steps", "4", "--seed", "7",
         "--output_dir", str(output), "--modes", "full,head,codes,lora,extend", "--extend_modules", "2",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| codes |" in done.stdout
 
@@ -243,5 +243,5 @@ def test_few_shot_script_end_to_end(tmp_path):
     assert sizes["extend"] == sizes["head"] + 2 * (codes.code_dim + codes.signature_dim)
     assert results["modes"]["extend"]["settings"]["added_modules"] == 2
 
-    refused = subprocess.run(command + ["--learning_rate", "0.1"], capture_output=True, text=True, env=env)
+    refused = subprocess.run(command + ["--learning_rate", "0.1"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert refused.returncode != 0 and "its own learning rate" in refused.stderr

@@ -6,10 +6,9 @@ import torch
 from datasets import Dataset
 
 from nac_hf import NACImageProcessor
-from nac_hf.few_shot import mean_std
-from nac_hf.paper_claims import accuracy_on, accuracy_row, best_mode, claims_table, dropping_row, verdict
-from nac_hf.paper_claims import vit_baseline
-from nac_hf.robustness import digit_features
+from benchmarks.claims import accuracy_on, accuracy_row, best_mode, claims_table, dropping_row, verdict, vit_baseline
+from benchmarks.common import mean_std
+from benchmarks.robustness import digit_features
 
 
 def test_accuracy_rows_are_means_and_spreads_in_points():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from nac_hf.data import digits_dataset
-from nac_hf.robustness import CORRUPTIONS, FONT_FILES, SEVERITIES, corrupt, corrupt_digits, corrupted_digits
-from nac_hf.robustness import font_digits
+from benchmarks.robustness import CORRUPTIONS, FONT_FILES, SEVERITIES, corrupt, corrupt_digits, corrupted_digits
+from benchmarks.robustness import font_digits
 
 
 LEVEL_VALUES = set(np.round(np.arange(17) * 255 / 16).astype(int))

@@ -7,10 +7,8 @@ import sys
 import pytest
 import torch
 
-from nac_hf.speed import (
-    dense_bf16_peak_tflops, flop_counter_mode, flops_per_example, matched_baseline, measure, nac_model,
-    train_flops_per_example,
-)
+from benchmarks.common import flop_counter_mode, flops_per_example, train_flops_per_example
+from benchmarks.speed import dense_bf16_peak_tflops, matched_baseline, measure, nac_model
 from nac_test_utils import ROOT
 
 
@@ -73,9 +71,9 @@ def test_measure_reports_times_flops_and_memory():
 
 def test_the_script_writes_every_figure(tmp_path):
     output = tmp_path / "speed.json"
-    command = [sys.executable, str(ROOT / "scripts" / "benchmark_speed.py"), "--preset", "tiny", "--batch_size", "2",
+    command = [sys.executable, "-m", "benchmarks.speed", "--preset", "tiny", "--batch_size", "2",
                "--repeats", "1", "--baselines", "vit", "--output", str(output)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
     for key in ("eval_s", "train_s", "gflop_per_example", "gemm_gflops", "eval_over_gemm_bound", "peak_rss_mb",
@@ -93,17 +91,17 @@ def test_the_script_writes_every_figure(tmp_path):
 
 def test_the_script_times_a_variant_of_the_preset_and_refuses_a_bad_one(tmp_path):
     output = tmp_path / "speed.json"
-    script = [sys.executable, str(ROOT / "scripts" / "benchmark_speed.py"), "--preset", "tiny", "--batch_size", "2",
+    script = [sys.executable, "-m", "benchmarks.speed", "--preset", "tiny", "--batch_size", "2",
               "--repeats", "1", "--baselines", ""]
     done = subprocess.run(script + ["--config_overrides", "stochastic_kernel=false", "--output", str(output)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
     assert result["config_overrides"] == "stochastic_kernel=false" and result["train_s"] > 0
     assert result["model"] == "NAC tiny (stochastic_kernel=false)"
     assert nac_model("tiny", overrides={"stochastic_kernel": False}).config.stochastic_kernel is False
     for bad, message in (("stochastic_kernl=false", "not a NACConfig field"), ("kernel_temperature=-1", "must be > 0")):
-        done = subprocess.run(script + ["--config_overrides", bad], capture_output=True, text=True, timeout=600)
+        done = subprocess.run(script + ["--config_overrides", bad], capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert done.returncode == 2 and message in done.stderr, done.stderr[-3000:]
 
 
@@ -127,6 +125,6 @@ def test_the_data_sheet_peak_of_a_gpu_is_found_by_its_name():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_the_script_refuses_a_gpu_it_does_not_have():
-    command = [sys.executable, str(ROOT / "scripts" / "benchmark_speed.py"), "--device", "cuda"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "benchmarks.speed", "--device", "cuda"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode != 0 and "torch sees no GPU here" in done.stderr

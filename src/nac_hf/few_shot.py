@@ -15,18 +15,15 @@ split of the new task:
   reads: a NAC's normalised pooled output, a ViT's normalised [CLS] state), each L2-normalised, and an example takes
   the label of the prototype nearest by cosine (a nearest-class-mean classifier).
 
-Runs repeat over seeds, and the results are reported as mean ± standard deviation over the seeds.
-`scripts/few_shot.py` is the command-line entry point; `scripts/few_shot_demo.py` runs the digits demo of the README.
+`scripts/few_shot.py` adapts a checkpoint once and saves the adapted model; `python -m benchmarks.few_shot` repeats
+adaptations over modes, shot counts and seeds.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -55,12 +52,9 @@ from .training import (
 )
 
 
-logger = logging.getLogger(__name__)
-
 MODES = ("full", "head", "codes", "lora", "extend", "prototype")
 # The modes that train, each with its learning rate (`prototype` trains nothing).
 TRAINED_MODES = tuple(mode for mode in MODES if mode != "prototype")
-RESULTS_FILE = "few_shot_results.json"
 
 # The module codes of a NAC: what `codes` mode trains besides the head.
 CODES_PARAMETER = "nac.generator.codes"
@@ -359,7 +353,7 @@ def load_for_labels(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def few_shot_run(
+def adapt(
     args: FewShotArguments,
     data: ClassificationData,
     data_args: DataArguments,
@@ -369,9 +363,10 @@ def few_shot_run(
     shots: int,
     seed: int,
     compute_metrics=None,
-) -> dict:
+) -> tuple[PreTrainedModel, dict]:
     """One adaptation: sample the shots, load the model with a new classifier, freeze by mode, train, evaluate (or,
-    for `prototype`, classify by the nearest class mean of the shots' features)."""
+    for `prototype`, classify by the nearest class mean of the shots' features). Returns the adapted model (with
+    LoRA, still wrapped by PEFT) and the run's record."""
     run_args = copy.copy(training_args)
     run_args.seed = seed
     run_args.data_seed = seed
@@ -383,9 +378,11 @@ def few_shot_run(
         data, dataset=DatasetDict(train=train_split, validation=data.dataset["validation"])
     )
     model = load_for_labels(args.model_name_or_path, run_data, args.cache_dir, args.trust_remote_code)
+    record = {"seed": seed, "train_examples": len(train_split)}
     if mode == "prototype":
-        return {"seed": seed, "top1_accuracy": prototype_accuracy(model, processor, run_data, data_args),
-                "eval_loss": None, "train_loss": None, "train_examples": len(train_split), "trainable_parameters": 0}
+        accuracy = prototype_accuracy(model, processor, run_data, data_args)
+        return model, {**record, "top1_accuracy": accuracy, "eval_loss": None, "train_loss": None,
+                       "trainable_parameters": 0}
     if mode == "lora":
         model = add_lora(model)
     if mode == "extend":
@@ -393,19 +390,23 @@ def few_shot_run(
     trainable = freeze_for_mode(model, mode)
     trainer = make_trainer(model, processor, run_data, data_args, run_args, compute_metrics)
     if run_args.logging_strategy == "no":
-        # Each run's result is logged once by run_few_shot; without logging asked for, Trainer's end-of-run dicts
+        # Each run's result is logged once by its caller; without logging asked for, Trainer's end-of-run dicts
         # would only repeat it, run after run.
         trainer.remove_callback(PrinterCallback)
     result = trainer.train()
     metrics = trainer.evaluate()
-    return {
-        "seed": seed,
+    return model, {
+        **record,
         "top1_accuracy": metrics["eval_top1_accuracy"],
         "eval_loss": metrics["eval_loss"],
         "train_loss": result.training_loss,
-        "train_examples": len(train_split),
         "trainable_parameters": sum(model.get_parameter(name).numel() for name in trainable),
     }
+
+
+def few_shot_run(*args, **kwargs) -> dict:
+    """The record of one adaptation (`adapt`), without the model."""
+    return adapt(*args, **kwargs)[1]
 
 
 @torch.no_grad()
@@ -441,119 +442,6 @@ def prototype_accuracy(model: PreTrainedModel, processor, data: ClassificationDa
     return (predictions == labels).float().mean().item()
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); the deviation of a single value is 0."""
-    values = np.asarray(values, dtype=float)
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return float(values.mean()), std
-
-
-def run_few_shot(
-    args: FewShotArguments, data_args: DataArguments, training_args: TrainingArguments
-) -> dict:
-    """Every mode × shot count × seed; writes `few_shot_results.json` to `training_args.output_dir` and returns it.
-
-    The results hold, per mode, its settings and, per shot count, the top-1 accuracy of each seed with their mean and
-    standard deviation (fractions in [0, 1]).
-    """
-    data = load_classification_data(data_args, seed=training_args.seed, cache_dir=args.cache_dir)
-    if "validation" not in data.dataset:
-        raise ValueError("few-shot evaluation needs an evaluation split")
-    config = AutoConfig.from_pretrained(
-        args.model_name_or_path, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code
-    )
-    model_args = ModelArguments(
-        model_name_or_path=args.model_name_or_path, cache_dir=args.cache_dir, trust_remote_code=args.trust_remote_code
-    )
-    processor = build_processor(model_args, config, data)
-    compute_metrics = make_compute_metrics(len(data.label_names))
-    seeds = [training_args.seed + offset for offset in range(args.seeds)]
-    for mode in ("codes", "extend"):
-        if mode in args.mode_list and config.model_type != "nac":
-            raise ValueError(
-                f"mode {mode!r} works on the modules of a NAC, and {args.model_name_or_path} is a "
-                f"{config.model_type!r} model; leave {mode!r} out of --modes"
-            )
-
-    scheduler = training_args.lr_scheduler_type  # an enum member
-    results = {
-        "model_name_or_path": args.model_name_or_path,
-        "model_type": config.model_type,
-        "data": data.source,
-        "labels": data.label_names,
-        "eval_examples": len(data.dataset["validation"]),
-        "seeds": seeds,
-        "settings": {
-            "max_steps": training_args.max_steps,
-            "per_device_train_batch_size": training_args.per_device_train_batch_size,
-            "lr_scheduler_type": getattr(scheduler, "value", scheduler),
-            "warmup_steps": training_args.warmup_steps,
-            "weight_decay": training_args.weight_decay,
-        },
-        "modes": {},
-    }
-    name = Path(args.model_name_or_path).name or args.model_name_or_path
-    for mode in args.mode_list:
-        per_shots = {}
-        trainable = None
-        for shots in args.shot_counts:
-            runs = []
-            for seed in seeds:
-                run = few_shot_run(args, data, data_args, training_args, processor, mode, shots, seed, compute_metrics)
-                logger.info("%s, %s, %d-shot, seed %d: top-1 %.4f", name, mode, shots, seed, run["top1_accuracy"])
-                runs.append(run)
-                trainable = run["trainable_parameters"]
-            accuracies = [run["top1_accuracy"] for run in runs]
-            mean, std = mean_std(accuracies)
-            per_shots[str(shots)] = {"accuracies": accuracies, "mean": mean, "std": std, "runs": runs}
-            logger.info("%s, %s, %d-shot: top-1 %.2f ± %.2f %%", name, mode, shots, 100 * mean, 100 * std)
-        settings = {"learning_rate": args.learning_rate(mode), "trainable_parameters": trainable}
-        if mode == "extend":
-            settings.update(added_modules=args.extend_modules, init=args.extend_init)
-        results["modes"][mode] = {
-            "settings": settings,
-            "shots": per_shots,
-        }
-
-    if training_args.process_index == 0:
-        output_dir = Path(training_args.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-    return results
-
-
-def pretrain(model: PreTrainedModel, processor, data_args: DataArguments, training_args: TrainingArguments) -> dict:
-    """Train a ready-made classifier (a baseline that is not a NAC, or a NAC built by hand) on the data of
-    `data_args` exactly as `scripts/train.py` trains a NAC: same data, transforms, collator, metrics and
-    `Trainer`. Saves the model and its processor to `training_args.output_dir`; returns the final evaluation
-    metrics. Seed before building the model: its initialisation draws from the global RNG."""
-    data = load_classification_data(data_args, seed=training_args.seed)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    if names != data.label_names:
-        raise ValueError(f"the model's labels {names} are not the data's {data.label_names}; build it with "
-                         "num_labels, id2label and label2id of the data")
-    trainer = make_trainer(model, processor, data, data_args, training_args)
-    trainer.train()
-    trainer.save_model()
-    return trainer.evaluate()
-
-
-def results_table(rows: dict[str, dict], shot_counts: list[int]) -> str:
-    """A Markdown table of top-1 accuracy (%): one row per name (e.g. 'NAC, codes'), one column per shot count.
-
-    `rows` maps a row name to a mode's entry of `run_few_shot`'s results (its `"shots"` mapping is read).
-    """
-    header = "| model, mode | " + " | ".join(f"{k}-shot" for k in shot_counts) + " |"
-    lines = [header, "|---|" + "---|" * len(shot_counts)]
-    for name, entry in rows.items():
-        cells = []
-        for k in shot_counts:
-            cell = entry["shots"].get(str(k))
-            cells.append("—" if cell is None else f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 __all__ = [
     "CODES_PARAMETER",
     "DEFAULT_LEARNING_RATES",
@@ -565,17 +453,13 @@ __all__ = [
     "classifier_inputs",
     "prototype_accuracy",
     "LORA_RANK",
-    "RESULTS_FILE",
+    "adapt",
     "few_shot_run",
     "few_shot_training_defaults",
     "add_lora",
     "freeze_for_mode",
     "load_for_labels",
-    "mean_std",
-    "pretrain",
     "reset_classifier",
-    "results_table",
-    "run_few_shot",
     "sample_shots",
     "trainable_parameter_names",
 ]

@@ -2,9 +2,9 @@
 mean over the models, and each model's), its loss against each model's full top-1, the FLOP ratio and the measured
 speed-up (means over the models, and over the seeds of `random`).
 
-    python scripts/dropping_table.py DIR_OR_JSON [DIR_OR_JSON ...] [--orders kernel_mass,random]
+    python -m benchmarks.dropping_table DIR_OR_JSON [DIR_OR_JSON ...] [--orders kernel_mass,random]
 
-Each argument is a module_dropping.json of scripts/module_dropping.py, or a folder holding one.
+Each argument is a module_dropping.json of benchmarks.module_dropping, or a folder holding one.
 """
 
 import argparse

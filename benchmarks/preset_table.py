@@ -1,6 +1,6 @@
 """Print the preset table of the README: each preset's main sizes and its parameter count.
 
-    python scripts/preset_table.py
+    python -m benchmarks.preset_table
 """
 
 import torch

@@ -1,5 +1,5 @@
-"""Evaluating a saved classifier on its evaluation data, and timing its forward pass: shared by the benchmark
-scripts (int8, and anything that compares a changed model with the one it came from)."""
+"""What the measurements share: a saved classifier's evaluation data, forward timing in turns, FLOP counting, and
+the mean and spread over seeds."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import statistics
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from torch.utils import flop_counter
+from torch.utils.flop_counter import FlopCounterMode
 from datasets import DatasetDict
 from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
-from .data import DataArguments, load_classification_data
-from .training import ModelArguments, build_processor, prepare_datasets
+from nac_hf.data import DataArguments, load_classification_data
+from nac_hf.training import ModelArguments, build_processor, prepare_datasets
 
 
 @dataclass
@@ -126,7 +129,54 @@ def take(batch: dict, size: int) -> dict:
     return {name: value[:size] for name, value in batch.items()}
 
 
-__all__ = [
-    "EvaluationSet", "load_evaluation_set", "load_for_evaluation", "median_seconds", "median_time", "paired_seconds",
-    "paired_times", "predict", "take", "timed_turns",
-]
+# On a CPU, scaled_dot_product_attention (in NACs, ViTs and Perceivers alike) runs as this flash-attention kernel and
+# its backward pass, which torch's FLOP counter has no formulas for: without them, FLOPs per example would leave
+# attention out. They get torch's formulas for the other SDPA kernels (already shape-wrapped, hence get_raw).
+for _kernel, _formula in (
+    (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, flop_counter.sdpa_flop),
+    (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward, flop_counter.sdpa_backward_flop),
+):
+    if _kernel not in flop_counter.flop_registry:
+        flop_counter.register_flop_formula(_kernel, get_raw=True)(_formula)
+
+
+def convolution_backward_flops(
+    grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed, _output_padding, _groups,
+    output_mask, out_shape=None, **kwargs,
+) -> int:
+    """FLOPs of a convolution's backward pass: each gradient asked for (input, weight) takes the multiply-adds of the
+    forward convolution. torch's own formula counts the weight's gradient as if the convolution had one group: 384
+    times too many FLOPs for the depthwise 7×7 convolution of a ConvNeXt block of 384 channels."""
+    forward = flop_counter.conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def flop_counter_mode() -> FlopCounterMode:
+    """torch's FLOP counter, with the convolution's backward pass counted per group."""
+    formulas = {torch.ops.aten.convolution_backward: convolution_backward_flops}
+    return FlopCounterMode(display=False, custom_mapping=formulas)
+
+
+def flops_per_example(model, inputs: torch.Tensor) -> float:
+    """FLOPs of one eval forward pass per example; `inputs` is the model's main input (`model.main_input_name`)."""
+    model.eval()
+    with flop_counter_mode() as counter:  # under grad mode: the counter's hooks need autograd
+        model(**{model.main_input_name: inputs})
+    return counter.get_total_flops() / inputs.shape[0]
+
+
+def train_flops_per_example(model, inputs: torch.Tensor, labels: torch.Tensor) -> float:
+    """FLOPs of one training forward and backward pass per example (the optimizer's update, elementwise, left out).
+    The gradients it leaves are cleared."""
+    model.train()
+    with flop_counter_mode() as counter:
+        model(**{model.main_input_name: inputs}, labels=labels).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / inputs.shape[0]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); the deviation of a single value is 0."""
+    values = np.asarray(values, dtype=float)
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return float(values.mean()), std

@@ -1,6 +1,6 @@
 """Accuracy and speed of a trained NAC with modules dropped, for every order, in one run.
 
-    python scripts/module_dropping.py CHECKPOINT --output_dir DIR [--batch_size 256] [--repeats 7]
+    python -m benchmarks.module_dropping CHECKPOINT --output_dir DIR [--batch_size 256] [--repeats 7]
         [--keep 1,0.5,0.25,0.125] [--keep_input 1,0.5] [--random_seeds 0,1,2] [--order_examples 512]
         [--dataset_name ... as in train.py]
 
@@ -32,9 +32,9 @@ from transformers import HfArgumentParser
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf.data import DataArguments
-from nac_hf.evaluation import load_evaluation_set, load_for_evaluation, median_seconds, paired_seconds, predict
 from nac_hf.module_dropping import ORDERS, drop_modules, kept_modules, module_scores
-from nac_hf.speed import flops_per_example
+
+from .common import flops_per_example, load_evaluation_set, load_for_evaluation, median_seconds, paired_seconds, predict
 
 
 def measure(model, evaluation, repeats: int, full=None) -> dict:

@@ -4,7 +4,7 @@ Runs both on the same weights and inputs, checks they agree, and prints the time
 each builds, side by side. Defaults: the read-in of the `paper-tiny-imagenet` preset (64 input modules, 256 tokens
 of size 416 from the conv stem on 64x64 images).
 
-    python scripts/benchmark_read_in.py [--batch-size 8] [--repeats 5] [--device cpu]
+    python -m benchmarks.read_in [--batch-size 8] [--repeats 5] [--device cpu]
 """
 
 import argparse
@@ -13,7 +13,7 @@ import time
 import torch
 
 from nac_hf import NACConfig, NACModel
-from nac_hf.testing import LargestTensor, naive_read_in
+from nac_hf.functional_nac import LargestTensor, naive_read_in
 
 
 def timed(fn, repeats: int, device: str) -> float:

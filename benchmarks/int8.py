@@ -1,6 +1,6 @@
 """A NAC classifier in float32 and with int8 dynamic quantisation, side by side in one run.
 
-    python scripts/benchmark_int8.py outputs/nac-digits --output int8.json [--dataset_name ... as in train.py]
+    python -m benchmarks.int8 outputs/nac-digits --output int8.json [--dataset_name ... as in train.py]
 
 Two int8 models: `int8_all` quantises every nn.Linear; `int8_modfc` only the shared weights of the ModFC layers
 (`*.linear`: the projections that act on every token and module), keeping the small code projections (`code_proj`,
@@ -23,7 +23,8 @@ from transformers import AutoModelForImageClassification, AutoModelForSequenceCl
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf.data import DataArguments
-from nac_hf.evaluation import load_evaluation_set, median_seconds, predict, take
+
+from .common import load_evaluation_set, median_seconds, predict, take
 
 
 def weight_bytes(model: nn.Module) -> int:

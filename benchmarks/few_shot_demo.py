@@ -1,7 +1,7 @@
 """The few-shot demo of the README, offline on two CPU cores: does a NAC adapt better from few examples than a
 non-modular model of the same size?
 
-    python scripts/few_shot_demo.py --output_dir outputs/few-shot-demo [--seeds 5] [--shots 1,5,10]
+    python -m benchmarks.few_shot_demo --output_dir outputs/few-shot-demo [--seeds 5] [--shots 1,5,10]
 
 1. Pre-train, on the digits 0-4 of scikit-learn's handwritten digits and with the same Trainer settings (those of
    scripts/train.py, --pretrain_epochs epochs), a NAC (the `digits` preset) and a ViT of about as many parameters
@@ -24,9 +24,11 @@ import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from nac_hf.data import DataArguments, load_classification_data
-from nac_hf.few_shot import FewShotArguments, few_shot_training_defaults, pretrain, results_table, run_few_shot
-from nac_hf.paper_claims import vit_baseline
+from nac_hf.few_shot import FewShotArguments, few_shot_training_defaults
 from nac_hf.training import ModelArguments, build_model, build_processor, training_arguments_defaults
+
+from .claims import vit_baseline
+from .few_shot import pretrain, results_table, run_few_shot
 
 
 PRETRAIN_LABELS = "0,1,2,3,4"
@@ -116,7 +118,7 @@ def main() -> None:
     print(table)
     print(f"\nwall time: {seconds / 60:.1f} min", flush=True)
     summary = {
-        "command": " ".join(["python", "scripts/few_shot_demo.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "-m", "benchmarks.few_shot_demo", *sys.argv[1:]]),
         "arguments": asdict(args),
         "pretraining": pretraining,
         "few_shot": results,

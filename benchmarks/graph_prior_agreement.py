@@ -2,7 +2,7 @@
 "talks" / "does not talk" under the truncated kernel matches the prior graph) at each preset's size, and the time
 the fit takes.
 
-    python scripts/graph_prior_agreement.py
+    python -m benchmarks.graph_prior_agreement
 """
 
 import time

@@ -1,7 +1,7 @@
 """Run the README's main job as a user would and check it against its budget: at most 5 minutes and at least 95 %
 top-1 on the held-out digits.
 
-    python scripts/benchmark_main_job.py [--launcher accelerate|python] [--output_dir DIR] [-- extra train.py flags]
+    python -m benchmarks.main_job [--launcher accelerate|python] [--output_dir DIR] [-- extra train.py flags]
 
 Prints the wall time, the held-out top-1 and whether both are within budget; exits 1 when one is not.
 """

@@ -1,6 +1,6 @@
 """Accuracy, depth and speed of a trained NAC with early exit over its propagator layers, at a grid of thresholds.
 
-    python scripts/early_exit.py CHECKPOINT --output_dir DIR [--thresholds 1,0.99,0.95,0.9,0.8,0.6]
+    python -m benchmarks.early_exit CHECKPOINT --output_dir DIR [--thresholds 1,0.99,0.95,0.9,0.8,0.6]
         [--min_exit_layer 1] [--batch_size 256] [--single_examples 64] [--repeats 5] [--dataset_name ... as in train.py]
 
 Evaluates the checkpoint on its evaluation data (the held-out digits when no data is named, as for the main job)
@@ -27,7 +27,8 @@ from transformers import HfArgumentParser
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf.data import DataArguments
-from nac_hf.evaluation import load_for_evaluation, median_seconds, median_time, paired_seconds, paired_times
+
+from .common import load_for_evaluation, median_seconds, median_time, paired_seconds, paired_times
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """How well a NAC learns at a small shape, in a plain training loop: a quick check of initialisation and defaults.
 
-    python scripts/learning_check.py --preset tiny --seeds 0,1,2 [--config_overrides "seeder_noise=false"] \\
+    python -m benchmarks.learning_check --preset tiny --seeds 0,1,2 [--config_overrides "seeder_noise=false"] \\
         [--steps 1200] [--output learning.json]
 
 The loop: scikit-learn's 8×8 digits scaled to [-1, 1], a stratified 80/20 split (random_state 0), AdamW (lr 1e-3,

@@ -1,13 +1,13 @@
 """The paper's claims measured side by side: a NAC against a non-modular baseline of about as many parameters (a
-transformers ViT), same data, same training, several seeds. `scripts/paper_claims.py` runs the protocol; this module
+transformers ViT), same data, same training, several seeds. `python -m benchmarks.paper_claims` runs the protocol; this module
 holds its parts: the baseline, accuracy on a `datasets` split, the claim rows and their Markdown table.
 
 Claims (ids of `paper_claims.json`'s rows):
 
 - `low_shot_1`, `low_shot_5`, `low_shot_10`: pre-trained on digits 0-4, adapted to 5-9 from k examples per digit
-  (`nac_hf.few_shot`); each model's best adaptation mode, mean ± std over the adaptation seeds. The paper: about 10
+  (`benchmarks.few_shot`); each model's best adaptation mode, mean ± std over the adaptation seeds. The paper: about 10
   points ahead of a ViT / Perceiver in the low-shot regime (CIFAR, CUB).
-- `ood`: trained on the handwritten digits, evaluated on digits rendered from fonts (`nac_hf.robustness`); mean ± std
+- `ood`: trained on the handwritten digits, evaluated on digits rendered from fonts (`benchmarks.robustness`); mean ± std
   over training seeds. The paper: about 2.5 points ahead out of distribution (Tiny-ImageNet-R).
 - `ood_corruptions`: the same models on corrupted test digits, mean over corruptions and severities.
 - `module_dropping` (when a `module_dropping.json` is given): the measured speed-up of the forward pass with modules
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers import ViTConfig, ViTForImageClassification
 
-from .few_shot import mean_std
+from .common import mean_std
 
 
 RESULTS_FILE = "paper_claims.json"
@@ -94,7 +94,7 @@ def accuracy_row(claim_id: str, nac: list[float], baseline: list[float], **extra
 
 
 def dropping_row(dropping: dict | list[dict], max_loss_points: float = 3.0) -> dict:
-    """The `module_dropping` row from `scripts/module_dropping.py`'s results (one, or several: one per trained
+    """The `module_dropping` row from `benchmarks.module_dropping`'s results (one, or several: one per trained
     model): the largest measured speed-up whose top-1 is on average at most `max_loss_points` below the full
     model's, the mean over the results and over the seeds of a random order."""
     text, paper, _ = CLAIMS["module_dropping"]

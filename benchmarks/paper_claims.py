@@ -1,7 +1,7 @@
 """The paper's claims, side by side, in one command: a NAC (the `digits` preset) against a ViT of about as many
 parameters, same data, same training, several seeds, on two CPU cores.
 
-    python scripts/paper_claims.py --output_dir outputs/paper-claims [--seeds 5] [--shots 1,5,10]
+    python -m benchmarks.paper_claims --output_dir outputs/paper-claims [--seeds 5] [--shots 1,5,10]
         [--pretrain_epochs 40] [--train_epochs 60] [--font_variants 4] [--module_dropping FILE]
         [--config_overrides "processors_read_in=true,num_input_modules=32"]
 
@@ -13,7 +13,7 @@ parameters, same data, same training, several seeds, on two CPU cores.
    seed, then evaluated on the held-out test digits, on the digits rendered from matplotlib's fonts
    (`nac_hf.robustness.font_digits`, --font_variants drawings per digit and font) and on the test digits under every
    corruption at every severity (`nac_hf.robustness.corrupted_digits`). Nothing is tuned on these sets.
-3. With --module_dropping (module_dropping.json files of scripts/module_dropping.py, one per trained model,
+3. With --module_dropping (module_dropping.json files of benchmarks.module_dropping, one per trained model,
    comma-separated), the module-dropping row.
 
 --config_overrides changes fields of the NAC's `digits` preset, as in scripts/train.py; the ViT stays as it is.
@@ -34,8 +34,12 @@ import transformers
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
 from nac_hf.data import DataArguments, digits_dataset, load_classification_data
-from nac_hf.few_shot import FewShotArguments, few_shot_training_defaults, mean_std, pretrain, run_few_shot
-from nac_hf.paper_claims import (
+from nac_hf.few_shot import FewShotArguments, few_shot_training_defaults
+from nac_hf.training import ModelArguments, build_model, build_processor, training_arguments_defaults
+
+from .common import mean_std
+from .few_shot import pretrain, run_few_shot
+from .claims import (
     RESULTS_FILE,
     accuracy_on,
     accuracy_row,
@@ -44,8 +48,7 @@ from nac_hf.paper_claims import (
     dropping_row,
     vit_baseline,
 )
-from nac_hf.robustness import corrupted_digits, font_digits
-from nac_hf.training import ModelArguments, build_model, build_processor, training_arguments_defaults
+from .robustness import corrupted_digits, font_digits
 
 
 PRETRAIN_LABELS = "0,1,2,3,4"
@@ -163,7 +166,7 @@ def main() -> None:
     print(f"\nThe paper's claims and this implementation (mean ± std over {args.seeds} seeds):\n\n{table}\n\n"
           f"wall time: {seconds / 60:.1f} min")
     summary = {
-        "command": " ".join(["python", "scripts/paper_claims.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "-m", "benchmarks.paper_claims", *sys.argv[1:]]),
         "arguments": asdict(args), "rows": rows, "table": table, "low_shot": low_shot_details,
         "out_of_distribution": ood_details, "wall_seconds": round(seconds, 1),
     }
