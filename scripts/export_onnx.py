@@ -1,17 +1,17 @@
 """Export a saved NAC classifier to ONNX, with a dynamic batch (and a dynamic length for bytes and points).
 
-    python scripts/export_onnx.py CHECKPOINT --output model.onnx [--opset 18] [--check]
+    python scripts/export_onnx.py --checkpoint outputs/nac-digits --output model.onnx [--opset 18] [--check]
 
-CHECKPOINT is a folder (or Hub id) of a NAC classifier. The graph maps the model's inputs (`pixel_values`;
+--checkpoint is a folder (or Hub id) of a NAC classifier. The graph maps the model's inputs (`pixel_values`;
 `input_ids` and `attention_mask`; or `points`) to `logits`. With --check, onnxruntime runs the file on fresh inputs of
 another batch size (and length) than the export's, and the script fails (exit 1) if its logits differ from PyTorch's
 by more than 1e-4. Needs the onnx extra: pip install -e ".[onnx]".
 """
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 
-from transformers import AutoConfig
+from transformers import AutoConfig, HfArgumentParser
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf import NACConfig, NACForClassification
@@ -21,13 +21,17 @@ from nac_hf.onnx_export import export_onnx, onnx_max_difference
 TOLERANCE = 1e-4
 
 
+@dataclass
+class ExportArguments:
+    checkpoint: str = field(metadata={"help": "Folder or Hub id of a NAC classifier."})
+    output: str = field(metadata={"help": "Where to write the .onnx file."})
+    opset: int | None = field(default=None, metadata={"help": "ONNX opset (default: the exporter's)."})
+    check: bool = field(default=False, metadata={"help": "Compare onnxruntime with PyTorch on fresh inputs."})
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint")
-    parser.add_argument("--output", required=True, help="Where to write the .onnx file.")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's).")
-    parser.add_argument("--check", action="store_true", help="Compare onnxruntime with PyTorch on fresh inputs.")
-    args = parser.parse_args()
+    parser = HfArgumentParser(ExportArguments, description=__doc__)
+    (args,) = parser.parse_args_into_dataclasses()
     try:
         config = AutoConfig.from_pretrained(args.checkpoint)
     except (OSError, ValueError) as error:

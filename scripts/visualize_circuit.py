@@ -1,18 +1,19 @@
 """Draw the learned circuit of a NAC checkpoint as a PNG: the module graph and the signature kernel as a heat map.
 
-    python scripts/visualize_circuit.py outputs/nac-digits
-    python scripts/visualize_circuit.py outputs/nac-digits --output digits-circuit.png --title "digits NAC"
+    python scripts/visualize_circuit.py --checkpoint outputs/nac-digits
+    python scripts/visualize_circuit.py --checkpoint outputs/nac-digits --output digits-circuit.png --title "digits NAC"
 
-CHECKPOINT is a folder written by save_pretrained (a NACModel or a NACForClassification) or a Hub model id. The PNG
+--checkpoint is a folder written by save_pretrained (a NACModel or a NACForClassification) or a Hub model id. The PNG
 goes to --output, by default CHECKPOINT/circuit.png for a folder and ./circuit.png for a Hub id. Prints where it went
 and the circuit's numbers (nac_hf.visualization.circuit_summary). Needs matplotlib: pip install "nac-hf[viz]".
 """
 
-import argparse
 import os
 import sys
+from dataclasses import dataclass, field
 
 import transformers
+from transformers import HfArgumentParser
 
 from nac_hf import NACModel
 from nac_hf.visualization import circuit_summary, draw_circuit
@@ -44,15 +45,17 @@ def load_nac(checkpoint: str) -> NACModel:
     return model.eval()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="checkpoint folder (save_pretrained) or Hub model id")
-    parser.add_argument(
-        "--output", default=None, help="PNG to write (default: CHECKPOINT/circuit.png, or ./circuit.png for a Hub id)"
+@dataclass
+class CircuitArguments:
+    checkpoint: str = field(metadata={"help": "Checkpoint folder (save_pretrained) or Hub model id."})
+    output: str | None = field(
+        default=None, metadata={"help": "PNG to write (default: CHECKPOINT/circuit.png, or ./circuit.png for a Hub id)."}
     )
-    parser.add_argument("--title", default=None, help="figure title (default: the circuit's main numbers)")
-    args = parser.parse_args()
+    title: str | None = field(default=None, metadata={"help": "Figure title (default: the circuit's main numbers)."})
 
+
+def main() -> None:
+    (args,) = HfArgumentParser(CircuitArguments, description=__doc__.split("\n\n")[0]).parse_args_into_dataclasses()
     model = load_nac(args.checkpoint)
     output = args.output
     if output is None:
