@@ -1,0 +1,254 @@
+"""The results page and the README's results table, written from the measurements' json files, so that no figure can
+drift from its source.
+
+    python -m benchmarks.results_page            # writes docs/results.md and the README's table
+    python -m benchmarks.results_page --check    # fails if either differs from what the json files give
+
+Each section reads the json files in docs/results/ that a command of benchmarks/ wrote, and says that command.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+PAGE = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
+# The README's table lies between these two lines.
+TABLE_START = "<!-- results table: written by python -m benchmarks.results_page -->"
+TABLE_END = "<!-- end of results table -->"
+
+DROPPING_SEEDS = (42, 43, 44)
+DROPPING_FILES = tuple(f"module-dropping-digits-seed{seed}.json" for seed in DROPPING_SEEDS)
+DROPPING_COMMAND = ("python -m benchmarks.main_job --output_dir outputs/nac-digits-seedS -- --seed S; "
+                    "python -m benchmarks.module_dropping --checkpoint outputs/nac-digits-seedS --output_dir DIR "
+                    "--keep 1,0.5,0.25,0.1875,0.15625,0.125,0.09375,0.0625")
+
+
+@dataclass
+class PageArguments:
+    check: bool = field(default=False, metadata={"help": "Fail if the page or the README's table is out of date."})
+
+
+def read(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def link(name: str) -> str:
+    return f"[{name}](results/{name})"
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f} %"
+
+
+def mean_std(values) -> tuple[float, float]:
+    values = list(values)
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def learning() -> tuple[str, dict]:
+    data = read("learning-check-tiny.json")
+    seeds = len(data["runs"])
+    figure = (f"{100 * data['test_top1_mean']:.1f} ± {100 * data['test_top1_std']:.1f} % held-out top-1 over {seeds} "
+              "seeds")
+    command = f"python -m benchmarks.learning_check --preset tiny --seeds {','.join(str(r['seed']) for r in data['runs'])}"
+    text = (f"The `tiny` preset trained from the paper's defaults for {data['steps']} steps on the digits: {figure} "
+            f"({percent(data['train_top1_mean'])} on the training set). How each initialisation value was found: "
+            "[initialisation-and-learning.md](initialisation-and-learning.md).")
+    return section("Learning from the paper's defaults", text, command, ["learning-check-tiny.json"]), {
+        "result": "learns from the paper's defaults (`tiny`, digits)", "figure": figure,
+        "json": "learning-check-tiny.json", "command": command}
+
+
+def main_job() -> tuple[str, dict]:
+    accuracies = [read(name)["baseline"]["accuracy"] for name in DROPPING_FILES]
+    mean, std = mean_std(accuracies)
+    figure = f"{100 * mean:.2f} ± {100 * std:.2f} % held-out top-1 ({', '.join(percent(a) for a in accuracies)})"
+    command = "python -m benchmarks.main_job --output_dir outputs/nac-digits-seedS -- --seed S"
+    text = (f"`accelerate launch scripts/train.py` (the `digits` preset, 60 epochs) with seeds "
+            f"{', '.join(map(str, DROPPING_SEEDS))}: {figure} on the 360 held-out digits, read from the full model's "
+            "row of each model's module-dropping measurement.")
+    return section("The main job", text, command, list(DROPPING_FILES)), {
+        "result": "the main job (`digits`, 3 seeds)", "figure": figure, "json": DROPPING_FILES[0], "command": command}
+
+
+def speed() -> tuple[str, dict]:
+    name = "speed-paper-tiny-imagenet.json"
+    data = read(name)
+    command = (f"python -m benchmarks.speed --preset {data['preset']} --batch_size {data['batch_size']} "
+               f"--output docs/results/{name}")
+    rows = ["| model | params | GFLOP/example | eval forward | training step | step / eval | step / eval FLOPs | "
+            "eval / GEMM bound | peak memory |", "|---|---|---|---|---|---|---|---|---|"]
+    for model in [data, *data["baselines"]]:
+        rows.append(f"| {model['model']} | {model['parameters'] / 1e6:.2f} M | {model['gflop_per_example']:.2f} | "
+                    f"{model['eval_s']:.2f} s | {model['train_s']:.2f} s | {model['train_over_eval']:.2f} | "
+                    f"{model['train_over_eval_flops']:.2f} | {model['eval_over_gemm_bound']:.2f} | "
+                    f"{model['peak_rss_mb'] / 1024:.1f} GiB |")
+    text = (f"Batch {data['batch_size']}, {data['dtype']}, {data['device']} with {data['threads']} threads, torch "
+            f"{data['torch']}; each model in a process of its own, the eval forward, the training step (AdamW) and a "
+            "GEMM timed in turns; the baselines are sized to the NAC's FLOPs. Compare ratios within this table, not "
+            "times across machines. The write-up, with the bf16, compiled and other variants: "
+            "[measurements.md](measurements.md#training-speed).\n\n" + "\n".join(rows))
+    figure = (f"training step {data['train_over_eval']:.2f}× the eval forward (FLOPs: "
+              f"{data['train_over_eval_flops']:.2f}×); eval forward {data['eval_over_gemm_bound']:.2f}× its GEMM bound")
+    return section("Speed beside a ViT and a Perceiver", text, command, [name]), {
+        "result": "speed, `paper-tiny-imagenet`, CPU", "figure": figure, "json": name, "command": command}
+
+
+def int8() -> tuple[str, dict]:
+    name = "int8-digits.json"
+    data = read(name)
+    fp32, quantised = data["fp32"], data["int8_all"]
+    command = f"python -m benchmarks.int8 --checkpoint CHECKPOINT --output docs/results/{name}"
+    figure = (f"weights {fp32['weight_bytes'] / quantised['weight_bytes']:.1f}× smaller, "
+              f"{percent(quantised['top1_agreement_with_fp32'])} of predictions as in fp32, batch-256 latency "
+              f"{quantised['latency_s_batch_256'] / fp32['latency_s_batch_256']:.2f}× fp32's")
+    text = (f"`torch.ao.quantization.quantize_dynamic` on every `nn.Linear`, on {data['examples']} held-out digits, "
+            f"{data['torch_threads']} threads: {figure}; top-1 {percent(fp32['top1_accuracy'])} in fp32, "
+            f"{percent(quantised['top1_accuracy'])} in int8. Measured on a checkpoint of an earlier `digits` preset, not on "
+            "the current preset's model.")
+    return section("int8", text, command, [name]), {
+        "result": "int8 dynamic quantisation (earlier `digits` preset)", "figure": figure, "json": name,
+        "command": command}
+
+
+def dropping_cells() -> dict[tuple[str, int], list[dict]]:
+    """Per (order, processors kept): the rows of the three models (and of every seed of `random`)."""
+    cells: dict[tuple[str, int], list[dict]] = {}
+    for name in DROPPING_FILES:
+        data = read(name)
+        for row in data["rows"]:
+            row = {**row, "loss": data["baseline"]["accuracy"] - row["accuracy"],
+                   "flop_ratio": data["baseline"]["gflops"] / row["gflops"]}
+            cells.setdefault((row["order"], row["processor_modules"]), []).append(row)
+    return cells
+
+
+def module_dropping() -> tuple[str, dict]:
+    cells = dropping_cells()
+    kept = sorted({count for _, count in cells}, reverse=True)
+    rows = ["| processors kept | `loss`: top-1 | loss (points) | FLOP ratio | measured speed-up | `kernel_mass` | "
+            "`random` | `out_degree` |", "|---|---|---|---|---|---|---|---|"]
+    best = None
+    for count in kept:
+        loss = cells[("loss", count)]
+        accuracy, points = mean_std(r["accuracy"] for r in loss)[0], 100 * mean_std(r["loss"] for r in loss)[0]
+        speedup = mean_std(r["speedup"] for r in loss)[0]
+        others = [percent(mean_std(r["accuracy"] for r in cells[(order, count)])[0])
+                  for order in ("kernel_mass", "random", "out_degree")]
+        rows.append(f"| {count} | {percent(accuracy)} | {-points:+.2f} | "
+                    f"{mean_std(r['flop_ratio'] for r in loss)[0]:.2f}× | {speedup:.2f}× | " + " | ".join(others) + " |")
+        per_model_worst = max(100 * r["loss"] for r in loss)
+        if per_model_worst <= 3.0 and (best is None or speedup > best[1]):
+            best = (count, speedup, per_model_worst)
+    margins = [100 * (mean_std(r["accuracy"] for r in cells[("kernel_mass", c)])[0]
+                      - mean_std(r["accuracy"] for r in cells[("random", c)])[0]) for c in kept if c <= kept[0] // 2]
+    figure = (f"best speed-up with every model within 3 points: {best[1]:.2f}× ({best[0]} of {kept[0]} processors, "
+              f"`loss` order, worst model −{best[2]:.2f} points)")
+    text = (f"Each of the three main-job models, its processors ranked by each order and dropped down to each count; "
+            f"top-1 on the 360 held-out digits, measured throughput at batch 256 timed in turns with the full model; "
+            f"means over the models (and over the seeds of `random`). {figure}. `kernel_mass`, which needs no data, "
+            f"beats `random` by {min(margins):.1f} to {max(margins):.1f} points at half the processors or fewer.\n\n"
+            + "\n".join(rows) + "\n\n![Accuracy against measured speed-up](results/module-dropping-digits-seed42.png)")
+    return section("Dropping modules", text, DROPPING_COMMAND, list(DROPPING_FILES)), {
+        "result": "dropping modules (`digits`, 3 models)", "figure": figure, "json": DROPPING_FILES[0],
+        "command": "python -m benchmarks.module_dropping --checkpoint CHECKPOINT --output_dir DIR"}
+
+
+def early_exit() -> tuple[str, dict]:
+    name = "early-exit-digits-seed42.json"
+    data = read(name)
+    base = data["baseline"]
+    command = ("python -m benchmarks.early_exit --checkpoint outputs/nac-digits-seed42 --output_dir DIR "
+               "--thresholds " + ",".join(f"{row['threshold']:g}" for row in data["rows"]))
+    rows = ["| threshold | mean layers | top-1 | speed-up, batch 256 | speed-up, batch 1 |", "|---|---|---|---|---|",
+            f"| none | {base['mean_layers']:g} | {percent(base['accuracy'])} | 1× | 1× |"]
+    for row in data["rows"]:
+        rows.append(f"| {row['threshold']:g} | {row['mean_layers']:.2f} | {percent(row['accuracy'])} | "
+                    f"{row['speedup']:.2f}× | {row['speedup_batch_1']:.2f}× |")
+    lossless = [r for r in data["rows"] if r["accuracy"] >= base["accuracy"] and r["threshold"] < 1]
+    cheapest = min(lossless, key=lambda r: r["mean_layers"]) if lossless else None
+    figure = (f"{cheapest['mean_layers'] / base['layers']:.0%} of the layers at no loss (threshold "
+              f"{cheapest['threshold']:g}), {cheapest['speedup']:.2f}× at batch 256" if cheapest else "no lossless exit")
+    text = (f"The seed-42 main-job model ({base['layers']} propagator layers, trained without `exit_training`); "
+            f"{data['examples']} held-out digits: {figure}. The early read-outs' logits differ from the full model's "
+            f"by up to {max(r['max_logit_difference'] for r in data['rows']):.2f}.\n\n" + "\n".join(rows)
+            + "\n\n![Accuracy against layers run and speed-up](results/early-exit-digits-seed42.png)")
+    return section("Early exit", text, command, [name]), {
+        "result": "early exit (`digits`, seed 42)", "figure": figure, "json": name, "command": command}
+
+
+def claims() -> tuple[str, dict]:
+    name = "paper-claims-digits.json"
+    data = read(name)
+    command = (data["command"].replace("python scripts/paper_claims.py", "python -m benchmarks.paper_claims")
+               .replace("docs/module-dropping", "docs/results/module-dropping"))
+    text = ("A NAC (`digits` preset) against a ViT of as many parameters (1.1 M), same data and `Trainer` settings. "
+            "**Caveats**: the ViT was trained with the NAC's recipe and not tuned; each model's best adaptation mode "
+            "and the dropping operating point were chosen on the test data; the out-of-distribution rows come from "
+            f"{data['rows'][3].get('seeds', 5)} training seeds. None of the paper's margins is reached at this "
+            "scale.\n\n" + data["table"])
+    low = [row for row in data["rows"] if row["id"].startswith("low_shot")]
+    figure = ", ".join(f"{row['nac'] - row['baseline']:+.1f}" for row in low) + " points at " + \
+        " / ".join(row["id"].removeprefix("low_shot_") for row in low) + " shots (paper: ≈ +10)"
+    return section("The paper's claims on digits", text, command, [name]), {
+        "result": "low-shot adaptation, NAC − ViT (digits)", "figure": figure, "json": name, "command": command}
+
+
+SECTIONS = (learning, main_job, speed, int8, module_dropping, early_exit, claims)
+
+
+def section(title: str, text: str, command: str, files: list[str]) -> str:
+    sources = ", ".join(link(name) for name in files)
+    return f"## {title}\n\n`{command}`\n\n{text}\n\nSource: {sources}.\n"
+
+
+def render() -> tuple[str, str]:
+    """The results page and the README's table."""
+    parts = [section_fn() for section_fn in SECTIONS]
+    page = ("# Results\n\nWritten by `python -m benchmarks.results_page` from the json files in "
+            "[results/](results/); each section names the command that wrote its file. Measured on a 2-core CPU "
+            "unless a section says otherwise.\n\n" + "\n".join(text for text, _ in parts))
+    lines = ["| result | figure | json | command |", "|---|---|---|---|"]
+    for _, row in parts:
+        lines.append(f"| {row['result']} | {row['figure']} | [json](docs/results/{row['json']}) | "
+                     f"`{row['command']}` |")
+    return page, "\n".join(lines)
+
+
+def with_table(readme: str, table: str) -> str:
+    if TABLE_START not in readme or TABLE_END not in readme:
+        raise ValueError(f"README.md has no results table between {TABLE_START!r} and {TABLE_END!r}")
+    head, rest = readme.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}"
+
+
+def main() -> int:
+    (args,) = HfArgumentParser(PageArguments, description=__doc__).parse_args_into_dataclasses()
+    page, table = render()
+    readme = README.read_text()
+    if args.check:
+        stale = [str(path.relative_to(ROOT)) for path, text in ((PAGE, page), (README, with_table(readme, table)))
+                 if not path.exists() or path.read_text() != text]
+        if stale:
+            print(f"out of date: {', '.join(stale)}; run python -m benchmarks.results_page", file=sys.stderr)
+            return 1
+        return 0
+    PAGE.write_text(page)
+    README.write_text(with_table(readme, table))
+    print(f"wrote {PAGE.relative_to(ROOT)} and the table of {README.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The README's code runs, its results table and docs/results.md say what their json files say, and its links lead
+somewhere."""
+
+import re
+
+import torch
+from transformers import AutoModelForImageClassification
+
+from benchmarks import results_page
+from nac_hf import NACForClassification, NACImageProcessor
+from nac_test_utils import ROOT, tiny
+
+
+README = (ROOT / "README.md").read_text()
+
+
+def python_block_after(heading: str) -> str:
+    section = README.split(heading, 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_few_shot_trainer_snippet_fine_tunes_and_saves_a_model(tmp_path, monkeypatch):
+    pretrained = tmp_path / "pretrained"
+    torch.manual_seed(0)
+    NACForClassification(tiny(num_labels=5, image_size=8, patch_size=2, num_channels=1, graph_fit_steps=50)) \
+        .save_pretrained(pretrained)
+    NACImageProcessor(size={"height": 8, "width": 8}, num_channels=1).save_pretrained(pretrained)
+    code = python_block_after("## Few-shot fine-tuning")
+    assert len(code.strip().splitlines()) <= 20
+    code = code.replace('"outputs/nac-digits-0-4"', repr(str(pretrained))).replace("max_steps=100", "max_steps=2")
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+
+    adapted = AutoModelForImageClassification.from_pretrained(tmp_path / "outputs" / "nac-digits-5-9")
+    assert adapted.config.id2label == {0: "5", 1: "6", 2: "7", 3: "8", 4: "9"}
+    before = NACForClassification.from_pretrained(pretrained)
+    trained = {name for name, p in adapted.named_parameters() if not torch.equal(p, before.get_parameter(name))}
+    assert "nac.generator.codes" in trained and "classifier.linear.weight" in trained
+    assert all(name.startswith(("nac.generator.codes", "head_norm.", "classifier.")) for name in trained)
+
+
+def test_the_results_page_and_table_are_written_from_their_json_files():
+    page, table = results_page.render()
+    assert (ROOT / "docs" / "results.md").read_text() == page, "run python -m benchmarks.results_page"
+    assert results_page.with_table(README, table) == README, "run python -m benchmarks.results_page"
+    for name in re.findall(r"\]\(docs/results/([\w.-]+\.json)\)", table):
+        assert (ROOT / "docs" / "results" / name).exists()
+
+
+def test_every_local_link_of_the_docs_leads_to_a_file():
+    for document in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", document.read_text()):
+            if "://" in target:
+                continue
+            assert (document.parent / target).exists(), f"{document.name} links to a missing {target}"
