@@ -80,15 +80,15 @@ MODEL_KINDS = {
 
 def run_checkpoint_script(model, name: str, folder: Path, *arguments: str) -> dict:
     """Save `model` (an 8×8 gray image classifier) with its image processor to `folder / "ckpt"`, run
-    `scripts/{name}.py` on it with `--output_dir folder / "out"` and `arguments` in a fresh process, and return the
-    `{name}.json` it wrote."""
+    `python -m benchmarks.{name}` on it with `--output_dir folder / "out"` and `arguments` in a fresh process, and
+    return the `{name}.json` it wrote."""
     from nac_hf import NACImageProcessor
 
     model.save_pretrained(folder / "ckpt")
     NACImageProcessor(size={"height": 8, "width": 8}, num_channels=1).save_pretrained(folder / "ckpt")
-    command = [sys.executable, str(ROOT / "scripts" / f"{name}.py"), str(folder / "ckpt"), "--output_dir",
+    command = [sys.executable, "-m", f"benchmarks.{name}", "--checkpoint", str(folder / "ckpt"), "--output_dir",
                str(folder / "out"), *arguments]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((folder / "out" / f"{name}.json").read_text())
 

@@ -1,7 +1,5 @@
 """NACConfig: validation with errors that name the field, presets as differences from a base, what a config reads,
-loading configs saved under an earlier field name, and what each field does where no other test shows it."""
-
-import json
+and what each field does where no other test shows it."""
 
 import pytest
 import torch
@@ -64,7 +62,7 @@ def test_inconsistent_config_raises_naming_the_field(overrides, field):
         ({"graph_seed": -1}, "graph_seed"),
         ({"seeder_logvar_init": float("nan")}, "seeder_logvar_init.*finite"),
         ({"initializer_range": 0.0}, "initializer_range"),
-        ({"position_init_std": -1.0}, "position_init_std"),
+        ({"fourier_feature_scale": -1.0}, "fourier_feature_scale"),
         ({"graph_regularizer_distance": "l1"}, "graph_regularizer_distance"),
         ({"tokenizer_type": "byte", "pad_token_id": 300}, "pad_token_id"),
     ],
@@ -107,16 +105,6 @@ def test_what_a_config_reads(tokenizer_type, modality, main_input):
     assert (config.modality, config.main_input_name) == (modality, main_input)
     assert NACModel(config).main_input_name == main_input
     assert set(example_inputs(config)) >= {main_input}
-
-
-def test_a_config_saved_with_graph_regularizer_loss_loads_as_the_distance(tmp_path):
-    tiny(graph_regularizer="ring-of-cliques", graph_regularizer_weight=1.0).save_pretrained(tmp_path)
-    saved = json.loads((tmp_path / "config.json").read_text())
-    saved["graph_regularizer_loss"] = "kl"  # the field's name in configs written before it was renamed
-    saved.pop("graph_regularizer_distance", None)
-    (tmp_path / "config.json").write_text(json.dumps(saved))
-    loaded = NACConfig.from_pretrained(tmp_path)
-    assert loaded.graph_regularizer_distance == "kl" and not hasattr(loaded, "graph_regularizer_loss")
 
 
 def test_weight_shape_fields_are_exactly_those_that_change_the_weights():

@@ -11,7 +11,7 @@ import torch
 
 import nac_hf.modeling_nac as modeling
 from nac_hf import NACForClassification
-from nac_hf.testing import written_out_kernel_attention
+from nac_hf.functional_nac import written_out_kernel_attention
 from nac_test_utils import MODEL_KINDS, ROOT, example_inputs, tiny
 
 

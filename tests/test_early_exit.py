@@ -102,6 +102,8 @@ def test_exits_are_refused_where_they_mean_nothing():
         NACConfig.from_preset("tiny", exit_threshold=1.5)
     model = three_layer_model()
     inputs = example_inputs(model.config)
+    with pytest.raises(ValueError, match="needs config.exit_training=True in training or config.exit_threshold"):
+        model.nac.forward_with_exits(model.head, **inputs)  # no exits configured: the model itself reads out once
     model.config.exit_threshold = 0.9
     with pytest.raises(ValueError, match="no attentions or hidden states"):
         model(**inputs, output_hidden_states=True)

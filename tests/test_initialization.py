@@ -10,11 +10,12 @@ from torch import nn
 from nac_hf import NACConfig, NACForClassification
 from nac_test_utils import MODEL_KINDS
 from nac_hf.modeling_nac import (
+    POSITION_INIT_STD,
     ConditioningReader,
+    ConvEmbedding,
     LayerScale,
     LogVarianceLinear,
     PatchEmbedding,
-    ConvEmbedding,
     SignatureKernel,
 )
 
@@ -65,7 +66,7 @@ def test_every_initialisation_rule_holds_on_a_built_model(name):
             assert torch.all(module.in_proj_bias == 0), path
         elif isinstance(module, (PatchEmbedding, ConvEmbedding)):
             grid = module.position_embedding if isinstance(module, PatchEmbedding) else module.position_grid
-            assert_std(grid, config.position_init_std, path)
+            assert_std(grid, POSITION_INIT_STD, path)
         seen.add(type(module).__name__)
     generator = model.nac.generator
     assert_std(generator.codes, 1.0, "codes")

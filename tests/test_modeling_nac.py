@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 import nac_hf.modeling_nac as modeling
 from nac_hf import NACForClassification, NACModel
-from nac_hf.testing import LargestTensor, naive_read_in, written_out_kernel_attention
+from nac_hf.functional_nac import LargestTensor, naive_read_in, written_out_kernel_attention
 from nac_test_utils import example_inputs, tiny
 
 
@@ -134,21 +134,20 @@ def test_loss_for_each_problem_type():
     assert inferred.config.problem_type == "multi_label_classification"
 
 
-@pytest.mark.parametrize("residual", [False, True])
-def test_read_in_residual_decides_what_the_input_modules_keep(residual):
+def test_the_input_modules_states_are_what_they_read():
     torch.manual_seed(0)
-    config = tiny(read_in_residual=residual, read_in_layer_scale_init_value=0.5)
+    config = tiny()
     model = NACModel(config).eval()
     read_in = model.read_in
-    assert torch.all(read_in.attention_residual.layer_scale.gamma == 0.5)
+    assert torch.all(read_in.attention_scale.gamma == 1.0)  # the input at full strength from the first step
+    with torch.no_grad():
+        read_in.attention_scale.gamma.fill_(0.5)
     seen = {}
     read_in.output.register_forward_hook(lambda m, args, out: seen.update(update=0.5 * out))  # after LayerScale
     read_in.ffn.register_forward_pre_hook(lambda m, args: seen.update(ffn_input=args[0]))
     with torch.no_grad():
-        model(**example_inputs(config), output_hidden_states=True)
-        seeded = model.generator.seeder(model.generator.codes, 3)[:, : config.num_input_modules]
-    expected = seeded + seen["update"] if residual else seen["update"]
-    torch.testing.assert_close(seen["ffn_input"], expected)
+        model(**example_inputs(config))
+    torch.testing.assert_close(seen["ffn_input"], seen["update"])  # no residual: the seeded states are not kept
 
 
 def test_head_reads_the_per_example_output_code_of_a_conditional_generator():
@@ -523,22 +522,18 @@ def test_missing_checkpoint_raises_the_transformers_error(tmp_path):
 
 
 def test_kernel_fields_shape_the_connectivity():
-    for truncate_read_out, read_out_from_inputs in ((True, True), (False, True), (False, False)):
-        torch.manual_seed(0)
-        config = tiny(graph_prior="none", kernel_bandwidth_init=0.5, kernel_truncation=1.2,
-                      truncate_read_out=truncate_read_out, read_out_from_inputs=read_out_from_inputs)
-        model = NACModel(config).eval()
-        signatures = model.generator.signatures
-        num_in, num_proc = config.num_input_modules, config.num_processor_modules
-        distance = modeling.module_distance(signatures[num_in:], signatures[: num_in + num_proc])
-        talks = distance < 1.2
-        assert not torch.all(talks[num_proc:])  # truncation would cut some senders off the output module
-        if not truncate_read_out:  # by default the output modules hear every sender
-            talks[num_proc:] = True
-        if not read_out_from_inputs:  # ... or only the processors
-            talks[num_proc:, :num_in] = False
-        expected = torch.exp(-distance / 0.5) * talks
-        torch.testing.assert_close(model.connectivity()[0], expected)
+    torch.manual_seed(0)
+    config = tiny(graph_prior="none", kernel_bandwidth_init=0.5, kernel_truncation=1.2)
+    model = NACModel(config).eval()
+    signatures = model.generator.signatures
+    num_in, num_proc = config.num_input_modules, config.num_processor_modules
+    distance = modeling.module_distance(signatures[num_in:], signatures[: num_in + num_proc])
+    talks = distance < 1.2
+    assert not torch.all(talks[num_proc:])  # truncation would cut some senders off the output module
+    assert not torch.all(talks[:num_proc])  # ... and it does cut processors off
+    talks[num_proc:] = True  # the read-out is not truncated: the output modules hear every sender
+    expected = torch.exp(-distance / 0.5) * talks
+    torch.testing.assert_close(model.connectivity()[0], expected)
     shared = NACModel(tiny(share_kernel=True)).eval()
     assert shared.connectivity().shape[0] == 1 and len(shared.kernels) == 1
 
@@ -567,57 +562,6 @@ def test_code_noise_is_drawn_each_pass_and_shared_by_the_batch():
     torch.testing.assert_close(model.eval()(**inputs).output_codes, codes, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(
-    "kernel_batch, output_attentions, piece_bytes, heads_inside",
-    [(1, True, None, False), (3, True, None, False), (1, False, None, False), (3, False, None, False),
-     (1, False, 1, False), (3, False, 1, False), (3, False, None, True), (3, False, 1, True)],
-)
-def test_kernel_modulated_attention_has_the_gradients_of_its_formula(
-    kernel_batch, output_attentions, piece_bytes, heads_inside, monkeypatch
-):
-    if piece_bytes is not None:  # the backward pass one example at a time, as it goes through a large batch
-        monkeypatch.setattr(modeling, "CPU_ATTENTION_PIECE_BYTES", piece_bytes)
-    generator = torch.Generator().manual_seed(0)
-
-    def heads_first(*shape):  # (B, H, N, d); heads_inside: a view of (B, N, H, d), as ModulatedAttention gives them
-        if heads_inside:
-            return torch.randn(shape[0], shape[2], shape[1], shape[3], generator=generator,
-                               dtype=torch.float64).transpose(1, 2)
-        return torch.randn(*shape, generator=generator, dtype=torch.float64)
-
-    query = heads_first(3, 2, 5, 4)
-    key, value = (heads_first(3, 2, 7, 4) for _ in range(2))
-    kernel = torch.rand(kernel_batch, 1, 5, 7, generator=generator, dtype=torch.float64)
-    kernel = kernel * (torch.rand(kernel.shape, generator=generator, dtype=torch.float64) > 0.4)  # pairs that are cut
-    kernel[..., :, 0] = 0.5  # every receiver hears someone (a silent one is checked below)
-    leaves = [t.requires_grad_() for t in (query, key, value, kernel)]
-    context, weights = modeling.kernel_modulated_attention(query, key, value, kernel, output_attentions)
-    expected_context, expected_weights = written_out_kernel_attention(query, key, value, kernel)
-    torch.testing.assert_close(context, expected_context)
-    if output_attentions:  # else the weights are never formed as a tensor of their own
-        torch.testing.assert_close(weights, expected_weights)
-    upstream = torch.randn(context.shape, generator=generator, dtype=torch.float64)
-    grads = torch.autograd.grad(context, leaves, upstream)
-    expected = torch.autograd.grad(expected_context, leaves, upstream)
-    for name, got, want in zip(("query", "key", "value", "kernel"), grads, expected):
-        torch.testing.assert_close(got, want, msg=name)
-    assert grads[3][kernel == 0].abs().sum() > 0  # the straight-through gradient reaches pairs that do not talk
-    # A receiver that hears no sender reads nothing, and nothing flows back from it.
-    silent = kernel.detach().clone().index_fill_(2, torch.tensor([1]), 0.0).requires_grad_()
-    context, _ = modeling.kernel_modulated_attention(query, key, value, silent)
-    grads = torch.autograd.grad(context, [query, silent], upstream)
-    assert torch.all(context[:, :, 1] == 0) and all(torch.isfinite(g).all() for g in grads)
-    assert torch.all(grads[0][:, :, 1] == 0) and torch.all(grads[1][:, :, 1] == 0)
-    # Without a gradient to the kernel (evaluation): SDPA, its silent rows set to 0 only when there are some.
-    for without_grad in (kernel.detach(), silent.detach()):
-        got, _ = modeling.kernel_modulated_attention(query, key, value, without_grad)
-        torch.testing.assert_close(got, written_out_kernel_attention(query, key, value, without_grad)[0])
-    assert torch.all(modeling.kernel_modulated_attention(query, key, value, silent.detach())[0][:, :, 1] == 0)
-    scores = torch.randn(3, 2, 5, 7, dtype=torch.float64, generator=generator).requires_grad_()
-    positive = (kernel.detach() + 0.05).requires_grad_()  # away from 0, where the cut makes the function a kink
-    assert torch.autograd.gradcheck(modeling.KernelModulatedSoftmax.apply, (scores, positive))
-
-
 def test_a_model_trains_with_the_gradients_of_the_written_out_attention(monkeypatch):
     config = tiny(graph_prior="none", kernel_truncation=0.6)
     inputs, labels = example_inputs(config), torch.tensor([0, 1, 2])
@@ -636,42 +580,6 @@ def test_a_model_trains_with_the_gradients_of_the_written_out_attention(monkeypa
         torch.testing.assert_close(grad, gradients[1][name], rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_the_relaxed_bernoulli_draw_has_the_gradient_of_its_formula():
-    generator = torch.Generator().manual_seed(0)
-    probs = torch.rand(5, 7, generator=generator, dtype=torch.float64).clamp(0.01, 0.99).requires_grad_()
-    uniform = torch.rand(3, 5, 7, generator=generator, dtype=torch.float64)
-    noise = uniform.log() - (-uniform).log1p()  # logistic
-    talks = torch.rand(5, 7, generator=generator) > 0.3
-    sample = modeling.RelaxedBernoulliSample.apply(probs, noise, talks, 0.5)
-    logits = (probs.log() - (-probs).log1p() + noise) / 0.5
-    expected = modeling.truncate(torch.sigmoid(logits), talks)  # straight-through: the gradient ignores the cut
-    torch.testing.assert_close(sample, expected)
-    assert torch.all(sample[:, ~talks] == 0)
-    upstream = torch.randn(sample.shape, generator=generator, dtype=torch.float64)
-    (grad,) = torch.autograd.grad(sample, probs, upstream)
-    (want,) = torch.autograd.grad(expected, probs, upstream)
-    torch.testing.assert_close(grad, want)
-    assert torch.autograd.gradcheck(
-        lambda p: modeling.RelaxedBernoulliSample.apply(p, noise, torch.ones_like(talks), 0.5), (probs,)
-    )
-
-
-def test_the_gated_gelu_has_the_gradient_of_its_formula():
-    generator = torch.Generator().manual_seed(0)
-    hidden = torch.randn(3, 4, 10, generator=generator, dtype=torch.float64, requires_grad=True)
-    value, gate = hidden.chunk(2, dim=-1)
-    expected = value * torch.nn.functional.gelu(gate)
-    got = modeling.gated_gelu(hidden)
-    assert got.grad_fn.name() == "GatedGELUBackward"
-    torch.testing.assert_close(got, expected)
-    upstream = torch.randn(got.shape, generator=generator, dtype=torch.float64)
-    torch.testing.assert_close(torch.autograd.grad(got, hidden, upstream)[0],
-                               torch.autograd.grad(expected, hidden, upstream)[0])
-    assert torch.autograd.gradcheck(modeling.GatedGELU.apply, (hidden,))
-    with torch.no_grad():  # plain operations where no gradient is needed (what export traces)
-        torch.testing.assert_close(modeling.gated_gelu(hidden), expected.detach())
-
-
 def test_residual_branch_drops_whole_examples_and_scales_the_kept_ones():
     config = tiny(layer_scale_init_value=0.5)
     branch = modeling.ResidualBranch(config).train()
@@ -682,17 +590,3 @@ def test_residual_branch_drops_whole_examples_and_scales_the_kept_ones():
     expected = states + 0.5 * update * (kept.float() / 0.75)[:, None, None]  # kept ones scaled by 1 / (1 − rate)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(branch.eval()(states, update, drop_rate=0.25), states + 0.5 * update)
-
-
-def test_the_written_out_attention_equals_the_fused_cpu_kernel():
-    # Devices without the CPU flash kernel (GPUs) take the written-out form of KernelModulatedAttention's forward.
-    generator = torch.Generator().manual_seed(0)
-    query = torch.randn(3, 2, 5, 4, generator=generator)
-    key, value = (torch.randn(3, 2, 7, 4, generator=generator) for _ in range(2))
-    kernel = torch.rand(3, 1, 5, 7, generator=generator) * (torch.rand(3, 1, 5, 7, generator=generator) > 0.4)
-    kernel[..., 0] = 0.5
-    bias, _ = modeling.attention_bias(kernel)
-    fused = modeling.attention_and_log_normaliser(query, key, value, bias, 0.5, fused=True)
-    written_out = modeling.attention_and_log_normaliser(query, key, value, bias, 0.5, fused=False)
-    for got, want in zip(written_out, fused):
-        torch.testing.assert_close(got, want)

@@ -234,7 +234,7 @@ def test_every_parameter_learns_under_module_dropout():
 
 
 def test_the_table_of_several_models_averages_them_and_keeps_each_ones_loss():
-    from nac_test_utils import script
+    from benchmarks.module_dropping import table
 
     def results(full: float, kept: float, speedups: list[float]) -> dict:
         rows = [{"order": "random", "seed": seed, "keep_input": 0.5, "keep_processor": 0.5, "accuracy": kept,
@@ -246,16 +246,16 @@ def test_the_table_of_several_models_averages_them_and_keeps_each_ones_loss():
     # Another fraction of input modules, at the same fraction of processors: a row of its own.
     first["rows"].append({**first["rows"][0], "keep_input": 1.0, "input_modules": 8, "accuracy": 0.9, "speedup": 1.5})
     second["rows"].append({**second["rows"][0], "keep_input": 1.0, "input_modules": 8, "accuracy": 1.0})
-    lines = script("dropping_table").table([first, second], ["random"]).splitlines()
+    lines = table([first, second], ["random"]).splitlines()
     assert lines[2] == "| random | 4 | 8 | 95.00 % (90.0, 100.0) | +0.00 | 2.00× | 1.75× |"
     assert lines[3] == "| random | 4 | 4 | 75.00 % (80.0, 70.0) | -20.00 | 2.00× | 2.00× |"
 
 
 def test_paired_times_times_each_function_warm_in_blocks_of_turns(monkeypatch):
-    from nac_hf import evaluation
+    from benchmarks import common
 
     clock = [0.0]
-    monkeypatch.setattr(evaluation.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
     calls = []
 
     def timed(name, seconds):
@@ -266,7 +266,7 @@ def test_paired_times_times_each_function_warm_in_blocks_of_turns(monkeypatch):
         return function
 
     full, dropped = timed("full", 0.4), timed("dropped", 0.1)
-    full_seconds, seconds, speedup = evaluation.paired_times(full, dropped, repeats=3, warmup=1, block=2)
+    full_seconds, seconds, speedup = common.paired_times(full, dropped, repeats=3, warmup=1, block=2)
     # A warm-up call of each, then per turn one untimed and two timed calls of each, full first.
     assert calls == ["full", "dropped"] + ["full"] * 3 + ["dropped"] * 3 + ["full"] * 3 + ["dropped"] * 3 + [
         "full"] * 3 + ["dropped"] * 3

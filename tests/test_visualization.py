@@ -24,7 +24,8 @@ SCRIPT = ROOT / "scripts" / "visualize_circuit.py"
 
 
 def independent_summary(model: NACModel) -> dict:
-    """The summary's numbers counted pair by pair from the signatures, as NAC_SPEC §4 defines talking."""
+    """The summary's numbers counted pair by pair from the signatures: processors talk below the truncation, the
+    output modules hear every sender (docs/architecture.md, "Signature kernel")."""
     config = model.config
     num_in, num_proc, num_out = config.num_input_modules, config.num_processor_modules, config.num_output_modules
     s = torch.nn.functional.normalize(model.generator.signatures.detach().double(), dim=-1)
@@ -33,7 +34,7 @@ def independent_summary(model: NACModel) -> dict:
     for r in range(num_in, num_in + num_proc + num_out):  # receivers: processor and output modules
         for s_ in range(num_in + num_proc):  # senders: input and processor modules
             if r != s_:
-                reads_out = r >= num_in + num_proc and not config.truncate_read_out  # output modules hear all
+                reads_out = r >= num_in + num_proc  # the read-out is not truncated
                 talks[r, s_] = reads_out or 1.0 - float(s[r] @ s[s_]) < config.kernel_truncation
     edges = sum(talks.values())
     pairs = sum(
@@ -61,9 +62,8 @@ def independent_summary(model: NACModel) -> dict:
 
 def hand_placed(**overrides) -> NACModel:
     """2 input, 4 processor, 1 output module at chosen signatures. With ε = 0.9 a pair talks when cos > 0.1:
-    p0–p1 and p2–p3 (cos 1/√2); i0 → p0 (cos 1), i0 → p1 (1/√2), i1 → p3 (1/√2); p3 → o0 (1/√2),
-    i1 → o0 (1). Everything else is orthogonal."""
-    overrides = {"truncate_read_out": True, **overrides}
+    p0–p1 and p2–p3 (cos 1/√2); i0 → p0 (cos 1), i0 → p1 (1/√2), i1 → p3 (1/√2). Everything else is orthogonal;
+    the output module hears every sender all the same (the read-out is not truncated), most strongly i1 (cos 1)."""
     model = NACModel(tiny(num_input_modules=2, num_processor_modules=4, graph_prior="none", **overrides)).eval()
     e = torch.eye(model.config.signature_dim)
     signatures = torch.stack([e[0], e[3], e[0], e[0] + e[1], e[2], e[2] + e[3], e[3]])  # i0 i1 p0 p1 p2 p3 o0
@@ -114,35 +114,35 @@ def test_summary_of_hand_placed_signatures():
         "output_modules": 1,
         "kernels": 3,
         "kernel_truncation": 0.9,
-        "edges": 9,  # 3 input→processor + 2 × 2 processor pairs + 1 processor→output + 1 input→output
+        "edges": 13,  # 3 input→processor + 2 × 2 processor pairs + 4 processor→output + 2 input→output
         "processor_edges": 2,
         "processor_density": 2 / 6,
-        "mean_in_degree": 9 / 5,
+        "mean_in_degree": 13 / 5,
         "input_edges": 3,
-        "output_edges": 1,
-        "input_output_edges": 1,
+        "output_edges": 4,
+        "input_output_edges": 2,
     }
-    # A tighter truncation (cos > 0.8) keeps only the aligned pairs: i0 → p0 and i1 → o0.
+    # A tighter truncation (cos > 0.8) keeps only the aligned pair among the processors' senders: i0 → p0.
     model.config.kernel_truncation = 0.2
     summary = circuit_summary(model)
-    assert (summary["edges"], summary["processor_edges"], summary["input_edges"]) == (2, 0, 1)
-    assert (summary["output_edges"], summary["input_output_edges"], summary["kernel_truncation"]) == (0, 1, 0.2)
+    assert (summary["edges"], summary["processor_edges"], summary["input_edges"]) == (7, 0, 1)
+    assert (summary["output_edges"], summary["input_output_edges"], summary["kernel_truncation"]) == (4, 2, 0.2)
 
 
 def test_conditional_signatures_use_the_base_circuit_and_pool_a_batch_axis():
     model = hand_placed(conditioning_dim=6, conditional_signatures=True)
     assert circuit_summary(model) == circuit_summary(hand_placed())
-    # Per-example signatures, should circuit() give them: example b moves o0 onto p2 (it then hears p2 and p3, not
-    # i1). A pair talks when it talks in some example; the heat map is the mean over the examples.
+    # Per-example signatures, should circuit() give them: example b moves p0 onto p2 (it then talks with p2 and p3,
+    # not with i0 and p1). A pair talks when it talks in some example; the heat map is the mean over the examples.
     a = model.generator.signatures.detach().clone()
     b = a.clone()
-    b[-1] = torch.eye(a.shape[1])[2]
+    b[2] = torch.eye(a.shape[1])[2]
     model.circuit = lambda: NACModel.circuit(model, torch.stack([a, b]))
     summary = circuit_summary(model)
-    assert (summary["output_edges"], summary["input_output_edges"], summary["edges"]) == (2, 1, 10)
+    assert (summary["processor_edges"], summary["input_edges"], summary["edges"]) == (4, 3, 17)
     _, heat, _ = panels(draw_circuit(model, dpi=40))
-    assert heat[4, 2 + 2] == pytest.approx(0.5)  # o0 ← p2: K = 1 in b, truncated in a
-    assert heat[4, 1] == pytest.approx(0.5)  # o0 ← i1: K = 1 in a, truncated in b
+    assert heat[0, 2 + 2] == pytest.approx(0.5)  # p0 ← p2: K = 1 in b, truncated in a
+    assert heat[0, 0] == pytest.approx(0.5)  # p0 ← i0: K = 1 in a, truncated in b
 
 
 def test_summary_rejects_other_models():
@@ -166,8 +166,8 @@ def test_draw_shows_the_truncated_kernel_and_the_edges_that_talk(tmp_path):
     np.testing.assert_allclose(heat, expected, rtol=1e-6)
     assert heat[1, 0] == pytest.approx(math.exp(-(1 - 1 / math.sqrt(2))))  # p1 ← i0 at τ = 1
     assert heat[0, 1] == 0.0  # p0 ← i1: truncated
-    # One line per talking pair, a processor pair once: 3 + 2 + 1 + 1.
-    assert len(segments) == 7
+    # One line per talking pair, a processor pair once: 3 + 2 + 4 + 2.
+    assert len(segments) == 11
     assert len(graph_ax.texts) == 7  # a label per module at this size
     legend = [text.get_text() for text in graph_ax.get_legend().get_texts()]
     assert legend[:3] == ["input modules (2)", "processor modules (4)", "output modules (1)"]
@@ -206,7 +206,7 @@ def test_script_writes_the_png_next_to_a_checkpoint(tmp_path):
     model = NACForClassification(tiny())
     model.save_pretrained(tmp_path / "ckpt")
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path / "ckpt"), "--title", "tiny"],
+        [sys.executable, str(SCRIPT), "--checkpoint", str(tmp_path / "ckpt"), "--title", "tiny"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -221,8 +221,8 @@ def test_script_errors_name_the_problem(tmp_path, monkeypatch, capsys):
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text('{"model_type": "bert"}')
     for argv, message in [
-        ([str(tmp_path / "missing")], "no checkpoint folder at"),
-        ([str(tmp_path / "bert")], "expected a NAC configuration"),
+        (["--checkpoint", str(tmp_path / "missing")], "no checkpoint folder at"),
+        (["--checkpoint", str(tmp_path / "bert")], "expected a NAC configuration"),
     ]:
         monkeypatch.setattr(sys, "argv", ["visualize_circuit.py", *argv])
         with pytest.raises(SystemExit) as exit_info:

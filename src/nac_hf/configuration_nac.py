@@ -135,13 +135,9 @@ class NACConfig(PreTrainedConfig):
         hidden_act (`str`, defaults to `"geglu"`): `"geglu"` (gated, as in the reference) or `"gelu"`.
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every layer norm.
         layer_scale_init_value (`float`, defaults to 0.1): initial LayerScale of every residual branch but the
-            read-in's attention.
-        read_in_layer_scale_init_value (`float`, defaults to 1.0): initial LayerScale of the read-in's attention
-            branch. At 1.0 (as in the reference implementation) the input reaches the seeded states, which are the
-            same for every example, at full strength from the first step.
-        read_in_residual (`bool`, defaults to `False`): keep the seeded states under the read-in's attention
-            (`x + LayerScale(attention)`). Off, as in the reference implementation, the input modules' states are
-            what they read (`LayerScale(attention)`), so the input is not diluted by the seeded states.
+            read-in's attention, whose LayerScale starts at 1.0 so that the input reaches the seeded states (the
+            same for every example) at full strength from the first step. The input modules' states are what they
+            read: the read-in's attention replaces the seeded states instead of adding to them.
         drop_path_rate (`float`, defaults to 0.1): stochastic depth of the residual branches (training only),
             rising linearly over the propagator layers.
         module_dropout (`float`, defaults to 0.0): in training, the probability with which each processor module is
@@ -150,19 +146,14 @@ class NACConfig(PreTrainedConfig):
         code_noise (`float`, defaults to 0.05): standard deviation of the multiplicative noise on the codes in
             training, `c ⊙ (1 + code_noise · n)`, drawn in every forward pass and shared by the batch's examples.
         initializer_range (`float`, defaults to 0.02): standard deviation of the initial byte and byte-position
-            embeddings (linear and convolution weights are initialised with fan-in scaling).
-        position_init_std (`float`, defaults to 1.0): standard deviation of the initial 2-D position grid of the
-            `"patch"` and `"conv"` tokenizers. At 1.0 (as in the reference) positions are as large as the
-            normalised patch features, so the read-in can tell the patches apart from the first step.
+            embeddings (linear and convolution weights are initialised with fan-in scaling; the 2-D position grids
+            of the `"patch"` and `"conv"` tokenizers with standard deviation 1, as large as the normalised patch
+            features, so that the read-in can tell the patches apart from the first step).
 
     Signature kernel and SKMDPA:
-        kernel_truncation (`float`, defaults to 0.9): ε; module pairs at distance 1 − cos ≥ ε never talk.
-        truncate_read_out (`bool`, defaults to `False`): truncate the read-out's kernel as well. Off, as in the
-            reference implementation, the output modules read from every sender, weighted by the kernel, so no
-            part of the circuit is cut off from the output.
-        read_out_from_inputs (`bool`, defaults to `True`): let the output modules hear the input modules as well as
-            the processors, as in the reference implementation. Off, they hear the processors alone, so everything the
-            model predicts passes through its propagator layers.
+        kernel_truncation (`float`, defaults to 0.9): ε; in the propagator layers, module pairs at distance
+            1 − cos ≥ ε never talk. The read-out is not truncated: the output modules hear every input and processor
+            module, weighted by the kernel, so that no part of the circuit is cut off from the output.
         processors_read_in (`bool`, defaults to `False`): the processor modules read the input themselves. Processor
             p starts from what input module p read (so `num_input_modules` must equal `num_processor_modules`), and
             the input modules send to no one: processors hear processors, the output modules hear the processors.
@@ -262,17 +253,12 @@ class NACConfig(PreTrainedConfig):
     hidden_act: Literal["geglu", "gelu"] = "geglu"
     layer_norm_eps: float | int = positive(default=1e-5)
     layer_scale_init_value: float | int = non_negative(default=0.1)
-    read_in_layer_scale_init_value: float | int = non_negative(default=1.0)
-    read_in_residual: bool = False
     drop_path_rate: float | int = probability(default=0.1)
     module_dropout: float | int = dropout(default=0.0)
     code_noise: float | int = non_negative(default=0.05)
     initializer_range: float | int = positive(default=0.02)
-    position_init_std: float | int = positive(default=1.0)
 
     kernel_truncation: float | int = cosine_distance(default=0.9)
-    truncate_read_out: bool = False
-    read_out_from_inputs: bool = True
     processors_read_in: bool = False
     kernel_bandwidth_init: float | int = positive(default=1.0)
     share_kernel: bool = False
@@ -305,11 +291,6 @@ class NACConfig(PreTrainedConfig):
     exit_threshold: float | int | None = optional_probability(default=None)
     min_exit_layer: int = positive(default=1)
     exit_training: bool = False
-
-    def __post_init__(self, **kwargs):
-        if "graph_regularizer_loss" in kwargs:  # the name of graph_regularizer_distance in configs saved before it
-            self.graph_regularizer_distance = kwargs.pop("graph_regularizer_loss")
-        super().__post_init__(**kwargs)
 
     @property
     def modality(self) -> str:

@@ -1,6 +1,7 @@
 """Graph priors for the signatures of a Neural Attentive Circuit.
 
-Two tools shape the connectivity of the processor modules (NAC_SPEC.md §5):
+Two tools shape the connectivity of the processor modules (the paper's graph priors; docs/architecture.md,
+"Graph priors and the regulariser"):
 
 * a **graph prior**: the signatures are fit at model creation so that the truncated signature kernel links exactly
   the module pairs of a target graph sampled from networkx (`build_prior_graph` + `fit_signatures`);
@@ -265,41 +266,44 @@ def fit_signatures(
     if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or margin < 0:
         raise ValueError(f"margin must be a number >= 0, got {margin!r}")
     n = adjacency.shape[0]
-
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     signatures = torch.empty(n, signature_dim, dtype=torch.float32, device="cpu")  # (n, D)
     torch.nn.init.orthogonal_(signatures, generator=generator)
-    if n < 2:
-        return torch.nn.functional.normalize(signatures, dim=-1)
+    if n >= 2:
+        with torch.enable_grad(), _one_cpu_thread():
+            signatures = _fit_hinge(signatures, adjacency, truncation, margin, steps, lr)
+    return torch.nn.functional.normalize(signatures, dim=-1)
 
+
+def _fit_hinge(
+    signatures: torch.Tensor, adjacency: torch.Tensor, truncation: float, margin: float, steps: int, lr: float
+) -> torch.Tensor:
+    """The Adam fit of `fit_signatures` from the start `signatures` (n, D): the iterate with the fewest pairs on the
+    wrong side of `truncation` (the latest among equals), stopping early once every pair is outside the band."""
+    n = adjacency.shape[0]
     off_diagonal = ~torch.eye(n, dtype=torch.bool, device="cpu")  # (n, n)
     linked = adjacency & off_diagonal
     # +1 where the distance must go down (linked), -1 where it must go up (unlinked), 0 on the diagonal.
     direction = linked.float() - (~adjacency & off_diagonal).float()  # (n, n)
     bound = torch.where(linked, truncation - margin, truncation + margin).float()  # (n, n)
     num_pairs = n * (n - 1)
-
-    def wrong_pairs(distance: torch.Tensor) -> int:
-        return int((((distance < truncation) != adjacency) & off_diagonal).sum())
-
-    with torch.enable_grad(), _one_cpu_thread():
-        signatures.requires_grad_(True)
-        optimizer = torch.optim.Adam([signatures], lr=lr)
-        best, best_wrong = None, None
-        for step in range(steps + 1):
-            distance = signature_distance(signatures)  # (n, n)
-            violation = torch.relu(direction * (distance - bound))  # (n, n), 0 on the diagonal
-            with torch.no_grad():
-                wrong = wrong_pairs(distance)
-                if best_wrong is None or wrong <= best_wrong:
-                    best_wrong, best = wrong, signatures.detach().clone()
-                if step == steps or not bool(violation.any()):
-                    break
-            loss = violation.sum() / num_pairs
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return torch.nn.functional.normalize(best, dim=-1)
+    signatures.requires_grad_(True)
+    optimizer = torch.optim.Adam([signatures], lr=lr)
+    best, best_wrong = None, None
+    for step in range(steps + 1):
+        distance = signature_distance(signatures)  # (n, n)
+        violation = torch.relu(direction * (distance - bound))  # (n, n), 0 on the diagonal
+        with torch.no_grad():
+            wrong = int((((distance < truncation) != adjacency) & off_diagonal).sum())
+            if best_wrong is None or wrong <= best_wrong:
+                best_wrong, best = wrong, signatures.detach().clone()
+            if step == steps or not bool(violation.any()):
+                break
+        loss = violation.sum() / num_pairs
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return best
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -139,49 +139,13 @@ class NACImageProcessor(BaseImageProcessor):
         Returns:
             [`BatchFeature`] with `pixel_values` of shape (batch, num_channels, height, width), float32.
         """
-        do_resize = self.do_resize if do_resize is None else do_resize
-        size = self.size if size is None else _height_width(size)
-        resample = self.resample if resample is None else resample
-        do_rescale = self.do_rescale if do_rescale is None else do_rescale
-        rescale_factor = self.rescale_factor if rescale_factor is None else rescale_factor
-        do_normalize = self.do_normalize if do_normalize is None else do_normalize
-        if image_mean is None:
-            image_mean = self.image_mean
-        if image_std is None:
-            image_std = self.image_std
-        image_mean = _per_channel(image_mean, self.num_channels, "image_mean")
-        image_std = _per_channel(image_std, self.num_channels, "image_std")
-        do_convert_rgb = self.do_convert_rgb if do_convert_rgb is None else do_convert_rgb
+        options = self._options(
+            do_resize=do_resize, size=size, resample=resample, do_rescale=do_rescale, rescale_factor=rescale_factor,
+            do_normalize=do_normalize, image_mean=image_mean, image_std=image_std, do_convert_rgb=do_convert_rgb,
+        )
         if input_data_format is not None:
             input_data_format = ChannelDimension(input_data_format)
-
-        if _is_batch_array(images):
-            images = list(images)
-        elif not isinstance(images, (list, tuple)):
-            images = [images]
-        invalid = [image for image in images if not is_valid_image(image)]
-        if not images or invalid:
-            raise ValueError(
-                "images must be a PIL image, a NumPy array or a torch tensor, or a non-empty list of them; "
-                f"got {type(invalid[0]).__name__ if invalid else 'an empty list'}"
-            )
-
-        processed = []
-        for image in images:
-            image = self._to_channels_first(image, do_convert_rgb, input_data_format)  # (C, H, W)
-            if do_rescale and is_scaled_image(image):
-                logger.warning_once(
-                    "An image already has its pixel values in [0, 1] and do_rescale=True scales them again; "
-                    "pass do_rescale=False for such images."
-                )
-            if do_resize:
-                image = _resize(image, size["height"], size["width"], resample)
-            if do_rescale:
-                image = rescale(image, rescale_factor, input_data_format=ChannelDimension.FIRST)
-            if do_normalize:
-                image = normalize(image, image_mean, image_std, input_data_format=ChannelDimension.FIRST)
-            processed.append(image.astype(np.float32))
-
+        processed = [self._process(image, input_data_format, **options) for image in _image_list(images)]
         shapes = {image.shape for image in processed}
         if len(shapes) > 1:
             raise ValueError(
@@ -189,6 +153,44 @@ class NACImageProcessor(BaseImageProcessor):
             )
         pixel_values = np.stack(processed)  # (B, C, H, W)
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
+
+    def _options(self, **overrides) -> dict:
+        """The settings of one call: each argument given, else the processor's own value."""
+        options = {name: getattr(self, name) if value is None else value for name, value in overrides.items()}
+        options["size"] = _height_width(options["size"])
+        for name in ("image_mean", "image_std"):
+            options[name] = _per_channel(options[name], self.num_channels, name)
+        return options
+
+    def _process(
+        self,
+        image,
+        input_data_format: ChannelDimension | None,
+        *,
+        do_resize: bool,
+        size: dict[str, int],
+        resample: PILImageResampling | int,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: list[float],
+        image_std: list[float],
+        do_convert_rgb: bool,
+    ) -> np.ndarray:
+        """One image through the steps: channels, resize, rescale, normalize; a (num_channels, H, W) float32 array."""
+        image = self._to_channels_first(image, do_convert_rgb, input_data_format)  # (C, H, W)
+        if do_rescale and is_scaled_image(image):
+            logger.warning_once(
+                "An image already has its pixel values in [0, 1] and do_rescale=True scales them again; "
+                "pass do_rescale=False for such images."
+            )
+        if do_resize:
+            image = _resize(image, size["height"], size["width"], resample)
+        if do_rescale:
+            image = rescale(image, rescale_factor, input_data_format=ChannelDimension.FIRST)
+        if do_normalize:
+            image = normalize(image, image_mean, image_std, input_data_format=ChannelDimension.FIRST)
+        return image.astype(np.float32)
 
     def _to_channels_first(
         self, image, do_convert_rgb: bool, input_data_format: ChannelDimension | None
@@ -250,6 +252,21 @@ def _per_channel(value: float | list[float] | None, num_channels: int, name: str
 
 def _is_batch_array(images) -> bool:
     return not isinstance(images, (list, tuple, PIL.Image.Image)) and getattr(images, "ndim", 0) == 4
+
+
+def _image_list(images) -> list:
+    """One image, a list of them or a 4-D batch array as a non-empty list of valid images."""
+    if _is_batch_array(images):
+        images = list(images)
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    invalid = [image for image in images if not is_valid_image(image)]
+    if not images or invalid:
+        raise ValueError(
+            "images must be a PIL image, a NumPy array or a torch tensor, or a non-empty list of them; "
+            f"got {type(invalid[0]).__name__ if invalid else 'an empty list'}"
+        )
+    return list(images)
 
 
 def _infer_layout(array: np.ndarray, num_channels: int) -> ChannelDimension:

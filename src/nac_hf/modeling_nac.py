@@ -3,12 +3,15 @@
 A NAC is a set of modules, each with a code (what it computes), a signature (where it sits in the connectivity
 graph) and a state. The circuit generator holds codes and signatures and seeds the states; the circuit executor
 tokenizes the input, lets the input modules read it (read-in), runs propagator layers of sparse, kernel-modulated
-message passing among modules, and reads the result out through the output modules.
+message passing among modules, and reads the result out through the output modules. docs/architecture.md gives the
+equations and names the class that implements each; the autograd functions with hand-written gradients that the
+attention uses are in functional_nac.py.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_nac import NACConfig
+from .functional_nac import RelaxedBernoulliSample, checks_values, gated_gelu, kernel_modulated_attention
 from .graph_priors import (
     build_prior_graph,
     fit_signatures,
@@ -79,6 +83,24 @@ class NACModelOutput(ModelOutput):
 
 
 @dataclass
+class NACExitOutput(NACModelOutput):
+    """
+    Output of [`NACModel.forward_with_exits`]: the pass with a read-out after every exit layer, each turned into
+    logits by a task head. As [`NACModelOutput`], without hidden states or attentions, and:
+
+    Args:
+        exit_logits (`tuple(torch.FloatTensor)`, each of shape `(batch_size, num_labels)`):
+            In training (`config.exit_training`), the logits of the read-out after every exit layer, the last one the
+            full model's. Outside training (`config.exit_threshold`), one tensor: the logits each example left with.
+        exit_layer (`torch.LongTensor` of shape `(batch_size,)`, *optional*, returned outside training):
+            The propagator layer (counted from 1) after which each example was read out.
+    """
+
+    exit_logits: tuple[torch.FloatTensor, ...] | None = None
+    exit_layer: torch.LongTensor | None = None
+
+
+@dataclass
 class NACClassifierOutput(ModelOutput):
     """
     Output of [`NACForClassification`].
@@ -130,39 +152,6 @@ class ModFC(nn.Module):
         return self.linear(x * self.modulation(code))
 
 
-class GatedGELU(torch.autograd.Function):
-    """GEGLU, `value ⊙ GELU(gate)` with `hidden = [value, gate]` split in halves over the last axis, with its gradient
-    written out: the gradients of both halves are written into one tensor of hidden's shape, where autograd would
-    write each half apart and then concatenate them (a strided copy of the whole gradient). Keeps what autograd keeps:
-    hidden and `GELU(gate)`."""
-
-    @staticmethod
-    def forward(ctx, hidden: torch.Tensor) -> torch.Tensor:
-        value, gate = hidden.chunk(2, dim=-1)
-        activated = F.gelu(gate)
-        ctx.save_for_backward(hidden, activated)
-        return activated * value
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        hidden, activated = ctx.saved_tensors
-        value, gate = hidden.chunk(2, dim=-1)
-        grad_hidden = torch.empty_like(hidden)
-        grad_value, grad_gate = grad_hidden.chunk(2, dim=-1)
-        torch.mul(grad, activated, out=grad_value)
-        torch.ops.aten.gelu_backward.grad_input(grad * value, gate, grad_input=grad_gate)
-        return grad_hidden
-
-
-def gated_gelu(hidden: torch.Tensor) -> torch.Tensor:
-    """`value ⊙ GELU(gate)` of `hidden = [value, gate]`: `GatedGELU` when a gradient is needed in eager mode, plain
-    operations otherwise (what export and compilation trace)."""
-    if torch.is_grad_enabled() and hidden.requires_grad and not torch.compiler.is_compiling():
-        return GatedGELU.apply(hidden)  # compilers fuse the plain form themselves
-    value, gate = hidden.chunk(2, dim=-1)
-    return value * F.gelu(gate)
-
-
 class ModFFN(nn.Module):
     """Pre-LN feed-forward network of modulated layers (ModFC → GEGLU or GELU → ModFC), on the module's own code."""
 
@@ -208,10 +197,9 @@ class ResidualBranch(nn.Module):
     LayerScale's γ and the drop-path factor are one `(B, 1, D)` scale, applied to the branch as it is added (one pass
     over the states instead of three, forward and backward)."""
 
-    def __init__(self, config: NACConfig, layer_scale_init_value: float | None = None):
+    def __init__(self, config: NACConfig):
         super().__init__()
-        init_value = config.layer_scale_init_value if layer_scale_init_value is None else layer_scale_init_value
-        self.layer_scale = LayerScale(config.hidden_size, init_value)
+        self.layer_scale = LayerScale(config.hidden_size, config.layer_scale_init_value)
 
     def forward(self, states: torch.Tensor, update: torch.Tensor, drop_rate: float) -> torch.Tensor:
         scale = self.layer_scale.gamma
@@ -224,12 +212,6 @@ class ResidualBranch(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # Input tokenizers: the input as tokens (B, V, T) and a padding mask (B, V) or None
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def checks_values() -> bool:
-    """Whether to check input values (label and byte-id ranges, empty masks). Such checks branch on tensor values,
-    which `torch.compile` and `torch.export` cannot trace; they run in eager mode only."""
-    return not torch.compiler.is_compiling()
 
 
 def _interpolate_grid(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -405,6 +387,10 @@ class PointEmbedding(nn.Module):
         features = torch.cat([points, angles.sin(), angles.cos()], dim=-1)
         return self.mlp(features), (None if points_mask is None else points_mask.bool())
 
+
+# Standard deviation of the image tokenizers' initial position grids: as in the reference implementation, positions
+# are as large as the normalised patch features, so that the read-in can tell the patches apart from the first step.
+POSITION_INIT_STD = 1.0
 
 INPUT_EMBEDDINGS = {"patch": PatchEmbedding, "conv": ConvEmbedding, "byte": ByteEmbedding, "point": PointEmbedding}
 
@@ -665,209 +651,6 @@ class SignatureKernel(nn.Module):
         return torch.exp(-distance / self.log_bandwidth.exp())
 
 
-class RelaxedBernoulliSample(torch.autograd.Function):
-    """`y = σ((logit p + n) / T) ⊙ talks`: a reparameterised relaxed-Bernoulli draw with probability p from the
-    logistic noise `n = logit u` (u uniform), cut where modules do not talk, with the gradient to p as if it were not
-    cut (straight-through): `∂y/∂p = y (1 − y) / (T p (1 − p))`. Keeps one tensor of the draw's size for the backward
-    pass, where autograd would keep each step of the formula. p `([B,] R, S)`, n `(B, R, S)`."""
-
-    @staticmethod
-    def forward(ctx, probs: torch.Tensor, noise: torch.Tensor, talks: torch.Tensor, temperature: float):
-        sample = torch.add(noise, torch.logit(probs)).div_(temperature).sigmoid_()
-        ctx.save_for_backward(probs, sample)
-        ctx.temperature = temperature
-        return sample * talks
-
-    @staticmethod
-    def backward(ctx, grad_sample: torch.Tensor):
-        probs, sample = ctx.saved_tensors
-        grad = torch.sub(1.0, sample).mul_(sample).mul_(grad_sample)  # in one tensor of the draw's size
-        grad_probs = grad.sum_to_size(probs.shape) / (ctx.temperature * probs * (1.0 - probs))
-        return grad_probs, None, None, None
-
-
-def kernel_softmax_probabilities(scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """`p = exp(s − peak) / Σ_v K̃ exp(s − peak)`, so that the kernel-modulated weights are `p ⊙ K̃`; peak is the
-    strongest talking pair's `s + log K̃` in each row, and `exp(s − peak)` is capped at 1 where a pair does not talk.
-    A receiver that hears no sender gets `p = 0` on its row."""
-    talks = kernel > 0
-    tiny = torch.finfo(scores.dtype).tiny
-    peak = (scores + kernel.clamp_min(tiny).log()).masked_fill_(~talks, float("-inf")).amax(-1, keepdim=True)
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    cap = torch.where(talks, float("inf"), 0.0).to(scores.dtype)
-    exponent = torch.minimum(scores - peak, cap).exp_()
-    normaliser = (exponent * kernel).sum(-1, keepdim=True)
-    return exponent.div_(normaliser.masked_fill_(normaliser == 0, float("inf")))
-
-
-def kernel_softmax_gradients(
-    probabilities: torch.Tensor, weights: torch.Tensor, kernel: torch.Tensor, grad_weights: torch.Tensor,
-    needs_kernel: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The gradients of the weights `w = p ⊙ K̃` to the scores and to K̃, from their gradient g (w and g are
-    overwritten): `∂L/∂s = w ⊙ (g − Σ_v w g)` and `∂L/∂K̃ = p ⊙ (g − Σ_v w g)`, summed to K̃'s shape."""
-    centred = grad_weights.sub_((weights * grad_weights).sum(-1, keepdim=True))
-    grad_kernel = (probabilities * centred).sum_to_size(kernel.shape) if needs_kernel else None
-    return weights.mul_(centred), grad_kernel
-
-
-class KernelModulatedSoftmax(torch.autograd.Function):
-    """`w = K̃ ⊙ exp(s) / Σ_v K̃ ⊙ exp(s)` over the last axis, i.e. `softmax(s + log K̃)`, with the gradient written out.
-
-    scores `s` `(B, H, R, S)`; kernel `K̃` `(B|1, 1, R, S)`, 0 where a pair does not talk. The gradient reaches K̃
-    also where it is 0 in the forward pass (straight-through): `∂L/∂K̃ = p ⊙ (g − Σ_v w g)` with `p = exp(s) / Σ K̃
-    exp(s)`, and `∂L/∂s = w ⊙ (g − Σ_v w g)`, g the gradient of the weights. `exp(s)` is taken relative to the
-    strongest talking pair of the row, and for a pair that does not talk capped at 1, so that its gradient stays
-    bounded; a receiver that hears no sender has no weights and sends no gradient. Only `p` is kept for the backward
-    pass, where autograd would keep every intermediate of the formula.
-    """
-
-    @staticmethod
-    def forward(ctx, scores: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-        probabilities = kernel_softmax_probabilities(scores, kernel)
-        ctx.save_for_backward(probabilities, kernel)
-        return probabilities * kernel
-
-    @staticmethod
-    def backward(ctx, grad_weights: torch.Tensor):
-        probabilities, kernel = ctx.saved_tensors
-        weights = probabilities * kernel
-        return kernel_softmax_gradients(probabilities, weights, kernel, grad_weights.clone(), ctx.needs_input_grad[1])
-
-
-# The backward pass of `KernelModulatedAttention` works through the batch in pieces of about this many bytes of
-# (H, R, S) tensors on a CPU, so that its passes over the attention run in cache and reuse memory: a tensor of tens of
-# MiB is a fresh allocation (and page faults) every time, and each pass over it goes to main memory.
-CPU_ATTENTION_PIECE_BYTES = 2**21
-
-
-def attention_and_log_normaliser(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, scale: float,
-    fused: bool | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`softmax(scale q kᵀ + bias) v` and the log of its normaliser `log Σ_v exp(scale q·k_v + bias_v)`, `(B, H, R, 1)`.
-    `fused` (by default on a CPU): in one kernel, the CPU flash-attention SDPA kernel, which returns its log-sum-exp;
-    otherwise written out."""
-    if query.device.type == "cpu" if fused is None else fused:
-        context, log_normaliser = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, value, attn_mask=bias.to(query.dtype), scale=scale
-        )
-        return context, log_normaliser.unsqueeze(-1).to(query.dtype)
-    logits = torch.matmul(query, key.transpose(-1, -2)).mul_(scale).add_(bias)  # (B, H, R, S)
-    log_normaliser = logits.logsumexp(-1, keepdim=True)
-    return torch.matmul(logits.sub_(log_normaliser).exp_(), value), log_normaliser
-
-
-class KernelModulatedAttention(torch.autograd.Function):
-    """`KernelModulatedSoftmax(q kᵀ/√d, K̃) @ v` with its gradient written out, as flash attention does it: the
-    forward pass keeps no `(B, H, R, S)` tensor (only the context and the log-normaliser of each row), and the
-    backward pass recomputes the weights piece by piece over the batch (`CPU_ATTENTION_PIECE_BYTES`).
-
-    query `(B, H, R, d)`, key and value `(B, H, S, d)`, kernel K̃ `(B|1, 1, R, S)`, 0 where a pair does not talk. With
-    s the scaled scores, `lse = log Σ_v K̃ exp(s)` and `peak` the largest `s + log K̃` of a talking pair in the row,
-    `p = exp(s − lse)` where a pair talks and `exp(min(s, peak) − lse)` where it does not (`exp(s − peak)` capped at
-    1, over the normaliser), and the weights are `w = p ⊙ K̃`. Then `∂L/∂s = w ⊙ (g − Σ_v w g)` with g = dO vᵀ and
-    `Σ_v w g = dO · O`, `∂L/∂K̃ = p ⊙ (g − Σ_v w g)` (straight-through: also where K̃ is 0), `∂L/∂v = wᵀ dO`."""
-
-    @staticmethod
-    def forward(ctx, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel: torch.Tensor):
-        scale = 1.0 / math.sqrt(query.shape[-1])
-        bias, silent = attention_bias(kernel.detach())
-        with torch.autocast(value.device.type, enabled=False):  # in the dtype it is given, as the backward is
-            # detached: this Function gives the gradients (export traces its forward with autograd on)
-            context, log_normaliser = attention_and_log_normaliser(
-                query.detach(), key.detach(), value.detach(), bias, scale
-            )
-        if has_silent_rows(silent):
-            context = context.masked_fill_(silent, 0.0)
-            log_normaliser = log_normaliser.masked_fill_(silent, float("inf"))  # so that p = 0 on a silent row
-        ctx.save_for_backward(query, key, value, kernel, bias, context, log_normaliser)
-        ctx.scale = scale
-        return context
-
-    @staticmethod
-    def backward(ctx, grad_context: torch.Tensor):
-        # bias is log K̃ but 0 on silent rows, where the log-normaliser (inf) makes p = 0 all the same
-        query, key, value, kernel, log_kernel, context, log_normaliser = ctx.saved_tensors
-        scale = ctx.scale
-        grad_context = grad_context.to(value.dtype)  # read piece by piece: strided is as good as contiguous
-        uncapped = torch.where(kernel > 0, float("inf"), 0.0)  # where the cap at the peak does not apply
-        row_dot = (grad_context * context).sum(-1, keepdim=True)  # Σ_v w g = dO · O: (B, H, R, 1)
-        # In the memory layout of the inputs (heads usually a view of the feature axis), so that the gradients reach
-        # the projections without a transposing copy; each piece is written in while it is in cache.
-        grad_query, grad_key, grad_value = (torch.empty_like(t) for t in (query, key, value))
-        needs_kernel = ctx.needs_input_grad[3]
-        grad_kernel = kernel.new_empty((query.shape[0], 1) + kernel.shape[2:]) if needs_kernel else None
-        batch, heads, receivers, head_dim = query.shape
-        senders = key.shape[2]
-        per_piece = batch
-        # In eager mode on a CPU, the piece's (H, R, S) tensors and its keys and values each in cache; a compiler
-        # fuses the passes itself, and would unroll the loop.
-        if query.device.type == "cpu" and not torch.compiler.is_compiling():
-            per_example = heads * max(receivers, head_dim) * senders * query.element_size()
-            per_piece = max(1, CPU_ATTENTION_PIECE_BYTES // per_example)
-        for start in range(0, batch, per_piece):
-            rows = slice(start, start + per_piece)
-            kernel_rows = rows if kernel.shape[0] > 1 else slice(None)
-            scores = torch.matmul(query[rows], key[rows].transpose(-1, -2)).mul_(scale)  # (b, H, R, S)
-            peak = (scores + log_kernel[kernel_rows]).amax(-1, keepdim=True)
-            probabilities = torch.minimum(scores, peak + uncapped[kernel_rows], out=scores)
-            probabilities = probabilities.sub_(log_normaliser[rows]).exp_()
-            weights = probabilities * kernel[kernel_rows]
-            grad_value[rows] = torch.matmul(weights.transpose(-1, -2), grad_context[rows])
-            centred = torch.matmul(grad_context[rows], value[rows].transpose(-1, -2)).sub_(row_dot[rows])
-            if needs_kernel:
-                torch.sum(probabilities.mul_(centred), 1, keepdim=True, out=grad_kernel[rows])
-            grad_scores = weights.mul_(centred).mul_(scale)
-            grad_query[rows] = torch.matmul(grad_scores, key[rows])
-            grad_key[rows] = torch.matmul(grad_scores.transpose(-1, -2), query[rows])
-        if needs_kernel:
-            grad_kernel = grad_kernel.sum_to_size(kernel.shape)
-        return grad_query, grad_key, grad_value, grad_kernel
-
-
-def has_silent_rows(silent: torch.Tensor) -> bool:
-    """Whether a receiver hears no sender, so that its context must be set to 0. On a CPU the pass over the context is
-    skipped when every receiver hears someone; on a GPU, asking would wait for the device, and when compiling or
-    exporting it would break the graph, so there the rows are always set."""
-    return silent.device.type != "cpu" or not checks_values() or bool(silent.any())
-
-
-def attention_bias(kernel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The additive attention mask `log K̃` `(B|1, 1, R, S)`, -inf where a pair does not talk and 0 on the rows of
-    receivers that hear no sender (so that softmax stays finite there), and those rows, `(B|1, 1, R, 1)`: their
-    context is set to 0. A sampled K̃ below the smallest normal float counts as that float (the logarithm of a
-    subnormal number is many times slower, and its weight is 0 either way)."""
-    silent_pair = kernel == 0
-    bias = kernel.clamp_min(torch.finfo(kernel.dtype).tiny).log_().masked_fill_(silent_pair, float("-inf"))
-    silent = silent_pair.all(-1, keepdim=True)
-    return bias.masked_fill_(silent, 0.0), silent
-
-
-def kernel_modulated_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel: torch.Tensor, output_attentions: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`softmax_v(q_u·k_v/√d + log K̃_uv) v`, i.e. `K̃ ⊙ exp(s) / Σ K̃ ⊙ exp(s)`: attention weighted by the sampled
-    kernel K̃ `(B|1, 1, R, S)`, 0 where modules do not talk. query `(B, H, R, d)`, key and value `(B, H, S, d)`.
-
-    When K̃ needs a gradient (training), `KernelModulatedAttention`, whose gradient reaches K̃ also where it is 0 in
-    the forward pass (straight-through); when the weights are asked for, `KernelModulatedSoftmax`, the same function
-    with the weights as a tensor; otherwise SDPA with `log K̃` as its additive mask. A receiver that hears no sender
-    gets 0. Returns the context `(B, H, R, d)` and the weights `(B, H, R, S)` when asked for."""
-    if not (output_attentions or kernel.requires_grad):
-        bias, silent = attention_bias(kernel)
-        context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype))
-        return (context.masked_fill(silent, 0.0) if has_silent_rows(silent) else context), None
-    dtype = torch.promote_types(query.dtype, kernel.dtype)  # the kernel's float32 also under bf16 autocast
-    if not output_attentions:
-        context = KernelModulatedAttention.apply(*(t.to(dtype) for t in (query, key, value, kernel)))
-        return context.to(value.dtype), None
-    scores = (query / math.sqrt(query.shape[-1])) @ key.transpose(-1, -2)  # (B, H, R, S)
-    scores, kernel = scores.to(dtype), kernel.to(dtype)
-    weights = KernelModulatedSoftmax.apply(scores, kernel)
-    return weights.to(value.dtype) @ value, weights
-
-
 class ModulatedAttention(nn.Module):
     """Stochastic Kernel Modulated Dot-Product Attention between modules.
 
@@ -956,8 +739,9 @@ class ReadIn(nn.Module):
         self.key = ModFC(token_dim, inner, config.code_dim, eps, bias=False)
         self.value = ModFC(token_dim, inner, config.code_dim, eps)
         self.output = ModFC(inner, config.hidden_size, config.code_dim, eps)
-        self.attention_residual = ResidualBranch(config, config.read_in_layer_scale_init_value)
-        self.residual = config.read_in_residual
+        # At 1, as in the reference implementation: the input reaches the seeded states, which are the same for
+        # every example, at full strength from the first step.
+        self.attention_scale = LayerScale(config.hidden_size, 1.0)
         self.ffn = ModFFN(config)
         self.ffn_residual = ResidualBranch(config)
 
@@ -1008,10 +792,9 @@ class ReadIn(nn.Module):
 
     def forward(self, states, codes, tokens, token_mask, drop_rate: float, output_attentions: bool = False):
         update, weights = self.attend(states, codes, tokens, token_mask, output_attentions)
-        if self.residual:
-            states = self.attention_residual(states, update, drop_rate)
-        else:  # the input modules' states are what they read
-            states = self.attention_residual.layer_scale(update)
+        # No residual, as in the reference implementation: the input modules' states are what they read, so the
+        # input is not diluted by the seeded states.
+        states = self.attention_scale(update)
         states = self.ffn_residual(states, self.ffn(states, codes), drop_rate)
         return states, weights
 
@@ -1081,6 +864,9 @@ class OutputPooling(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# A task head: the logits `(B, num_labels)` of the pooled output state `(B, D)` and the output modules' codes.
+Head = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 # The parameters of processor modules added to a trained classifier (`add_modules`).
 ADDED_MODULE_PARAMETERS = ("nac.generator.added_codes", "nac.generator.added_signatures")
 
@@ -1139,7 +925,7 @@ class NACPreTrainedModel(PreTrainedModel):
             init.constant_(module.log_bandwidth, math.log(module.bandwidth_init))
         elif isinstance(module, (PatchEmbedding, ConvEmbedding)):
             grid = module.position_embedding if isinstance(module, PatchEmbedding) else module.position_grid
-            init.normal_(grid, std=config.position_init_std)
+            init.normal_(grid, std=POSITION_INIT_STD)
         elif isinstance(module, PointEmbedding):
             init.normal_(module.frequencies, std=config.fourier_feature_scale)
         elif isinstance(module, CircuitGenerator):
@@ -1385,12 +1171,9 @@ class NACModel(NACPreTrainedModel):
             distance = module_distance(signatures[..., num_in:, :].float(), senders.float())
             kernels = torch.stack([kernel(distance) for kernel in self.kernels])
         talks = distance < config.kernel_truncation
-        if not config.truncate_read_out:  # the output modules hear every sender, weighted by the kernel
-            talks = talks.clone()
-            talks[..., config.num_processor_modules :, :] = True
-        if not config.read_out_from_inputs:  # the output modules hear the processors alone
-            talks = talks.clone()
-            talks[..., config.num_processor_modules :, : self.input_senders] = False
+        # The read-out is not truncated, as in the reference implementation: the output modules hear every sender,
+        # weighted by the kernel, so that no part of the circuit is cut off from the output.
+        talks[..., config.num_processor_modules :, :] = True
         return kernels, talks
 
     def circuit_of_all_senders(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1515,6 +1298,104 @@ class NACModel(NACPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+    def has_exits(self) -> bool:
+        """Whether a forward pass reads out after every exit layer (`config.exit_layers`): in training with
+        `config.exit_training`, outside training with `config.exit_threshold`."""
+        return self.config.exit_training if self.training else self.config.exit_threshold is not None
+
+    def forward_with_exits(
+        self,
+        head: Head,
+        inputs: torch.Tensor | None = None,
+        /,
+        *,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+        points_mask: torch.Tensor | None = None,
+        conditioning: torch.Tensor | None = None,
+        conditioning_mask: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+    ) -> NACExitOutput:
+        """The forward pass with a read-out after every exit layer, each turned into logits by `head` (the pooled
+        output state `(B, D)` and the output codes → `(B, num_labels)`): in training (`config.exit_training`) every
+        example runs every layer, so that the losses of all read-outs can be summed; outside training
+        (`config.exit_threshold`) an example leaves after the first exit layer where its top softmax probability
+        exceeds the threshold (`exit_early`). Takes the inputs of `forward`."""
+        if not self.has_exits():
+            raise ValueError(
+                "forward_with_exits reads out after every exit layer, which needs config.exit_training=True in "
+                "training or config.exit_threshold set outside training; call the model itself otherwise"
+            )
+        self.check_exits(output_attentions, output_hidden_states)
+        main = self.main_input(inputs, pixel_values=pixel_values, input_ids=input_ids, points=points)
+        mask = {"input_ids": attention_mask, "points": points_mask}.get(self.main_input_name)
+        record = Recorder(self.config, False, False)
+        state, connectivity = self.begin(main, mask, conditioning, conditioning_mask, record)
+        if self.training:
+            return self.read_out_every_exit_layer(state, connectivity, head)
+        return self.exit_early(state, connectivity, head)
+
+    def read_out_every_exit_layer(self, state: CircuitState, connectivity: torch.Tensor, head: Head) -> NACExitOutput:
+        """Every example through every layer, read out after each exit layer: the logits of every read-out."""
+        exit_logits = []
+        for layer in range(self.config.num_hidden_layers):
+            self.propagate(state, layer)
+            if layer + 1 in self.config.exit_layers:  # every read-out starts from the seeded output states
+                outputs = self.read_out_states(state)  # (B, O, D)
+                exit_logits.append(head(self.pooling(outputs), self.output_codes(state)))
+        state.outputs = outputs
+        return NACExitOutput(
+            last_hidden_state=state.all_states(),
+            pooler_output=self.pooling(state.outputs),
+            connectivity=connectivity,
+            graph_regularizer_loss=self.graph_regularizer(connectivity),  # in training, as `finish` gives it
+            output_codes=self.output_codes(state),
+            exit_logits=tuple(exit_logits),
+        )
+
+    def exit_early(self, state: CircuitState, connectivity: torch.Tensor, head: Head) -> NACExitOutput:
+        """After each exit layer the examples still running are read out, and those whose top softmax probability
+        exceeds `config.exit_threshold` leave with these logits; the others go on alone, so the cost falls with every
+        example that leaves. The logits each example left with, and the layer it left after."""
+        config = self.config
+        batch, device = state.inputs.shape[0], state.inputs.device
+        running = torch.arange(batch, device=device)  # which examples are still in `state`
+        logits = state.inputs.new_zeros(batch, config.num_labels)  # (B, num_labels)
+        exit_layer = torch.full((batch,), config.num_hidden_layers, dtype=torch.long, device=device)  # (B,)
+        for layer in range(config.num_hidden_layers):
+            self.propagate(state, layer)
+            if layer + 1 not in config.exit_layers:
+                continue
+            layer_logits = head(self.pooling(self.read_out_states(state)), self.output_codes(state))
+            leave = layer_logits.softmax(-1).amax(-1) > config.exit_threshold
+            if layer + 1 == config.num_hidden_layers:
+                leave = torch.ones_like(leave)
+            logits[running[leave]] = layer_logits[leave]
+            exit_layer[running[leave]] = layer + 1
+            if bool(leave.all()):
+                break
+            state, running = state.select(~leave), running[~leave]
+        return NACExitOutput(connectivity=connectivity, exit_logits=(logits,), exit_layer=exit_layer)
+
+    def check_exits(self, output_attentions: bool | None, output_hidden_states: bool | None) -> None:
+        """Early exits are for single-label classification, and return no per-layer states or weights."""
+        config = self.config
+        if config.problem_type in ("regression", "multi_label_classification") or config.num_labels < 2:
+            raise ValueError(
+                f"early exit (config.exit_threshold / config.exit_training) reads the top softmax probability of a "
+                f"single-label classifier, but this model has problem_type={config.problem_type!r} and "
+                f"num_labels={config.num_labels}; set config.exit_threshold=None and config.exit_training=False"
+            )
+        if output_attentions or output_hidden_states or config.output_attentions or config.output_hidden_states:
+            raise ValueError(
+                "early exit (config.exit_threshold outside training, config.exit_training in training) returns no "
+                "attentions or hidden states, as examples leave after different layers; ask for them with "
+                "config.exit_threshold=None (and, in training, config.exit_training=False)"
+            )
+
     def sender_codes(self, state: CircuitState) -> torch.Tensor:
         """The codes of the senders, `([B,] S, C)`."""
         end = self.config.num_input_modules + self.config.num_processor_modules
@@ -1613,53 +1494,43 @@ class NACForClassification(NACPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> NACClassifierOutput | tuple:
-        config = self.config
-        return_dict = return_dict if return_dict is not None else config.return_dict
-        early_exit = config.exit_threshold is not None and not self.training
-        if early_exit or (config.exit_training and self.training):
-            self.check_exits(output_attentions, output_hidden_states)
-            main = self.nac.main_input(inputs, pixel_values=pixel_values, input_ids=input_ids, points=points)
-            mask = {"input_ids": attention_mask, "points": points_mask}.get(self.main_input_name)
-            read_out = self.exit_early if early_exit else self.read_out_every_layer
-            outputs, exit_logits, exit_layer = read_out(main, mask, conditioning, conditioning_mask)
+        named = dict(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, points=points,
+                     points_mask=points_mask, conditioning=conditioning, conditioning_mask=conditioning_mask,
+                     output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        if self.nac.has_exits():
+            outputs = self.nac.forward_with_exits(self.head, inputs, **named)
+            all_logits, exit_layer = outputs.exit_logits, outputs.exit_layer
         else:
-            outputs = self.nac(
-                inputs,
-                pixel_values=pixel_values,
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                points=points,
-                points_mask=points_mask,
-                conditioning=conditioning,
-                conditioning_mask=conditioning_mask,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-                return_dict=True,
-            )
-            exit_logits, exit_layer = [self.head(outputs.pooler_output, outputs.output_codes)], None
-        logits = exit_logits[-1]
-
-        loss = None
-        regularizer = outputs.graph_regularizer_loss
+            outputs = self.nac(inputs, **named, return_dict=True)
+            all_logits, exit_layer = (self.head(outputs.pooler_output, outputs.output_codes),), None
+        loss, regularizer = None, outputs.graph_regularizer_loss
         if labels is not None:
-            labels = self.checked_labels(logits, labels)
-            # With `config.exit_training`, the losses of the read-outs after every exit layer, summed.
-            loss = sum(self.loss_function(labels=labels, pooled_logits=x, config=config) for x in exit_logits)
-            if regularizer is None:
-                regularizer = self.nac.graph_regularizer(outputs.connectivity)
-            if regularizer is not None:
-                loss = loss + config.graph_regularizer_weight * regularizer
-
+            loss, regularizer = self.total_loss(all_logits, self.checked_labels(all_logits[-1], labels), outputs)
         output = NACClassifierOutput(
             loss=loss,
-            logits=logits,
+            logits=all_logits[-1],
             graph_regularizer_loss=regularizer,
             connectivity=outputs.connectivity,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             exit_layer=exit_layer,
         )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         return output if return_dict else output.to_tuple()
+
+    def total_loss(
+        self, all_logits: tuple[torch.Tensor, ...], labels: torch.Tensor, outputs: NACModelOutput
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The task loss of every read-out's logits, summed (several with `config.exit_training`), plus the weighted
+        graph-prior regulariser; and the regulariser, computed here outside training (it matches nodes on the CPU)."""
+        config = self.config
+        loss = sum(self.loss_function(labels=labels, pooled_logits=logits, config=config) for logits in all_logits)
+        regularizer = outputs.graph_regularizer_loss
+        if regularizer is None:
+            regularizer = self.nac.graph_regularizer(outputs.connectivity)
+        if regularizer is not None:
+            loss = loss + config.graph_regularizer_weight * regularizer
+        return loss, regularizer
 
     def add_modules(self, count: int, init: str = "mirror", seed: int = 0, freeze_existing: bool = False) -> list[int]:
         """Add `count` processor modules (see `NACModel.add_modules`). With `freeze_existing=True`, every parameter
@@ -1679,65 +1550,6 @@ class NACForClassification(NACPreTrainedModel):
             # The output module's code as the read-out used it (with its code noise; per example when conditional).
             return self.classifier(pooled.unsqueeze(1), output_codes).squeeze(1)
         return self.classifier(pooled)
-
-    def read_out_every_layer(self, main, mask, conditioning, conditioning_mask):
-        """Training with `config.exit_training`: every example through every layer, read out after each exit layer.
-        Returns the model output (of the last read-out), the logits of every read-out and no exit layers."""
-        nac = self.nac
-        record = Recorder(self.config, False, False)
-        state, connectivity = nac.begin(main, mask, conditioning, conditioning_mask, record)
-        exit_logits = []
-        for layer in range(self.config.num_hidden_layers):
-            nac.propagate(state, layer)
-            if layer + 1 in self.config.exit_layers:
-                outputs = nac.read_out_states(state)
-                exit_logits.append(self.head(nac.pooling(outputs), nac.output_codes(state)))
-        state.outputs = outputs
-        return nac.finish(state, connectivity, record, return_dict=True), exit_logits, None
-
-    def exit_early(self, main, mask, conditioning, conditioning_mask):
-        """Inference with `config.exit_threshold`: after each exit layer, the examples still running are read out,
-        and those whose top softmax probability exceeds the threshold leave with these logits; the others go on
-        alone, so the cost falls with every example that leaves. Returns the model output (its connectivity), the
-        logits `(B, num_labels)` and the layer each example left after `(B,)`."""
-        nac, config = self.nac, self.config
-        record = Recorder(config, False, False)
-        state, connectivity = nac.begin(main, mask, conditioning, conditioning_mask, record)
-        batch, device = state.inputs.shape[0], state.inputs.device
-        running = torch.arange(batch, device=device)  # which examples are still in `state`
-        logits = state.inputs.new_zeros(batch, config.num_labels)
-        exit_layer = torch.full((batch,), config.num_hidden_layers, dtype=torch.long, device=device)
-        for layer in range(config.num_hidden_layers):
-            nac.propagate(state, layer)
-            if layer + 1 not in config.exit_layers:
-                continue
-            layer_logits = self.head(nac.pooling(nac.read_out_states(state)), nac.output_codes(state))
-            leave = layer_logits.softmax(-1).amax(-1) > config.exit_threshold
-            if layer + 1 == config.num_hidden_layers:
-                leave = torch.ones_like(leave)
-            logits[running[leave]] = layer_logits[leave]
-            exit_layer[running[leave]] = layer + 1
-            if bool(leave.all()):
-                break
-            state, running = state.select(~leave), running[~leave]
-        outputs = NACModelOutput(connectivity=connectivity, graph_regularizer_loss=None)
-        return outputs, [logits], exit_layer
-
-    def check_exits(self, output_attentions: bool | None, output_hidden_states: bool | None) -> None:
-        """Early exits are for single-label classification, and return no per-layer states or weights."""
-        config = self.config
-        if config.problem_type in ("regression", "multi_label_classification") or config.num_labels < 2:
-            raise ValueError(
-                f"early exit (config.exit_threshold / config.exit_training) reads the top softmax probability of a "
-                f"single-label classifier, but this model has problem_type={config.problem_type!r} and "
-                f"num_labels={config.num_labels}; set config.exit_threshold=None and config.exit_training=False"
-            )
-        if output_attentions or output_hidden_states or config.output_attentions or config.output_hidden_states:
-            raise ValueError(
-                "early exit (config.exit_threshold outside training, config.exit_training in training) returns no "
-                "attentions or hidden states, as examples leave after different layers; ask for them with "
-                "config.exit_threshold=None (and, in training, config.exit_training=False)"
-            )
 
     def checked_labels(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """`labels` checked against `config.problem_type` (inferred from `num_labels` and the labels' dtype when
@@ -1792,6 +1604,7 @@ class NACForClassification(NACPreTrainedModel):
 __all__ = [
     "ModFC",
     "NACClassifierOutput",
+    "NACExitOutput",
     "NACForClassification",
     "NACModel",
     "NACModelOutput",

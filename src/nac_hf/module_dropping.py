@@ -1,5 +1,6 @@
-"""Dropping modules from a trained NAC (NAC_SPEC §8): every executor step is a set operation over modules, so a NAC
-with fewer input or processor modules is the same model on a smaller set, and it costs less to run.
+"""Dropping modules from a trained NAC, as the paper does for faster inference (docs/architecture.md, "Module dropping
+and early exit"): every executor step is a set operation over modules, so a NAC with fewer input or processor
+modules is the same model on a smaller set, and it costs less to run.
 
 `drop_modules(model, keep_processor=..., keep_input=..., order=...)` removes modules for real: their codes and
 signatures go, the config counts the modules that stay, and the model saves, loads and runs like any other NAC.

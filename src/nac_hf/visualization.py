@@ -1,4 +1,5 @@
-"""Pictures of a NAC's learned circuit: which modules talk (NAC_SPEC §4) and how strongly.
+"""Pictures of a NAC's learned circuit: which modules talk (docs/architecture.md, "Signature kernel") and how
+strongly.
 
 `circuit_summary` counts the graph in plain Python numbers and needs nothing but torch; `draw_circuit` draws it with
 matplotlib (`pip install "nac-hf[viz]"`) and networkx.
@@ -57,9 +58,10 @@ def circuit_summary(model) -> dict:
     """Numbers that describe a NAC's circuit, as plain Python ints and floats.
 
     `model` is a `NACModel` or a model holding one (`NACForClassification`). Receivers are the processor and output
-    modules, senders the input and processor modules (`NACModel.circuit`). A sender *talks* to a receiver when their
-    signature distance `1 − cos` is below `config.kernel_truncation` (NAC_SPEC §4: pairs at `d ≥ ε` never talk). A
-    processor module is always at distance 0 from itself; these self-pairs are left out of every count.
+    modules, senders the input and processor modules (`NACModel.circuit`). A sender *talks* to a processor when their
+    signature distance `1 − cos` is below `config.kernel_truncation` (pairs at `d ≥ ε` never talk); the read-out is
+    not truncated, so the output modules hear every sender (docs/architecture.md, "Signature kernel"). A processor
+    module is always at distance 0 from itself; these self-pairs are left out of every count.
 
     Keys:
         input_modules, processor_modules, output_modules: I, P, O.
