@@ -1,14 +1,15 @@
 """The paper's claims measured side by side: a NAC against a non-modular baseline of about as many parameters (a
-transformers ViT), same data, same training, several seeds. `python -m benchmarks.paper_claims` runs the protocol; this module
-holds its parts: the baseline, accuracy on a `datasets` split, the claim rows and their Markdown table.
+transformers ViT, `benchmarks.few_shot.vit_baseline`), same data, same training, several seeds.
+`python -m benchmarks.paper_claims` runs the protocol; this module holds its parts: accuracy on a `datasets` split,
+the claim rows and their Markdown table.
 
 Claims (ids of `paper_claims.json`'s rows):
 
 - `low_shot_1`, `low_shot_5`, `low_shot_10`: pre-trained on digits 0-4, adapted to 5-9 from k examples per digit
-  (`benchmarks.few_shot`); each model's best adaptation mode, mean ± std over the adaptation seeds. The paper: about 10
-  points ahead of a ViT / Perceiver in the low-shot regime (CIFAR, CUB).
-- `ood`: trained on the handwritten digits, evaluated on digits rendered from fonts (`benchmarks.robustness`); mean ± std
-  over training seeds. The paper: about 2.5 points ahead out of distribution (Tiny-ImageNet-R).
+  (`benchmarks.few_shot`); each model's best adaptation mode, mean ± std over the adaptation seeds. The paper:
+  about 10 points ahead of a ViT / Perceiver in the low-shot regime (CIFAR, CUB).
+- `ood`: trained on the handwritten digits, evaluated on digits rendered from fonts (`benchmarks.robustness`); mean ±
+  std over training seeds. The paper: about 2.5 points ahead out of distribution (Tiny-ImageNet-R).
 - `ood_corruptions`: the same models on corrupted test digits, mean over corruptions and severities.
 - `module_dropping` (when a `module_dropping.json` is given): the measured speed-up of the forward pass with modules
   dropped at most 3 points below the full model. The paper: 8× at under 3 % loss. No baseline: a ViT has no modules.
@@ -18,9 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from transformers import ViTConfig, ViTForImageClassification
 
-from .common import mean_std
+from .common import mean_std, top1
 
 
 RESULTS_FILE = "paper_claims.json"
@@ -44,35 +44,15 @@ def claim(claim_id: str) -> tuple[str, str, float]:
     return CLAIMS[claim_id]
 
 
-def vit_baseline(num_labels: int, id2label: dict, label2id: dict) -> ViTForImageClassification:
-    """A ViT with about as many parameters as the NAC `digits` preset (1.1 M), reading the same 16×16 gray images:
-    patches of 4, hidden size 128, 6 layers of 4 heads, MLP 448."""
-    config = ViTConfig(
-        image_size=16,
-        patch_size=4,
-        num_channels=1,
-        hidden_size=128,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        intermediate_size=448,
-        num_labels=num_labels,
-        id2label=id2label,
-        label2id=label2id,
-    )
-    return ViTForImageClassification(config)
-
-
 @torch.no_grad()
 def accuracy_on(model, processor, dataset, batch_size: int = 256) -> float:
     """Top-1 of `model` (evaluation mode) on a split of images and labels (`image`, `label` columns)."""
     model.eval()
-    correct = 0
+    logits = []
     for start in range(0, len(dataset), batch_size):
-        part = dataset[start : start + batch_size]
-        pixels = processor(part["image"], return_tensors="pt")["pixel_values"]
-        predictions = model(pixel_values=pixels).logits.argmax(-1)
-        correct += int((predictions == torch.as_tensor(part["label"])).sum())
-    return correct / len(dataset)
+        images = dataset[start : start + batch_size]["image"]
+        logits.append(model(pixel_values=processor(images, return_tensors="pt")["pixel_values"]).logits)
+    return top1(torch.cat(logits), torch.tensor(list(dataset["label"])))
 
 
 def best_mode(results: dict, shots: int) -> tuple[str, float, float]:
@@ -142,4 +122,4 @@ def claims_table(rows: list[dict]) -> str:
 
 
 __all__ = ["CLAIMS", "RESULTS_FILE", "accuracy_on", "accuracy_row", "best_mode", "claim", "claims_table",
-           "dropping_row", "verdict", "vit_baseline"]
+           "dropping_row", "verdict"]

@@ -1,80 +1,49 @@
-"""What the measurements share: a saved classifier's evaluation data, forward timing in turns, FLOP counting, and
-the mean and spread over seeds."""
+"""What the measurements share: their command lines, top-1, forward timing in turns, FLOP counting, figures, result
+files and the mean and spread over seeds. A saved classifier's evaluation data comes from `nac_hf.evaluation`."""
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
+import json
 import statistics
 import time
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
-from datasets import DatasetDict
-from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
-
-from nac_hf.data import DataArguments, load_classification_data
-from nac_hf.training import ModelArguments, build_processor, prepare_datasets
+from transformers import HfArgumentParser
 
 
-@dataclass
-class EvaluationSet:
-    """The evaluation split as model inputs (one dict of batched tensors per batch) and its labels."""
-
-    batches: list[dict]
-    labels: torch.Tensor
-    source: str
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """`--help`: the module's docstring as written, then each flag with its default."""
 
 
-def load_evaluation_set(
-    checkpoint: str,
-    data_args: DataArguments,
-    batch_size: int = 256,
-    trust_remote_code: bool = False,
-    split: str = "validation",
-    max_examples: int | None = None,
-) -> EvaluationSet:
-    """The evaluation split of `data_args` (the digits when none is named, as for the main job), prepared with the
-    checkpoint's own processor or tokenizer exactly as `scripts/train.py` evaluates. `split="train"`: the training
-    split instead, prepared the same way (no augmentation). `max_examples`: the first that many only."""
-    config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
-    data = load_classification_data(data_args, seed=0)
-    if split not in ("validation", "train"):
-        raise ValueError(f"split must be 'validation' or 'train', got {split!r}")
-    if split not in data.dataset:
-        raise ValueError(f"{data.source} has no {split} split; name one (--{split}_split) or a file")
-    chosen = data.dataset[split]
-    if max_examples is not None:
-        chosen = chosen.select(range(min(max_examples, len(chosen))))
-    # The chosen split read as the evaluation split is read.
-    data = dataclasses.replace(data, dataset=DatasetDict(train=data.dataset["train"], validation=chosen))
-    model_args = ModelArguments(model_name_or_path=checkpoint, trust_remote_code=trust_remote_code)
-    processor = build_processor(model_args, config, data)
-    _, evaluation, collator = prepare_datasets(data, processor, data_args, config)
-    batches, labels = [], []
-    for start in range(0, len(evaluation), batch_size):
-        batch = collator([evaluation[i] for i in range(start, min(start + batch_size, len(evaluation)))])
-        labels.append(batch.pop("labels"))
-        batches.append(dict(batch))
-    return EvaluationSet(batches=batches, labels=torch.cat(labels), source=data.source)
+def argument_parser(description: str, *types) -> HfArgumentParser:
+    """The parser of a command: its flags are the fields of the dataclasses `types`, its help the module's docstring
+    (which starts with the command line, `python -m benchmarks.<name> ...`, whose first words name the program)."""
+    prog = " ".join(description.split()[:3])
+    return HfArgumentParser(types, prog=prog, description=description, formatter_class=HelpFormatter)
 
 
-def load_for_evaluation(checkpoint: str, data_args: DataArguments, batch_size: int = 256):
-    """A saved classifier in evaluation mode (an image or a text classifier, by the data) and its evaluation set, as
-    `load_evaluation_set` prepares it."""
-    evaluation = load_evaluation_set(checkpoint, data_args, batch_size)
-    text = "input_ids" in evaluation.batches[0]
-    auto = AutoModelForSequenceClassification if text else AutoModelForImageClassification
-    return auto.from_pretrained(checkpoint).eval(), evaluation
+def write_json(path: str | Path, results: dict) -> Path:
+    """Write `results` as indented JSON to `path`, making its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
 
 
-@torch.no_grad()
-def predict(model, evaluation: EvaluationSet) -> torch.Tensor:
-    """Logits of `model` (in evaluation mode) over the whole evaluation set."""
-    model.eval()
-    return torch.cat([model(**batch).logits.float() for batch in evaluation.batches])
+def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The fraction of examples whose highest logit is their label's."""
+    return (logits.argmax(-1) == labels).float().mean().item()
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued work (a no-op on a CPU, whose operations return when done)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def median_time(function, repeats: int, warmup: int = 1) -> float:
@@ -87,13 +56,6 @@ def median_time(function, repeats: int, warmup: int = 1) -> float:
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-@torch.no_grad()
-def median_seconds(model, inputs: dict, repeats: int = 7, warmup: int = 2) -> float:
-    """Median wall time of one forward pass over `inputs` in evaluation mode, after `warmup` passes."""
-    model.eval()
-    return median_time(lambda: model(**inputs), repeats, warmup)
 
 
 def timed_turns(functions, repeats: int = 7, warmup: int = 2, block: int = 3) -> list[list[float]]:
@@ -115,18 +77,34 @@ def paired_times(first, second, repeats: int = 7, warmup: int = 2, block: int = 
             statistics.median(t[0] / t[1] for t in times))
 
 
-@torch.no_grad()
-def paired_seconds(
-    reference, model, inputs: dict, repeats: int = 7, warmup: int = 2, block: int = 3
-) -> tuple[float, float, float]:
-    """`paired_times` of one forward pass of `reference` and of `model` over `inputs`, in evaluation mode."""
-    reference.eval(), model.eval()
-    return paired_times(lambda: reference(**inputs), lambda: model(**inputs), repeats, warmup, block)
+def forward(model, inputs: dict):
+    """One forward pass of `model` over `inputs` in evaluation mode, without gradients, as a call to time."""
+    model.eval()
+
+    @torch.no_grad()
+    def run():
+        model(**inputs)
+
+    return run
+
+
+def throughput(run, examples: int, repeats: int, full_run=None) -> dict:
+    """Examples per second of `run()`, which runs `examples` examples: the median of `repeats` calls after two. Beside
+    `full_run` (the same examples through the full model), timed in turns with it (`paired_times`): also the
+    speed-up over it (the median of the per-turn ratios) and its throughput in those turns."""
+    if full_run is None:
+        return {"throughput": examples / median_time(run, repeats, warmup=2)}
+    full_seconds, seconds, speedup = paired_times(full_run, run, repeats)
+    return {"throughput": examples / seconds, "speedup": speedup, "baseline_throughput": examples / full_seconds}
 
 
 def take(batch: dict, size: int) -> dict:
     """The first `size` examples of a batch of inputs."""
     return {name: value[:size] for name, value in batch.items()}
+
+
+def batch_size_of(batch: dict) -> int:
+    return len(next(iter(batch.values())))
 
 
 # On a CPU, scaled_dot_product_attention (in NACs, ViTs and Perceivers alike) runs as this flash-attention kernel and
@@ -175,8 +153,42 @@ def train_flops_per_example(model, inputs: torch.Tensor, labels: torch.Tensor) -
     return counter.get_total_flops() / inputs.shape[0]
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); the deviation of a single value is 0."""
-    values = np.asarray(values, dtype=float)
+def mean_std(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1) of an iterable of numbers; the deviation of a single value is 0."""
+    values = np.asarray(list(values), dtype=float)
     std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return float(values.mean()), std
+
+
+def save_figure(path: str | Path, draw, **subplots) -> bool:
+    """Draw a figure with matplotlib (`draw(axes)` on `plt.subplots(**subplots)`) and save it to `path`; False, and
+    nothing drawn, where matplotlib is not installed (`pip install nac-hf[viz]`)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(**subplots)
+    draw(axes)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def mark_loss(axes, accuracy: float, points: float) -> None:
+    """A dotted line `points` of top-1 (in %) below the full model's `accuracy` (a fraction)."""
+    label = f"{points:g} point{'s' if points != 1 else ''} below the full model"
+    axes.axhline(100 * accuracy - points, color="grey", linestyle=":", label=label)
+
+
+def quiet_libraries() -> None:
+    """Keep transformers' and datasets' per-load reports and progress bars out of a long run's log."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()

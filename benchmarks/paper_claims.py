@@ -1,18 +1,18 @@
-"""The paper's claims, side by side, in one command: a NAC (the `digits` preset) against a ViT of about as many
-parameters, same data, same training, several seeds, on two CPU cores.
+"""python -m benchmarks.paper_claims --output_dir outputs/paper-claims [--seeds 5] [--shots 1,5,10]
+    [--pretrain_epochs 40] [--train_epochs 60] [--font_variants 4] [--module_dropping FILE]
+    [--config_overrides "processors_read_in=true,num_input_modules=32"]
 
-    python -m benchmarks.paper_claims --output_dir outputs/paper-claims [--seeds 5] [--shots 1,5,10]
-        [--pretrain_epochs 40] [--train_epochs 60] [--font_variants 4] [--module_dropping FILE]
-        [--config_overrides "processors_read_in=true,num_input_modules=32"]
+The paper's claims, side by side, in one command: a NAC (the `digits` preset) against a ViT of about as many
+parameters, same data, same training, several seeds, on two CPU cores.
 
 1. Low-shot adaptation: both models pre-trained on digits 0-4 (scripts/train.py's settings, --pretrain_epochs), then
    adapted to 5-9 from k examples per digit in every mode (NAC: full, head, codes, extend, prototype; ViT: full,
-   head, prototype) with
-   scripts/few_shot.py's settings, --seeds adaptation seeds; each model's best mode per shot count.
+   head, prototype) with scripts/few_shot.py's settings, --seeds adaptation seeds; each model's best mode per shot
+   count (`benchmarks.few_shot.pretrain_and_adapt`).
 2. Out of distribution: both models trained on all digits (scripts/train.py's settings, --train_epochs), once per
    seed, then evaluated on the held-out test digits, on the digits rendered from matplotlib's fonts
-   (`nac_hf.robustness.font_digits`, --font_variants drawings per digit and font) and on the test digits under every
-   corruption at every severity (`nac_hf.robustness.corrupted_digits`). Nothing is tuned on these sets.
+   (`benchmarks.robustness.font_digits`, --font_variants drawings per digit and font) and on the test digits under
+   every corruption at every severity (`benchmarks.robustness.corrupted_digits`). Nothing is tuned on these sets.
 3. With --module_dropping (module_dropping.json files of benchmarks.module_dropping, one per trained model,
    comma-separated), the module-dropping row.
 
@@ -22,37 +22,21 @@ Writes DIR/paper_claims.json ({"rows": [{"id", "claim", "paper", "nac", "baselin
 "table": ..., and every measurement}) and prints the Markdown table "the paper's claims and this implementation".
 """
 
-import json
 import logging
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import datasets
-import transformers
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from nac_hf.data import DataArguments, digits_dataset
 
-from nac_hf.data import DataArguments, digits_dataset, load_classification_data
-from nac_hf.few_shot import FewShotArguments, few_shot_training_defaults
-from nac_hf.training import ModelArguments, build_model, build_processor, training_arguments_defaults
-
-from .common import mean_std
-from .few_shot import pretrain, run_few_shot
-from .claims import (
-    RESULTS_FILE,
-    accuracy_on,
-    accuracy_row,
-    best_mode,
-    claims_table,
-    dropping_row,
-    vit_baseline,
-)
+from .claims import RESULTS_FILE, accuracy_on, accuracy_row, best_mode, claims_table, dropping_row
+from .common import argument_parser, mean_std, quiet_libraries, write_json
+from .few_shot import pretrain_and_adapt, train_nac_and_vit
+from .module_dropping import load as load_dropping
 from .robustness import corrupted_digits, font_digits
 
 
-PRETRAIN_LABELS = "0,1,2,3,4"
-NEW_LABELS = "5,6,7,8,9"
 MODES = {"nac": "full,head,codes,extend,prototype", "vit": "full,head,prototype"}
 
 
@@ -65,50 +49,18 @@ class ClaimsArguments:
     train_epochs: float = field(default=60, metadata={"help": "Epochs of training on all digits (OOD models)."})
     font_variants: int = field(default=4, metadata={"help": "Drawings of each digit in each font."})
     module_dropping: str | None = field(
-        default=None, metadata={"help": "module_dropping.json files (one per trained model), comma-separated."}
+        default=None,
+        metadata={"help": "module_dropping.json files (or folders holding one), one per trained model, comma-separated."},
     )
     seed: int = field(default=42, metadata={"help": "Seed of pre-training and of the first OOD model."})
     config_overrides: str | None = field(default=None, metadata={"help": "NAC fields to change, as in train.py."})
 
 
-def train_both(
-    data_args: DataArguments, epochs: float, seed: int, folder: Path, overrides: str | None = None
-) -> tuple[dict, object, dict]:
-    """A NAC (`digits`, with `overrides`) and the ViT baseline trained alike on `data_args`: the models, the shared
-    processor and their metrics."""
-    data = load_classification_data(data_args, seed=seed)
-    set_seed(seed)
-    nac = build_model(ModelArguments(preset="digits", config_overrides=overrides), data)
-    processor = build_processor(ModelArguments(), nac.config, data)  # 16×16 gray pixel_values, read by both
-    set_seed(seed)
-    models = {"nac": nac, "vit": vit_baseline(len(data.label_names), data.id2label, data.label2id)}
-    metrics = {}
-    for name, model in models.items():
-        settings = {
-            **training_arguments_defaults(), "output_dir": str(folder / name), "num_train_epochs": epochs,
-            "eval_strategy": "no", "save_strategy": "no", "logging_strategy": "no", "disable_tqdm": True,
-            "seed": seed,
-        }
-        tick = time.perf_counter()
-        result = pretrain(model, processor, data_args, TrainingArguments(**settings))
-        metrics[name] = {"top1_accuracy": result["eval_top1_accuracy"], "parameters": model.num_parameters(),
-                         "seconds": round(time.perf_counter() - tick, 1)}
-        print(f"  {name}: {model.num_parameters():,} parameters, top-1 {100 * result['eval_top1_accuracy']:.2f} % "
-              f"in {metrics[name]['seconds']:.0f} s", flush=True)
-    return models, processor, metrics
-
-
 def low_shot(args: ClaimsArguments, output_dir: Path) -> tuple[list[dict], dict]:
-    print(f"low-shot: pre-training on digits {PRETRAIN_LABELS}", flush=True)
-    _, _, pretraining = train_both(DataArguments(keep_labels=PRETRAIN_LABELS), args.pretrain_epochs, args.seed,
-                                   output_dir / "pretrained", args.config_overrides)
-    results = {}
-    for name, modes in MODES.items():
-        few_shot_args = FewShotArguments(model_name_or_path=str(output_dir / "pretrained" / name), shots=args.shots,
-                                         seeds=args.seeds, modes=modes)
-        settings = {**few_shot_training_defaults(), "output_dir": str(output_dir / "few-shot" / name)}
-        results[name] = run_few_shot(few_shot_args, DataArguments(keep_labels=NEW_LABELS),
-                                     TrainingArguments(**settings))
+    """The low-shot rows: each model's best mode at each shot count."""
+    print("low-shot:", flush=True)
+    pretraining, results = pretrain_and_adapt(output_dir, MODES, args.shots, args.seeds, args.pretrain_epochs,
+                                              args.seed, args.config_overrides)
     rows = []
     for shots in (int(k) for k in args.shots.split(",")):
         (nac_mode, *_), (vit_mode, *_) = best_mode(results["nac"], shots), best_mode(results["vit"], shots)
@@ -122,17 +74,17 @@ def low_shot(args: ClaimsArguments, output_dir: Path) -> tuple[list[dict], dict]
 
 
 def out_of_distribution(args: ClaimsArguments, output_dir: Path) -> tuple[list[dict], dict]:
-    fonts = font_digits(variants=args.font_variants, seed=0)
-    corruptions = corrupted_digits(digits_dataset()["test"], seed=0)
+    test, fonts = digits_dataset()["test"], font_digits(variants=args.font_variants, seed=0)
+    corruptions = corrupted_digits(test, seed=0)
     accuracy = {name: {"test": [], "fonts": [], "corruptions": [], "per_corruption": []} for name in MODES}
     for index in range(args.seeds):
         seed = args.seed + index
         print(f"out of distribution: training on all digits, seed {seed}", flush=True)
-        models, processor, _ = train_both(DataArguments(), args.train_epochs, seed, output_dir / f"ood-{seed}",
-                                          args.config_overrides)
+        models, processor, _ = train_nac_and_vit(DataArguments(), args.train_epochs, seed,
+                                                 output_dir / f"ood-{seed}", args.config_overrides)
         for name, model in models.items():
             per_split = {split: accuracy_on(model, processor, data) for split, data in corruptions.items()}
-            accuracy[name]["test"].append(accuracy_on(model, processor, digits_dataset()["test"]))
+            accuracy[name]["test"].append(accuracy_on(model, processor, test))
             accuracy[name]["fonts"].append(accuracy_on(model, processor, fonts))
             accuracy[name]["corruptions"].append(sum(per_split.values()) / len(per_split))
             accuracy[name]["per_corruption"].append(per_split)
@@ -148,19 +100,17 @@ def out_of_distribution(args: ClaimsArguments, output_dir: Path) -> tuple[list[d
                   "corruption_examples": len(corruptions["contrast_1"])}
 
 
-def main() -> None:
-    (args,) = HfArgumentParser(ClaimsArguments).parse_args_into_dataclasses()
+def main(argv: list[str] | None = None) -> None:
+    (args,) = argument_parser(__doc__, ClaimsArguments).parse_args_into_dataclasses(argv)
     logging.basicConfig(format="%(asctime)s %(message)s", level=logging.WARNING, stream=sys.stdout)
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+    quiet_libraries()
     output_dir = Path(args.output_dir)
     start = time.perf_counter()
     low_shot_rows, low_shot_details = low_shot(args, output_dir)
     ood_rows, ood_details = out_of_distribution(args, output_dir)
     rows = low_shot_rows + ood_rows
     if args.module_dropping:
-        rows.append(dropping_row([json.loads(Path(f).read_text()) for f in args.module_dropping.split(",")]))
+        rows.append(dropping_row([load_dropping(path) for path in args.module_dropping.split(",")]))
     table = claims_table(rows)
     seconds = time.perf_counter() - start
     print(f"\nThe paper's claims and this implementation (mean ± std over {args.seeds} seeds):\n\n{table}\n\n"
@@ -170,8 +120,7 @@ def main() -> None:
         "arguments": asdict(args), "rows": rows, "table": table, "low_shot": low_shot_details,
         "out_of_distribution": ood_details, "wall_seconds": round(seconds, 1),
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / RESULTS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(output_dir / RESULTS_FILE, summary)
 
 
 if __name__ == "__main__":

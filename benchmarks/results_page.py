@@ -1,8 +1,8 @@
-"""The results page and the README's results table, written from the measurements' json files, so that no figure can
-drift from its source.
+"""python -m benchmarks.results_page [--check]
 
-    python -m benchmarks.results_page            # writes docs/results.md and the README's table
-    python -m benchmarks.results_page --check    # fails if either differs from what the json files give
+Writes the results page (docs/results.md) and the README's results table from the measurements' json files, so
+that no figure can drift from its source; with --check, writes nothing and fails if either differs from what the json
+files give.
 
 Each section reads the json files in docs/results/ that a command of benchmarks/ wrote, and says that command.
 """
@@ -10,12 +10,11 @@ Each section reads the json files in docs/results/ that a command of benchmarks/
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
+from .common import argument_parser, mean_std
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +47,6 @@ def link(name: str) -> str:
 
 def percent(fraction: float) -> str:
     return f"{100 * fraction:.2f} %"
-
-
-def mean_std(values) -> tuple[float, float]:
-    values = list(values)
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def learning() -> tuple[str, dict]:
@@ -233,8 +227,8 @@ def with_table(readme: str, table: str) -> str:
     return f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}"
 
 
-def main() -> int:
-    (args,) = HfArgumentParser(PageArguments, description=__doc__).parse_args_into_dataclasses()
+def main(argv: list[str] | None = None) -> int:
+    (args,) = argument_parser(__doc__, PageArguments).parse_args_into_dataclasses(argv)
     page, table = render()
     readme = README.read_text()
     if args.check:

@@ -1,3 +1,6 @@
+"""Few-shot adaptation: shots, what trains in each mode, the fresh classifier of a new label set, the grid of
+`python -m benchmarks.few_shot` and the adapted model `scripts/few_shot.py` saves."""
+
 import json
 import os
 import subprocess
@@ -7,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import TrainingArguments, ViTConfig, ViTForImageClassification
+from transformers import AutoImageProcessor, AutoModelForImageClassification, TrainingArguments, ViTConfig
+from transformers import ViTForImageClassification, pipeline
 
 from nac_hf import NACConfig, NACForClassification, NACImageProcessor
 from nac_hf.data import DataArguments, load_classification_data
@@ -25,10 +29,9 @@ from nac_hf.training import ModelArguments, training_arguments_defaults
 
 from benchmarks.common import mean_std
 from benchmarks.few_shot import results_table, run_few_shot
-from nac_test_utils import TINY, parameters_moved_by_training, train_run
+from nac_test_utils import ROOT, TINY, parameters_moved_by_training, script, train_run
 
 
-ROOT = Path(__file__).resolve().parents[1]
 NEW_LABELS = "5,6,7,8,9"
 
 
@@ -197,11 +200,13 @@ def test_argument_checks_mean_std_and_table():
     assert table.splitlines()[2] == "| NAC, codes | 50.0 ± 10.0 | 80.0 ± 0.0 | — |"
 
 
-def test_few_shot_script_end_to_end(tmp_path):
-    pretrained = tmp_path / "pretrained"
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    """A tiny NAC trained for 10 steps on the digits 0-4 by scripts/train.py, with its processor."""
+    folder = tmp_path_factory.mktemp("pretrained")
     settings = {
         **training_arguments_defaults(),
-        "output_dir": str(pretrained),
+        "output_dir": str(folder),
         "max_steps": 10,
         "per_device_train_batch_size": 32,
         "save_strategy": "no",
@@ -211,16 +216,21 @@ def test_few_shot_script_end_to_end(tmp_path):
         "disable_tqdm": True,
     }
     train_run(ModelArguments(preset="tiny", config_overrides=TINY), DataArguments(keep_labels="0,1,2,3,4"),
-          TrainingArguments(**settings))
+              TrainingArguments(**settings))
+    return folder
 
+
+OFFLINE = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_the_grid_end_to_end(tmp_path, pretrained):
     output = tmp_path / "few-shot"
     command = [
         sys.executable, "-m", "benchmarks.few_shot", "--model_name_or_path", str(pretrained),
         "--keep_labels", NEW_LABELS, "--shots", "1,2", "--seeds", "2", "--max_steps", "4", "--seed", "7",
         "--output_dir", str(output), "--modes", "full,head,codes,lora,extend", "--extend_modules", "2",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, env=OFFLINE, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "| codes |" in done.stdout
 
@@ -243,5 +253,46 @@ def test_few_shot_script_end_to_end(tmp_path):
     assert sizes["extend"] == sizes["head"] + 2 * (codes.code_dim + codes.signature_dim)
     assert results["modes"]["extend"]["settings"]["added_modules"] == 2
 
-    refused = subprocess.run(command + ["--learning_rate", "0.1"], capture_output=True, text=True, env=env, cwd=ROOT)
+    refused = subprocess.run(command + ["--learning_rate", "0.1"], capture_output=True, text=True, env=OFFLINE, cwd=ROOT)
     assert refused.returncode != 0 and "its own learning rate" in refused.stderr
+
+
+@pytest.mark.parametrize("mode", ["codes", "lora"])
+def test_the_script_saves_the_adapted_model_for_from_pretrained_and_pipelines(tmp_path, pretrained, new_task, mode):
+    output = tmp_path / "adapted"
+    command = [sys.executable, "scripts/few_shot.py", "--model_name_or_path", str(pretrained), "--keep_labels",
+               NEW_LABELS, "--shots", "2", "--modes", mode, "--max_steps", "4", "--seed", "3", "--output_dir",
+               str(output)]
+    done = subprocess.run(command, capture_output=True, text=True, env=OFFLINE, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads((output / "few_shot.json").read_text())
+    assert (record["mode"], record["shots"], record["seed"]) == (mode, 2, 3) and record["train_examples"] == 10
+    assert record["labels"] == NEW_LABELS.split(",")
+
+    model = AutoModelForImageClassification.from_pretrained(output).eval()
+    assert model.config.id2label == {i: str(5 + i) for i in range(5)}  # the new labels, not the pretrained ones
+    assert not [name for name in model.state_dict() if "lora" in name]  # LoRA merged: a plain NAC
+    evaluation = new_task.dataset["validation"]
+    images, labels = list(evaluation[new_task.input_column]), torch.tensor(list(evaluation[new_task.label_column]))
+    pixels = AutoImageProcessor.from_pretrained(output)(images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        predictions = model(pixel_values=pixels).logits.argmax(-1)
+    # the saved model answers as the adapted one did when the script evaluated it
+    assert (predictions == labels).float().mean().item() == pytest.approx(record["top1_accuracy"], abs=1e-6)
+    classifier = pipeline("image-classification", model=str(output))
+    answers = classifier(images[:12], top_k=5)
+    assert all(sorted(a["label"] for a in answer) == NEW_LABELS.split(",") for answer in answers)
+    assert [answer[0]["label"] for answer in answers] == [str(5 + p) for p in predictions[:12].tolist()]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--shots", "1,5"], "adapts once: give one --shots count and one --modes entry"),
+    (["--modes", "codes,head"], "adapts once: give one --shots count and one --modes entry"),
+    (["--modes", "prototype"], "mode 'prototype' trains nothing and has no model to save"),
+])
+def test_the_script_refuses_a_grid_and_the_prototype_mode(tmp_path, monkeypatch, capsys, flags, message):
+    arguments = ["few_shot.py", "--model_name_or_path", str(tmp_path), "--output_dir", str(tmp_path), *flags]
+    monkeypatch.setattr(sys, "argv", arguments)
+    with pytest.raises(SystemExit) as exit:
+        script("few_shot").parse()
+    assert exit.value.code == 2 and message in capsys.readouterr().err

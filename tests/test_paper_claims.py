@@ -6,7 +6,8 @@ import torch
 from datasets import Dataset
 
 from nac_hf import NACImageProcessor
-from benchmarks.claims import accuracy_on, accuracy_row, best_mode, claims_table, dropping_row, verdict, vit_baseline
+from benchmarks.claims import accuracy_on, accuracy_row, best_mode, claims_table, dropping_row, verdict
+from benchmarks.few_shot import vit_baseline
 from benchmarks.common import mean_std
 from benchmarks.robustness import digit_features
 
