@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, AutoTokenizer
-from transformers import AutoModelForSequenceClassification, HfArgumentParser
+from transformers import AutoConfig, HfArgumentParser
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf.data import DataArguments
 from nac_hf.evaluation import load_evaluation_set, predict
+from nac_hf.modalities import modality_of
 from nac_hf.module_dropping import ORDERS, drop_modules
 
 
@@ -67,9 +67,10 @@ def main() -> None:
         parser.error(f"--order takes one of {list(ORDERS)}, got {args.order!r}")
     keep_processor, keep_input = parse_keep(args.keep_processor, "keep_processor"), parse_keep(args.keep_input, "keep_input")
     config = AutoConfig.from_pretrained(args.checkpoint)
-    text = config.model_type == "nac" and config.modality == "text"
-    auto = AutoModelForSequenceClassification if text else AutoModelForImageClassification
-    model = auto.from_pretrained(args.checkpoint).eval()
+    if config.model_type != "nac":
+        parser.error(f"{args.checkpoint} holds a {config.model_type!r} model; drop_modules needs a NAC checkpoint")
+    reads = modality_of(config)
+    model = reads.auto_model().from_pretrained(args.checkpoint).eval()
     examples = None
     if args.order == "loss":
         training = load_evaluation_set(args.checkpoint, data_args, args.num_examples, split="train",
@@ -84,8 +85,8 @@ def main() -> None:
         record.update(top1_before=before, top1_after=top1(model, evaluation), evaluation=evaluation.source)
     output_dir = Path(args.output_dir)
     model.save_pretrained(output_dir)
-    processor = (AutoTokenizer if text else AutoImageProcessor).from_pretrained(args.checkpoint)
-    processor.save_pretrained(output_dir)
+    if reads.processor_auto_class:
+        reads.auto_processor().from_pretrained(args.checkpoint).save_pretrained(output_dir)
     (output_dir / "dropped_modules.json").write_text(json.dumps(record, indent=2))
     print(f"kept {len(kept['processor'])} processor and {len(kept['input'])} input modules; saved to {output_dir}")
     if evaluation:

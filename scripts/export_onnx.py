@@ -15,6 +15,7 @@ from transformers import AutoConfig, HfArgumentParser
 
 import nac_hf  # noqa: F401  (registers NAC with the Auto classes)
 from nac_hf import NACConfig, NACForClassification
+from nac_hf.modalities import modality_of
 from nac_hf.onnx_export import export_onnx, onnx_max_difference
 
 
@@ -41,7 +42,7 @@ def main() -> int:
     model = NACForClassification.from_pretrained(args.checkpoint, config=config).eval()
     path = export_onnx(model, args.output, opset=args.opset)
     print(f"wrote {path} ({config.tokenizer_type} inputs, dynamic batch"
-          f"{' and length' if config.modality != 'image' else ''})")
+          f"{' and length' if modality_of(config).length_axis else ''})")
     if args.check:
         difference = onnx_max_difference(model, path)
         print(f"onnxruntime vs PyTorch on another batch size: max abs difference {difference:.2e}")

@@ -190,18 +190,18 @@ def test_the_card_carries_the_module_dropping_table_when_the_folder_has_one(imag
 
 
 def test_the_card_carries_the_paper_claims_table_when_the_folder_has_one(image_checkpoint, tmp_path):
-    from nac_hf.paper_claims import accuracy_row, claims_table
+    from benchmarks.claims import accuracy_row, claims_table
 
     folder = tmp_path / "run"
     shutil.copytree(image_checkpoint, folder)
     model = NACForClassification.from_pretrained(folder)
     assert "The paper's claims" not in hub.build_model_card(model, hub.read_run(folder), "org/x", figure=None).text
     rows = [accuracy_row("ood", [0.60, 0.62], [0.66, 0.64])]
-    claims = {"command": "python scripts/paper_claims.py --seeds 2", "rows": rows, "table": claims_table(rows)}
+    claims = {"command": "python -m benchmarks.paper_claims --seeds 2", "rows": rows, "table": claims_table(rows)}
     (folder / "paper_claims.json").write_text(json.dumps(claims))
     card = hub.build_model_card(model, hub.read_run(folder), "org/x", figure=None).text
     assert "### The paper's claims and this implementation" in card
-    assert "`python scripts/paper_claims.py --seeds 2`" in card
+    assert "`python -m benchmarks.paper_claims --seeds 2`" in card
     assert "| out of distribution: digits rendered from fonts | ≈ +2.5 points (Tiny-ImageNet-R) | 61.0 ± 1.4 % | " \
            "65.0 ± 1.4 % | -4.0 | not reproduced |" in card
     assert "paper_claims.json" in hub.RESULT_FILES
@@ -461,7 +461,8 @@ def test_upload_without_a_namespace_goes_to_the_token_owner(image_checkpoint, mo
 def run_push(checkpoint, cwd, *args, **env) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if key not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     environment.update({"HF_HOME": str(cwd / "hf-home"), "HF_HUB_OFFLINE": "0", **env})
-    command = [sys.executable, str(ROOT / "scripts" / "push_to_hub.py"), str(checkpoint), "--repo-id", REPO_ID, *args]
+    command = [sys.executable, str(ROOT / "scripts" / "push_to_hub.py"), "--checkpoint", str(checkpoint),
+               "--repo_id", REPO_ID, *args]
     return subprocess.run(command, capture_output=True, text=True, env=environment, cwd=cwd, timeout=300)
 
 
@@ -495,7 +496,7 @@ def test_failing_upload_stops_and_keeps_the_assembled_folder(image_checkpoint, t
 
 
 def test_script_dry_run(image_checkpoint, tmp_path):
-    done = run_push(image_checkpoint, tmp_path, "--dry-run", str(tmp_path / "out"), "--license", "apache-2.0")
+    done = run_push(image_checkpoint, tmp_path, "--dry_run", str(tmp_path / "out"), "--license", "apache-2.0")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "nothing uploaded" in done.stdout
     assert ModelCard.load(tmp_path / "out" / "README.md").data.license == "apache-2.0"

@@ -34,13 +34,13 @@ def test_onnx_export_matches_pytorch_on_other_shapes(tmp_path, kind):
 
 def test_export_script(tmp_path):
     tiny_model("byte").save_pretrained(tmp_path / "checkpoint")
-    command = [sys.executable, str(ROOT / "scripts" / "export_onnx.py"), str(tmp_path / "checkpoint"),
-               "--output", str(tmp_path / "model.onnx"), "--check"]
+    command = [sys.executable, str(ROOT / "scripts" / "export_onnx.py"), "--checkpoint",
+               str(tmp_path / "checkpoint"), "--output", str(tmp_path / "model.onnx"), "--check"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "max abs difference" in done.stdout and (tmp_path / "model.onnx").stat().st_size > 0
-    refused = subprocess.run([*command[:2], str(tmp_path), "--output", str(tmp_path / "x.onnx")],
+    refused = subprocess.run([*command[:2], "--checkpoint", str(tmp_path), "--output", str(tmp_path / "x.onnx")],
                              capture_output=True, text=True, env=env, timeout=300)
     assert refused.returncode != 0 and "is not a NAC checkpoint" in refused.stderr
 

@@ -9,10 +9,9 @@ from huggingface_hub.dataclasses import as_validated_field, strict
 from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig
 
+from .modalities import modality_of
 
-# What each input tokenizer reads, and the model input that carries it.
-MODALITIES = {"patch": "image", "conv": "image", "byte": "text", "point": "points"}
-MAIN_INPUTS = {"image": "pixel_values", "text": "input_ids", "points": "points"}
+
 GRAPH_PRIORS = (
     "none",
     "complete",
@@ -295,12 +294,12 @@ class NACConfig(PreTrainedConfig):
     @property
     def modality(self) -> str:
         """What the model reads: `"image"` (the `"patch"` and `"conv"` tokenizers), `"text"` or `"points"`."""
-        return MODALITIES[self.tokenizer_type]
+        return modality_of(self.tokenizer_type).name
 
     @property
     def main_input_name(self) -> str:
         """The model input that carries what it reads: `pixel_values`, `input_ids` or `points`."""
-        return MAIN_INPUTS[self.modality]
+        return modality_of(self.tokenizer_type).main_input_name
 
     # Checks across fields, run by huggingface_hub's strict dataclass after every creation and before saving.
 

@@ -100,7 +100,7 @@ class ClassificationData:
     """Train and evaluation splits with the columns that matter and the label names."""
 
     dataset: DatasetDict  # "train", "validation"
-    modality: str  # "image" or "text"
+    modality: str  # what the inputs are, a key of `nac_hf.modalities.MODALITIES`: "image" or "text"
     input_column: str
     label_column: str
     label_names: list[str]

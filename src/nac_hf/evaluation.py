@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import torch
 from datasets import DatasetDict
-from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
+from transformers import AutoConfig
 
 from .data import DataArguments, load_classification_data
+from .modalities import MODALITIES
 from .training import ModelArguments, build_processor, prepare_datasets
 
 
@@ -60,9 +61,8 @@ def load_for_evaluation(checkpoint: str, data_args: DataArguments, batch_size: i
     """A saved classifier in evaluation mode (an image or a text classifier, by the data) and its evaluation set, as
     `load_evaluation_set` prepares it."""
     evaluation = load_evaluation_set(checkpoint, data_args, batch_size)
-    text = "input_ids" in evaluation.batches[0]
-    auto = AutoModelForSequenceClassification if text else AutoModelForImageClassification
-    return auto.from_pretrained(checkpoint).eval(), evaluation
+    reads = next(reads for reads in MODALITIES.values() if reads.main_input_name in evaluation.batches[0])
+    return reads.auto_model().from_pretrained(checkpoint).eval(), evaluation
 
 
 @torch.no_grad()

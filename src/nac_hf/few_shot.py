@@ -31,8 +31,6 @@ import torch.nn.functional as F
 from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import (
     AutoConfig,
-    AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
     PreTrainedModel,
     PrinterCallback,
     TrainingArguments,
@@ -40,6 +38,7 @@ from transformers import (
 )
 
 from .data import ClassificationData, DataArguments, load_classification_data
+from .modalities import MODALITIES
 from .modeling_nac import ADDED_MODULE_PARAMETERS
 from .training import (
     ModelArguments,
@@ -335,7 +334,7 @@ def load_for_labels(
         model_args = ModelArguments(model_name_or_path=model_name_or_path, **common)
         model = build_model(model_args, data)
     else:
-        auto = AutoModelForImageClassification if data.modality == "image" else AutoModelForSequenceClassification
+        auto = MODALITIES[data.modality].auto_model()
         model = auto.from_pretrained(
             model_name_or_path,
             num_labels=len(data.label_names),

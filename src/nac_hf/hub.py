@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -24,18 +25,16 @@ import textwrap
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from PIL import Image
-from transformers import AutoImageProcessor, AutoTokenizer
 from transformers.dynamic_module_utils import get_imports
 
 from .configuration_nac import NACConfig
+from .modalities import MODALITIES, modality_of
 from .modeling_nac import NACForClassification, NACModel
 from .training import TRAINING_DETAILS
 
@@ -44,19 +43,18 @@ logger = logging.getLogger(__name__)
 
 MODEL_CARD_TEMPLATE = resources.files("nac_hf") / "model_cards" / "nac_model_card.md"
 CIRCUIT_FIGURE = "circuit.png"
-MODULE_DROPPING = "module_dropping.json"  # written by scripts/module_dropping.py
-PAPER_CLAIMS = "paper_claims.json"  # written by scripts/paper_claims.py
+MODULE_DROPPING = "module_dropping.json"  # written by python -m benchmarks.module_dropping
+PAPER_CLAIMS = "paper_claims.json"  # written by python -m benchmarks.paper_claims
 RESULT_FILES = (
     "all_results.json", "train_results.json", "eval_results.json", TRAINING_DETAILS, MODULE_DROPPING, PAPER_CLAIMS
 )
 TAGS = ["nac", "neural-attentive-circuits"]
-PIPELINE_TAGS = {"image": "image-classification", "text": "text-classification"}
 METRIC_NAMES = {"top1_accuracy": "Top-1 accuracy", "top5_accuracy": "Top-5 accuracy"}
 # What a folder must hold before it may be uploaded (beside the processor or tokenizer files).
 REQUIRED_FILES = (
-    "config.json", "model.safetensors", "configuration_nac.py", "modeling_nac.py", "graph_priors.py", "README.md"
+    "config.json", "model.safetensors", "configuration_nac.py", "modeling_nac.py", "functional_nac.py", "modalities.py",
+    "graph_priors.py", "README.md",
 )
-SAMPLE_TEXT = "Neural attentive circuits ✓"
 NO_TOKEN = (
     "no Hugging Face token, so nothing was uploaded to {repo_id}: set HF_TOKEN or run `hf auth login` (a token with "
     "write access), then run the command again"
@@ -84,17 +82,16 @@ def load_checkpoint(checkpoint: str | os.PathLike):
         model = model_class.from_pretrained(checkpoint).eval()
     except (OSError, ValueError) as error:
         raise PublishError(f"cannot load the NAC in {checkpoint}: {error}") from error
-    kind = config.modality
-    if kind == "points":
+    reads = modality_of(config)
+    auto = reads.auto_processor()
+    if auto is None:
         return model, None
-    auto = AutoImageProcessor if kind == "image" else AutoTokenizer
     try:
         processor = auto.from_pretrained(checkpoint)
     except (OSError, ValueError) as error:
-        what = "image processor (preprocessor_config.json)" if kind == "image" else "tokenizer (tokenizer_config.json)"
         raise PublishError(
-            f"{checkpoint} has no {what}; a published model needs the one it was trained with: save it beside the "
-            "model with processor.save_pretrained(checkpoint)"
+            f"{checkpoint} has no {reads.processor_description}; a published model needs the one it was trained "
+            "with: save it beside the model with processor.save_pretrained(checkpoint)"
         ) from error
     return model, processor
 
@@ -102,8 +99,8 @@ def load_checkpoint(checkpoint: str | os.PathLike):
 def read_run(checkpoint: str | os.PathLike) -> dict:
     """What a run left beside its model: `training_details.json` (written by `scripts/train.py`), the evaluation
     metrics (`eval_results.json`, or the last evaluation in `trainer_state.json` for a `checkpoint-N` folder), the
-    step count, `module_dropping.json` (written by `scripts/module_dropping.py`) and `paper_claims.json` (written by
-    `scripts/paper_claims.py`). Missing files give missing keys."""
+    step count, `module_dropping.json` (written by `python -m benchmarks.module_dropping`) and `paper_claims.json` (written by
+    `python -m benchmarks.paper_claims`). Missing files give missing keys."""
     folder = Path(checkpoint)
     run = {"details": _read_json(folder / TRAINING_DETAILS) or {}, "eval": _read_json(folder / "eval_results.json")}
     run["dropping"] = _read_json(folder / MODULE_DROPPING)
@@ -134,7 +131,8 @@ def _read_json(path: Path) -> dict | None:
 def eval_results(run: dict) -> list[EvalResult]:
     """The run's evaluation metrics as model-index entries."""
     details = run["details"]
-    task = PIPELINE_TAGS.get(details.get("modality"), "classification")
+    reads = MODALITIES.get(details.get("modality"))
+    task = (reads.pipeline_task if reads else None) or "classification"
     dataset = details.get("dataset_id") or details.get("dataset") or "unknown"
     results = []
     for key, name in METRIC_NAMES.items():
@@ -159,17 +157,16 @@ def eval_results(run: dict) -> list[EvalResult]:
 def card_data(model, run: dict, repo_id: str, license: str) -> ModelCardData:
     """The card's metadata: license, library, tags, datasets, metrics, pipeline tag and the model-index results."""
     details = run["details"]
-    kind = model.config.modality
     datasets = [details["dataset_id"]] if details.get("dataset_id") else None
     base_model = details.get("base_model")
     return ModelCardData(
         model_name=repo_id.split("/")[-1],
         license=license,
         library_name="transformers",
-        tags=[*TAGS, kind, "custom_code"],
+        tags=[*TAGS, modality_of(model.config).name, "custom_code"],
         datasets=datasets,
         metrics=["accuracy"],
-        pipeline_tag=PIPELINE_TAGS.get(kind) if isinstance(model, NACForClassification) else None,
+        pipeline_tag=_pipeline_task(model),
         base_model=base_model if base_model and not os.path.exists(base_model) else None,
         eval_results=eval_results(run) or None,
     )
@@ -263,7 +260,6 @@ def build_model_card(
 ) -> ModelCard:
     """The model card of `model`, rendered from the template in `model_cards/` (or `template`)."""
     config = model.config
-    kind = config.modality
     details = run["details"]
     if template is not None and not Path(template).is_file():
         raise PublishError(f"card template {template} is not a file; give a Jinja markdown file like model_cards/'s")
@@ -273,10 +269,10 @@ def build_model_card(
         template_str=template_text,
         repo_id=repo_id,
         model_title=repo_id.split("/")[-1],
-        modality=kind,
-        auto_class=_auto_class(model, kind),
+        modality=modality_of(config).name,
+        auto_class=_auto_class(model),
         classifier=isinstance(model, NACForClassification),
-        pipeline_tag=PIPELINE_TAGS.get(kind) if isinstance(model, NACForClassification) else None,
+        pipeline_tag=_pipeline_task(model),
         revision=revision if revision not in (None, "main") else None,
         parameters=f"{model.num_parameters() / 1e6:.2f} M",
         config=config,
@@ -294,10 +290,14 @@ def build_model_card(
     )
 
 
-def _auto_class(model, kind: str) -> str:
-    if isinstance(model, NACModel):
-        return "AutoModel"
-    return "AutoModelForSequenceClassification" if kind == "text" else "AutoModelForImageClassification"
+def _auto_class(model) -> str:
+    """The Auto class that loads `model`: `AutoModel` for the bare model, else its input's classifier class."""
+    return "AutoModel" if isinstance(model, NACModel) else modality_of(model.config).auto_model_class
+
+
+def _pipeline_task(model) -> str | None:
+    """The pipeline task of a classifier (None for the bare model, or an input transformers has no task for)."""
+    return modality_of(model.config).pipeline_task if isinstance(model, NACForClassification) else None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -389,32 +389,26 @@ def _replace(staging: Path, folder: Path) -> None:
 
 VERIFY_SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import json, pickle, sys
     sys.modules["nac_hf"] = None  # load as a machine without nac_hf does: from the folder's own code
     import torch
-    from transformers import AutoConfig, pipeline
     import transformers
-    folder, sample_path, auto_class, task = sys.argv[1:5]
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+    from transformers import pipeline
+    folder, sample_path, auto_class, processor_class, task = sys.argv[1:6]
     model = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_code=True).eval()
-    sample = torch.load(sample_path, weights_only=True)
-    if config.modality == "text":
-        from transformers import AutoTokenizer
-        inputs = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)([sample["text"]], return_tensors="pt")
-    elif config.modality == "points":
-        inputs = {"points": sample["points"]}
-    else:
-        from PIL import Image
-        from transformers import AutoImageProcessor
-        image = Image.fromarray(sample["image"].numpy())
-        inputs = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)(image, return_tensors="pt")
+    with open(sample_path, "rb") as file:
+        sample = pickle.load(file)  # {"raw": what a user hands the processor or pipeline, "inputs": model inputs}
+    inputs = sample["inputs"]
+    if processor_class != "none":
+        processor = getattr(transformers, processor_class).from_pretrained(folder, trust_remote_code=True)
+        inputs = processor(sample["raw"], return_tensors="pt")
     with torch.no_grad():
         outputs = model(**inputs)
     result = outputs.logits if hasattr(outputs, "logits") else outputs.pooler_output
     labels = []
     if task != "none":
         classify = pipeline(task, model=folder, trust_remote_code=True)
-        labels = [p["label"] for p in classify(image if task == "image-classification" else sample["text"])]
+        labels = [p["label"] for p in classify(sample["raw"])]
     print(json.dumps({"output": result.tolist(), "class": type(model).__name__, "labels": labels}))
     """
 )
@@ -470,22 +464,24 @@ def verify_repository(folder: str | os.PathLike, model, processor, timeout: floa
     if missing:
         raise PublishError(f"{folder} lacks {', '.join(missing)}; it would not load from the Hub")
     check_code_imports(folder)
-    kind = model.config.modality
-    sample, inputs = _sample(model.config, processor)
+    reads = modality_of(model.config)
+    raw = reads.raw_sample(model.config)
+    inputs = dict(reads.model_inputs(raw, processor))
     with torch.no_grad():
         outputs = model(**inputs)
     expected = outputs.logits if hasattr(outputs, "logits") else outputs.pooler_output
-    task = PIPELINE_TAGS.get(kind, "none") if isinstance(model, NACForClassification) else "none"
+    task = _pipeline_task(model) or "none"
+    processor_class = reads.processor_auto_class if processor is not None else None
     with tempfile.TemporaryDirectory(prefix="nac-verify-") as scratch:
-        torch.save(sample, Path(scratch) / "sample.pt")
+        (Path(scratch) / "sample.pkl").write_bytes(pickle.dumps({"raw": raw, "inputs": inputs}))
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",
             "HF_MODULES_CACHE": str(Path(scratch) / "modules"),
             "PYTHONPATH": "",
         }
-        command = [sys.executable, "-c", VERIFY_SCRIPT, str(folder), str(Path(scratch) / "sample.pt"),
-                   _auto_class(model, kind), task]
+        command = [sys.executable, "-c", VERIFY_SCRIPT, str(folder), str(Path(scratch) / "sample.pkl"),
+                   _auto_class(model), processor_class or "none", task]
         try:
             done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=scratch, timeout=timeout)
         except subprocess.TimeoutExpired as error:
@@ -505,19 +501,6 @@ def verify_repository(folder: str | os.PathLike, model, processor, timeout: floa
         )
     if task != "none" and not set(result["labels"]) <= set(model.config.id2label.values()):
         raise PublishError(f"the pipeline of {folder} answers labels {result['labels']} the model does not have")
-
-
-def _sample(config: NACConfig, processor) -> tuple[dict, dict]:
-    """A fixed input in raw form (for the fresh process) and as model inputs (for this one)."""
-    generator = np.random.default_rng(0)
-    kind = config.modality
-    if kind == "text":
-        return {"text": SAMPLE_TEXT}, processor([SAMPLE_TEXT], return_tensors="pt")
-    if kind == "points":
-        points = torch.from_numpy(generator.standard_normal((1, 64, 3)).astype(np.float32))
-        return {"points": points}, {"points": points}
-    pixels = generator.integers(0, 256, (2 * config.image_size, 2 * config.image_size, 3), dtype=np.uint8)
-    return {"image": torch.from_numpy(pixels)}, processor(Image.fromarray(pixels), return_tensors="pt")
 
 
 # ------------------------------------------------------------------------------------------------------------------

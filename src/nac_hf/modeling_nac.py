@@ -23,6 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
 from .configuration_nac import NACConfig
+from .modalities import MODALITIES, modality_of
 from .functional_nac import RelaxedBernoulliSample, checks_values, gated_gelu, kernel_modulated_attention
 from .graph_priors import (
     build_prior_graph,
@@ -38,8 +39,7 @@ from .graph_priors import (
 AUTO_MAP = {
     "AutoConfig": "configuration_nac.NACConfig",
     "AutoModel": "modeling_nac.NACModel",
-    "AutoModelForImageClassification": "modeling_nac.NACForClassification",
-    "AutoModelForSequenceClassification": "modeling_nac.NACForClassification",
+    **{reads.auto_model_class: "modeling_nac.NACForClassification" for reads in MODALITIES.values()},
 }
 
 
@@ -1221,7 +1221,7 @@ class NACModel(NACPreTrainedModel):
         record = Recorder(config, output_hidden_states, output_attentions)
         return_dict = config.return_dict if return_dict is None else return_dict
         main = self.main_input(inputs, pixel_values=pixel_values, input_ids=input_ids, points=points)
-        mask = {"input_ids": attention_mask, "points": points_mask}.get(self.main_input_name)
+        mask = {"attention_mask": attention_mask, "points_mask": points_mask}.get(modality_of(self.config).mask_name)
         state, connectivity = self.begin(main, mask, conditioning, conditioning_mask, record)
         for layer in range(config.num_hidden_layers):
             self.propagate(state, layer, record)
@@ -1331,7 +1331,7 @@ class NACModel(NACPreTrainedModel):
             )
         self.check_exits(output_attentions, output_hidden_states)
         main = self.main_input(inputs, pixel_values=pixel_values, input_ids=input_ids, points=points)
-        mask = {"input_ids": attention_mask, "points": points_mask}.get(self.main_input_name)
+        mask = {"attention_mask": attention_mask, "points_mask": points_mask}.get(modality_of(self.config).mask_name)
         record = Recorder(self.config, False, False)
         state, connectivity = self.begin(main, mask, conditioning, conditioning_mask, record)
         if self.training:

@@ -23,10 +23,6 @@ from datasets import IterableDataset
 from safetensors import safe_open
 from transformers import (
     AutoConfig,
-    AutoImageProcessor,
-    AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
     DefaultDataCollator,
     Trainer,
@@ -34,8 +30,10 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+import nac_hf
+
 from . import __version__
-from .configuration_nac import NACConfig
+from .configuration_nac import NACConfig, preset_fields
 from .data import (
     DIGITS_DATASET_ID,
     DIGITS_SOURCE,
@@ -44,9 +42,8 @@ from .data import (
     augment_images,
     load_classification_data,
 )
-from .image_processing_nac import NACImageProcessor
+from .modalities import MODALITIES, modality_of
 from .modeling_nac import CheckpointMismatchError, NACForClassification
-from .tokenization_nac import NACByteTokenizer
 
 
 logger = logging.getLogger(__name__)
@@ -134,7 +131,7 @@ def keep_freed_memory() -> bool:
     A training step allocates and frees the same activations at every step. By default glibc maps blocks over 32 MiB
     afresh and hands the free top of its heap back to the operating system, so every step faults its memory in again,
     page by page: hundreds of MiB per step for `paper-tiny-imagenet` at batch 32 (`train_page_faults_mb` of
-    `scripts/benchmark_speed.py --keep_freed_memory false`). The process keeps its peak memory instead. Process-wide
+    `python -m benchmarks.speed --keep_freed_memory false`). The process keeps its peak memory instead. Process-wide
     and not undone; returns whether it was set (Linux with glibc only, else nothing changes)."""
     name = ctypes.util.find_library("c")
     try:
@@ -213,16 +210,19 @@ def build_model(model_args: ModelArguments, data: ClassificationData) -> NACForC
                 f"{'; '.join(reshaped)}), so they could not be loaded; drop those overrides to fine-tune the "
                 "checkpoint, or train a new model with --preset"
             )
-        auto = AutoModelForImageClassification if data.modality == "image" else AutoModelForSequenceClassification
+        auto = MODALITIES[data.modality].auto_model()
         model = auto.from_pretrained(source, config=config, ignore_mismatched_sizes=True, **common)
         if saved.id2label != config.id2label:
             # `ignore_mismatched_sizes` redraws the head only when the number of labels changes; a new label set of
             # the old size would otherwise keep rows that mean the old labels.
             reinitialize(model, model.classifier)
         return model
-    if data.modality == "text" and "tokenizer_type" not in overrides:
-        overrides["tokenizer_type"] = "byte"
-    config = NACConfig.from_preset(preset_of(model_args, data), **{**overrides, **labels})
+    preset = preset_of(model_args, data)
+    reads = MODALITIES[data.modality]
+    preset_reads = preset_fields(preset).get("tokenizer_type", NACConfig.__dataclass_fields__["tokenizer_type"].default)
+    if "tokenizer_type" not in overrides and preset_reads not in reads.tokenizer_types:
+        overrides["tokenizer_type"] = reads.tokenizer_types[0]  # the preset, reading the data's kind of input
+    config = NACConfig.from_preset(preset, **{**overrides, **labels})
     check_modality(config, data)
     return NACForClassification(config)
 
@@ -248,17 +248,18 @@ def check_modality(config, data: ClassificationData) -> None:
         raise ValueError(
             f"expected a NAC checkpoint (model_type 'nac'), got model_type {getattr(config, 'model_type', None)!r}"
         )
-    if config.modality != data.modality:
+    if modality_of(config).name != data.modality:
         raise ValueError(
             f"{data.source} holds {data.modality} data but the model reads tokenizer_type={config.tokenizer_type!r}; "
-            f"use a {'patch or conv' if data.modality == 'image' else 'byte'} model"
+            f"use a {' or '.join(MODALITIES[data.modality].tokenizer_types)} model"
         )
 
 
 def build_processor(model_args: ModelArguments, config, data: ClassificationData):
-    """The checkpoint's image processor or tokenizer when it has one, else one made for the config."""
-    if model_args.model_name_or_path:
-        auto = AutoImageProcessor if data.modality == "image" else AutoTokenizer
+    """The checkpoint's image processor or tokenizer when it has one, else one made for the config (None for inputs
+    that need no processor)."""
+    auto = MODALITIES[data.modality].auto_processor()
+    if model_args.model_name_or_path and auto is not None:
         try:
             return auto.from_pretrained(
                 model_args.model_name_or_path,
@@ -267,45 +268,64 @@ def build_processor(model_args: ModelArguments, config, data: ClassificationData
             )
         except (OSError, ValueError):
             logger.info("%s has no processor: making one for its config", model_args.model_name_or_path)
-    if data.modality == "image":
-        size = {"height": config.image_size, "width": config.image_size}
-        return NACImageProcessor(size=size, num_channels=config.num_channels)
-    return NACByteTokenizer(model_max_length=config.max_position_embeddings)
+    return new_processor(config)
+
+
+def new_processor(config):
+    """A new processor for the inputs `config` reads (`NACImageProcessor` of its image size, `NACByteTokenizer` of
+    its longest text), or None when they need none."""
+    reads = modality_of(config)
+    if reads.processor_class is None:
+        return None
+    return getattr(nac_hf, reads.processor_class)(**reads.processor_settings(config))
 
 
 def prepare_datasets(data: ClassificationData, processor, data_args: DataArguments, config):
-    """Train and evaluation datasets that yield model inputs and `labels`, and the collator that batches them."""
+    """Train and evaluation datasets that yield model inputs and `labels`, and the collator that batches them.
+
+    Inputs of one shape (images) are made from the raw column as they are read, augmented in training with
+    `data_args.augment`; inputs whose length varies (texts) are encoded once, cut to `data_args.max_length`, and
+    padded per batch."""
+    reads = MODALITIES[data.modality]
+    if reads.length_axis is None:
+        return _transformed_datasets(data, processor, data_args, reads.main_input_name)
+    longest = reads.longest(config)
+    return _encoded_datasets(data, processor, min(data_args.max_length or longest, longest))
+
+
+def _transformed_datasets(data: ClassificationData, processor, data_args: DataArguments, input_name: str):
     column, label = data.input_column, data.label_column
-    if data.modality == "image":
 
-        def transform(augment: bool):
-            def apply(batch):
-                pixels = processor([image for image in batch[column]], return_tensors="pt")["pixel_values"]
-                if augment:
-                    pixels = torch.stack([augment_images(image, data_args.horizontal_flip) for image in pixels])
-                return {"pixel_values": list(pixels), "labels": batch[label]}
+    def transform(augment: bool):
+        def apply(batch):
+            values = processor([example for example in batch[column]], return_tensors="pt")[input_name]
+            if augment:
+                values = torch.stack([augment_images(value, data_args.horizontal_flip) for value in values])
+            return {input_name: list(values), "labels": batch[label]}
 
-            return apply
+        return apply
 
-        train = data.dataset["train"]
-        if isinstance(train, IterableDataset):  # transformed as it is read, in the dataloader's workers
-            train = train.map(transform(data_args.augment), batched=True, remove_columns=[column, label])
-        else:
-            train = train.with_transform(transform(data_args.augment))
-        evaluation = data.dataset["validation"].with_transform(transform(False))
-        return train, evaluation, DefaultDataCollator()
+    train = data.dataset["train"]
+    if isinstance(train, IterableDataset):  # transformed as it is read, in the dataloader's workers
+        train = train.map(transform(data_args.augment), batched=True, remove_columns=[column, label])
+    else:
+        train = train.with_transform(transform(data_args.augment))
+    evaluation = data.dataset["validation"].with_transform(transform(False))
+    return train, evaluation, DefaultDataCollator()
 
-    max_length = min(data_args.max_length or config.max_position_embeddings, config.max_position_embeddings)
 
-    def tokenize(batch):
+def _encoded_datasets(data: ClassificationData, processor, max_length: int):
+    column, label = data.input_column, data.label_column
+
+    def encode(batch):
         encoded = processor(batch[column], truncation=True, max_length=max_length)
         return {**encoded, "labels": batch[label]}
 
-    tokenized = {}
+    encoded = {}
     for name, split in data.dataset.items():
         progress = {} if isinstance(split, IterableDataset) else {"desc": "bytes"}  # a stream maps as it is read
-        tokenized[name] = split.map(tokenize, batched=True, remove_columns=[column, label], **progress)
-    return tokenized["train"], tokenized["validation"], DataCollatorWithPadding(processor)
+        encoded[name] = split.map(encode, batched=True, remove_columns=[column, label], **progress)
+    return encoded["train"], encoded["validation"], DataCollatorWithPadding(processor)
 
 
 def make_compute_metrics(num_labels: int):
@@ -449,7 +469,7 @@ def record_run(trainer: Trainer, data: ClassificationData, model_args: ModelArgu
                metrics: dict) -> None:
     """Write what the run was beside its model: transformers' model card and `training_details.json` (data,
     schedule, batch, hardware, time, versions), which `nac_hf.hub` renders into the published card."""
-    card = {"finetuned_from": model_args.model_name_or_path, "tasks": f"{data.modality}-classification"}
+    card = {"finetuned_from": model_args.model_name_or_path, "tasks": MODALITIES[data.modality].pipeline_task}
     if data_args.dataset_name:
         card["dataset"] = data_args.dataset_name
     trainer.create_model_card(**card)
@@ -541,6 +561,7 @@ __all__ = [
     "load_run_data",
     "make_compute_metrics",
     "make_trainer",
+    "new_processor",
     "parse_config_overrides",
     "prepare_datasets",
     "record_run",
