@@ -570,7 +570,7 @@ def publish(
             repo_id = f"{HfApi(token=token).whoami()['name']}/{repo_id}"
         except Exception as error:
             raise PublishError(
-                f"cannot ask the Hub whose token this is ({type(error).__name__}: {error}); give --repo-id org/name"
+                f"cannot ask the Hub whose token this is ({type(error).__name__}: {error}); give --repo_id org/name"
             ) from error
     folder = Path(tempfile.mkdtemp(prefix="nac-hub-")) / repo_id.split("/")[-1]
     assemble_repository(checkpoint, folder, repo_id, revision=revision, license=license, template=template)
