@@ -47,6 +47,11 @@ def test_presets():
         ({"output_pooling": "max"}, "output_pooling"),
         ({"conditional_signatures": True}, "conditioning_dim"),
         ({"conditioning_dim": -1}, "conditioning_dim"),
+        ({"num_labels": 0}, "num_labels"),
+        ({"num_labels": -3}, "num_labels"),
+        ({"num_labels": 2.5}, "num_labels"),
+        ({"num_labels": None}, "num_labels"),
+        ({"attn_implementation": "flash_attention_2"}, "attn_implementation='flash_attention_2'.*'sdpa'.*'eager'"),
     ],
 )
 def test_inconsistent_config_raises_naming_the_field(overrides, field):

@@ -1,7 +1,9 @@
 """The model on a CUDA GPU: the same function as on the CPU, with the same gradients, in bf16 and compiled; and the
-speed benchmark's GPU run. Skipped on machines without one."""
+speed benchmark's GPU run. Skipped on machines without one, unless NAC_REQUIRE_CUDA=1 (as `python -m
+benchmarks.gpu_check` runs them): then each fails there instead."""
 
 import json
+import os
 import subprocess
 import sys
 from copy import deepcopy
@@ -15,8 +17,19 @@ from nac_hf.functional_nac import written_out_kernel_attention
 from nac_test_utils import MODEL_KINDS, ROOT, example_inputs, tiny
 
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# Where a GPU is expected, a missing one is a failure, not a reason to skip.
+REQUIRE_CUDA = os.environ.get("NAC_REQUIRE_CUDA") == "1"
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available() and not REQUIRE_CUDA, reason="needs a CUDA GPU (NAC_REQUIRE_CUDA=1: fail instead)"
+)
 GPU = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def a_cuda_gpu():
+    if not torch.cuda.is_available():
+        pytest.fail(f"NAC_REQUIRE_CUDA=1 but torch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() is "
+                    "False): run these tests on a machine with an NVIDIA GPU and a CUDA build of torch")
 
 # Everything a training forward draws, switched off, so that the CPU and the GPU (whose random streams differ)
 # compute the same function: the kernel draw, drop-path, code and seeder noise, module dropout, Gumbel pooling.
@@ -149,13 +162,12 @@ def test_the_compiled_model_on_the_gpu_is_one_graph_and_the_eager_one(training):
 
 def test_the_speed_benchmark_runs_on_the_gpu(tmp_path):
     output = tmp_path / "speed.json"
-    command = [sys.executable, str(ROOT / "scripts" / "benchmark_speed.py"), "--preset", "tiny", "--batch_size", "4",
-               "--repeats", "1", "--device", "cuda", "--dtype", "bfloat16", "--compile", "--baselines", "vit",
-               "--output", str(output)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    command = [sys.executable, "-m", "benchmarks.speed", "--preset", "tiny", "--batch_size", "4", "--repeats", "1",
+               "--device", "cuda", "--dtype", "bfloat16", "--compile", "--baselines", "vit", "--output", str(output)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(output.read_text())
-    assert result["device"].startswith("cuda") and result["dtype"] == "bfloat16"
+    assert result["device"] == torch.cuda.get_device_name(GPU) and result["dtype"] == "bfloat16"
     for row in (result, result["baselines"][0]):
         assert row["eval_s"] > 0 and row["train_s"] > 0 and row["peak_device_mb"] > 0
     assert result["train_compiled_s"] > 0 and result["compile_s"] > 0

@@ -14,6 +14,7 @@ from nac_test_utils import image_dataset_folder, training_args
 
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "accelerate_configs"
 
 
 def free_port() -> int:
@@ -27,8 +28,21 @@ def torchrun(script: Path, args: list[str], timeout: int = 600) -> subprocess.Co
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), *args,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=launch_env(), cwd=ROOT)
+
+
+def accelerate_launch(config: str, launch_flags: list[str], script: Path, args: list[str],
+                      timeout: int = 600) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file accelerate_configs/<config>.yaml [launch_flags] script [args]`."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml"),
+        "--main_process_port", str(free_port()), *launch_flags, str(script), *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=launch_env(), cwd=ROOT)
+
+
+def launch_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 TINY_RUN = [
@@ -108,3 +122,42 @@ def test_a_process_leaves_its_group_at_the_end_of_a_run(tmp_path):
     assert dist.is_initialized()
     end_distributed()
     assert not dist.is_initialized()
+
+
+# What each process of `accelerate launch` finds in its environment: how many processes, which precision, and FSDP.
+ENV_DUMP = """import json, os, sys
+keys = ("WORLD_SIZE", "ACCELERATE_MIXED_PRECISION", "ACCELERATE_USE_FSDP", "FSDP_VERSION", "FSDP_AUTO_WRAP_POLICY",
+        "FSDP_STATE_DICT_TYPE", "FSDP_RESHARD_AFTER_FORWARD", "FSDP_CPU_RAM_EFFICIENT_LOADING")
+with open(os.path.join(sys.argv[1], f"rank{os.environ.get('RANK', '0')}.json"), "w") as handle:
+    json.dump({key: os.environ.get(key) for key in keys}, handle)
+"""
+
+
+@pytest.mark.parametrize(
+    "config, processes, fsdp",
+    [
+        ("single_gpu_bf16", 1, None),
+        ("multi_gpu", 2, None),
+        ("fsdp", 2, ("2", "TRANSFORMER_BASED_WRAP", "SHARDED_STATE_DICT")),
+    ],
+)
+def test_each_accelerate_config_launches_the_processes_it_describes(tmp_path, config, processes, fsdp):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    loaded = load_config_from_file(str(CONFIGS / f"{config}.yaml"))
+    assert loaded.num_processes == processes and loaded.mixed_precision == "bf16" and not loaded.use_cpu
+    script = tmp_path / "env_dump.py"
+    script.write_text(ENV_DUMP)
+    done = accelerate_launch(config, [], script, [str(tmp_path)], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(processes)]
+    assert all(r["ACCELERATE_MIXED_PRECISION"] == "bf16" for r in ranks), "Trainer would not train in bf16"
+    assert all(r["WORLD_SIZE"] == (str(processes) if processes > 1 else None) for r in ranks)
+    if fsdp is None:
+        assert all(r["ACCELERATE_USE_FSDP"] in (None, "false") for r in ranks)
+    else:
+        version, wrap, state_dict = fsdp
+        assert all(r["ACCELERATE_USE_FSDP"] == "true" for r in ranks)
+        assert ranks[0]["FSDP_VERSION"] == version and ranks[0]["FSDP_AUTO_WRAP_POLICY"] == wrap
+        assert ranks[0]["FSDP_STATE_DICT_TYPE"] == state_dict and ranks[0]["FSDP_RESHARD_AFTER_FORWARD"] == "true"
+        assert ranks[0]["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"

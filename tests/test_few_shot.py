@@ -67,7 +67,7 @@ def test_shots_are_k_per_label_deterministic_nested_and_seeded(new_task):
     # For one seed the 1-shot set lies inside the 5-shot set: shot counts differ by the added examples only.
     one = sample_shots(train_split, column, shots=1, seed=3)
     assert {image.tobytes() for image in one["image"]} <= {image.tobytes() for image in five["image"]}
-    with pytest.raises(ValueError, match="fewer than --shots"):
+    with pytest.raises(ValueError, match="fewer than the 1000 shots per label"):
         sample_shots(train_split, column, shots=1000, seed=0)
 
 
@@ -296,3 +296,41 @@ def test_the_script_refuses_a_grid_and_the_prototype_mode(tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as exit:
         script("few_shot").parse()
     assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def adapted(pretrained, tmp_path_factory) -> Path:
+    """The digits 5-9 adapted from `pretrained` by scripts/few_shot.py: 2 shots per label, mode codes, seed 3."""
+    output = tmp_path_factory.mktemp("adapted") / "nac-digits-5-9"
+    command = [sys.executable, "scripts/few_shot.py", "--model_name_or_path", str(pretrained), "--keep_labels",
+               NEW_LABELS, "--shots", "2", "--modes", "codes", "--max_steps", "4", "--seed", "3", "--output_dir",
+               str(output)]
+    done = subprocess.run(command, capture_output=True, text=True, env=OFFLINE, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return output
+
+
+def test_the_adapted_model_publishes_with_a_card_that_states_its_adaptation(adapted, pretrained, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from nac_hf.hub import publish
+
+    record = json.loads((adapted / "few_shot.json").read_text())
+    assert (record["steps"], record["eval_examples"], record["dataset_id"]) == (4, 180, "scikit-learn-digits")
+    repo = Path(publish(adapted, "org/nac-digits-5-9", dry_run=tmp_path / "repo"))  # checked in a fresh process
+    assert (repo / "few_shot.json").is_file()
+    card = ModelCard.load(repo / "README.md")
+    text = " ".join(card.text.split())
+    assert f"Adapted from {pretrained} to these labels from **2 training example(s) per label** (10 in all), drawn " \
+           "with seed 3 (`nac_hf.few_shot.sample_shots`), in mode `codes`: only the module codes and the head " \
+           "trained" in text
+    assert "| Shots per label | 2 |" in card.text and "| Seed | 3 |" in card.text
+    assert "| Optimizer steps | 4 |" in card.text and "| Learning rate | 0.1 |" in card.text
+    assert f"| Started from | {pretrained}, adapted in mode 'codes' |" in card.text
+    assert f"| Top-1 accuracy | {100 * record['top1_accuracy']:.2f} % |" in card.text
+    assert "180 examples of scikit-learn digits" in text
+    assert card.data.datasets == ["scikit-learn-digits"] and card.data.eval_results[0].metric_value == round(
+        record["top1_accuracy"], 4
+    )
+    assert card.data.base_model is None  # a local folder is no Hub model to link
+    assert "5, 6, 7, 8, 9" in card.text

@@ -583,3 +583,60 @@ def test_bare_model_publishes_for_automodel(tmp_path):
     assert card.data.pipeline_tag is None and "the bare model, without a classification head" in card.text
     assert 'AutoModel.from_pretrained("org/nac-bare", trust_remote_code=True)' in card.text
     assert "model.circuit()" in card.text and "It predicts only these labels" not in card.text
+
+
+@pytest.mark.parametrize("strategy", ["checkpoint", "all_checkpoints", "end"])
+def test_train_push_to_hub_refuses_other_hub_strategies_before_training(tmp_path, monkeypatch, strategy):
+    api = fake_hf_api(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    message = rf"--hub_strategy {strategy} is not supported: --push_to_hub publishes the trained model once, at the end"
+    with pytest.raises(PublishError, match=message) as refused:
+        image_run(tmp_path / "run", push_to_hub=True, hub_model_id="org/trained", hub_strategy=strategy)
+    assert "--resume_from_checkpoint last" in str(refused.value) and "nothing was trained or uploaded" in str(
+        refused.value
+    )
+    assert api.calls == [] and not (tmp_path / "run" / "model.safetensors").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# few_shot.py --push_to_hub
+
+
+def few_shot_main(image_checkpoint, output_dir, monkeypatch, *flags):
+    """scripts/few_shot.py's main, in this process: digits 5-9 from the digits checkpoint, 2 shots, mode head."""
+    import transformers
+
+    from nac_test_utils import script
+
+    arguments = ["few_shot.py", "--model_name_or_path", str(image_checkpoint), "--keep_labels", "5,6,7,8,9",
+                 "--shots", "2", "--modes", "head", "--max_steps", "2", "--seed", "1", "--output_dir", str(output_dir),
+                 *flags]
+    monkeypatch.setattr(sys, "argv", arguments)
+    verbosity = transformers.utils.logging.get_verbosity()
+    try:
+        script("few_shot").main()
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
+
+
+def test_few_shot_push_to_hub_publishes_the_adapted_model_through_the_same_assembly(image_checkpoint, tmp_path,
+                                                                                     monkeypatch):
+    api = fake_hf_api(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    few_shot_main(image_checkpoint, tmp_path / "adapted", monkeypatch, "--push_to_hub", "--hub_model_id",
+                  "org/adapted", "--hub_private_repo", "true")
+    assert [call[0] for call in api.calls] == ["HfApi", "create_repo", "upload_folder"]
+    assert api.calls[1][1:] == ("org/adapted", {"private": True, "exist_ok": True, "repo_type": "model"})
+    assert {"README.md", "few_shot.json", "model.safetensors", "modeling_nac.py"} <= set(api.calls[2][4])
+    text = " ".join(api.card.text.split())
+    assert "**2 training example(s) per label** (10 in all), drawn with seed 1" in text and "in mode `head`" in text
+    assert api.card.data.model_name == "adapted" and api.card.data.eval_results[0].metric_name == "Top-1 accuracy"
+
+
+def test_few_shot_push_to_hub_without_a_token_stops_before_adapting(image_checkpoint, tmp_path, monkeypatch):
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(PublishError, match="--push_to_hub needs a Hugging Face token.*nothing was trained"):
+        few_shot_main(image_checkpoint, tmp_path / "adapted", monkeypatch, "--push_to_hub", "--hub_model_id", "org/a")
+    assert not (tmp_path / "adapted").exists()

@@ -36,6 +36,18 @@ def test_defaults_match_the_model_config():
     assert NACImageProcessor(num_channels=1).image_mean == [0.5]
 
 
+@pytest.mark.parametrize("image_size, num_channels", [(16, 3), (8, 1), (24, 1)])
+def test_the_processor_of_a_config_resizes_to_its_image_size(rgb, image_size, num_channels):
+    config = NACConfig.from_preset("tiny", image_size=image_size, num_channels=num_channels, patch_size=4)
+    processor = NACImageProcessor.from_config(config)
+    assert processor(rgb)["pixel_values"].shape == (1, num_channels, image_size, image_size)
+    assert processor.to_dict() == NACImageProcessor(size=image_size, num_channels=num_channels).to_dict()
+    # what it saves is what loads, with nothing of the model needed any more
+    assert NACImageProcessor.from_dict(processor.to_dict()).size == {"height": image_size, "width": image_size}
+    with pytest.raises(ValueError, match="reads points .* it needs none"):
+        NACImageProcessor.from_config(NACConfig.from_preset("tiny", tokenizer_type="point"))
+
+
 def test_every_kind_of_input_gives_the_same_pixel_values(rgb):
     processor = NACImageProcessor(size={"height": 16, "width": 12})
     reference = processor(PIL.Image.fromarray(rgb), return_tensors="pt")["pixel_values"]

@@ -1,3 +1,6 @@
+import copy
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -5,8 +8,8 @@ import torch.nn.functional as F
 
 import nac_hf.modeling_nac as modeling
 from nac_hf import NACForClassification, NACModel
-from nac_hf.functional_nac import LargestTensor, naive_read_in, written_out_kernel_attention
-from nac_test_utils import example_inputs, tiny
+from nac_hf.functional_nac import LargestTensor, naive_read_in
+from nac_test_utils import MODEL_KINDS, example_inputs, tiny
 
 
 TOKENIZERS = ["patch", "conv", "byte", "point"]
@@ -439,10 +442,23 @@ def test_outputs_carry_states_attentions_and_connectivity(tiny_config):
     assert torch.equal(as_tuple[0], out.last_hidden_state)
 
 
-def test_other_image_sizes_interpolate_the_position_embedding():
-    for kind in ("patch", "conv"):
-        model = NACForClassification(tiny(tokenizer_type=kind)).eval()
-        assert model(pixel_values=torch.randn(2, 3, 24, 32)).logits.shape == (2, 3)
+@pytest.mark.parametrize("kind", ["patch", "conv"])
+def test_other_image_sizes_are_read_with_interpolate_pos_encoding(kind):
+    torch.manual_seed(0)
+    model = NACForClassification(tiny(tokenizer_type=kind)).eval()  # made for 16x16
+    native, larger = torch.randn(2, 3, 16, 16), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 24, 32), interpolate_pos_encoding=True).logits.shape == (2, 3)
+        # at the model's own size the opt-in changes nothing
+        torch.testing.assert_close(model(native, interpolate_pos_encoding=True).logits, model(native).logits,
+                                   rtol=0, atol=0)
+        # at 32x32 it is the model made for 32x32 whose position grid is the 16x16 one, resized bicubically
+        weights = model.state_dict()
+        grid = "nac.input_tokenizer." + ("position_embedding" if kind == "patch" else "position_grid")
+        weights[grid] = F.interpolate(weights[grid], size=(8, 8), mode="bicubic", align_corners=False)
+        made_for_32 = NACForClassification(tiny(tokenizer_type=kind, image_size=32)).eval()
+        made_for_32.load_state_dict(weights)
+        torch.testing.assert_close(model(larger, interpolate_pos_encoding=True).logits, made_for_32(larger).logits)
 
 
 def test_head_swap_with_ignore_mismatched_sizes(tmp_path, tiny_config):
@@ -458,7 +474,13 @@ def test_head_swap_with_ignore_mismatched_sizes(tmp_path, tiny_config):
     "kind, inputs, message",
     [
         ("patch", {"pixel_values": torch.randn(2, 1, 16, 16)}, "3 channels"),
-        ("patch", {"pixel_values": torch.randn(2, 3, 18, 16)}, "cannot be served by the position embedding"),
+        ("patch", {"pixel_values": torch.randn(2, 3, 32, 32)},
+         r"expected pixel_values of 16x16 \(config.image_size\), got 32x32.*interpolate_pos_encoding=True"),
+        ("conv", {"pixel_values": torch.randn(2, 3, 16, 24)}, "16x16 .* got 16x24"),
+        ("patch", {"pixel_values": torch.randn(2, 3, 18, 16), "interpolate_pos_encoding": True},
+         "cannot be served by the position embedding"),
+        ("byte", {"input_ids": torch.randint(5, 9, (2, 5)), "interpolate_pos_encoding": True}, "reads input_ids"),
+        ("point", {"points": torch.randn(2, 10, 3), "interpolate_pos_encoding": True}, "reads points"),
         ("patch", {"pixel_values": torch.randn(3, 16, 16)}, "expected pixel_values of shape"),
         ("conv", {"pixel_values": torch.randint(0, 255, (2, 3, 16, 16))}, "floating-point pixel_values"),
         ("patch", {"input_ids": torch.randint(5, 261, (2, 5))}, "reads pixel_values"),
@@ -562,22 +584,105 @@ def test_code_noise_is_drawn_each_pass_and_shared_by_the_batch():
     torch.testing.assert_close(model.eval()(**inputs).output_codes, codes, rtol=0, atol=0)
 
 
-def test_a_model_trains_with_the_gradients_of_the_written_out_attention(monkeypatch):
-    config = tiny(graph_prior="none", kernel_truncation=0.6)
-    inputs, labels = example_inputs(config), torch.tensor([0, 1, 2])
+# ------------------------------------------------------------------------------------------------------------------
+# attn_implementation: "sdpa" (fused, the default) and "eager" (written out) compute the same function
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def eager_and_sdpa(config, training: bool = False):
+    """Two models with the same weights, one per attention implementation."""
+    torch.manual_seed(0)
+    sdpa = NACForClassification(config).train(training)
+    with torch.no_grad():
+        for name, p in sdpa.named_parameters():
+            if "layer_scale" in name:
+                p.fill_(1.0)  # every branch at full strength, so that every attention shows in the output
+    eager = copy.deepcopy(sdpa)
+    eager.set_attn_implementation("eager")
+    assert (sdpa.config._attn_implementation, eager.config._attn_implementation) == ("sdpa", "eager")
+    return eager, sdpa
+
+
+def kind_inputs(config) -> dict:
+    inputs = example_inputs(config)
+    if config.conditioning_dim:
+        inputs["conditioning"] = torch.randn(3, 5, config.conditioning_dim, generator=torch.Generator().manual_seed(1))
+    return inputs
+
+
+@pytest.mark.parametrize("kind", list(MODEL_KINDS))
+def test_eager_and_sdpa_attention_agree_in_eval(kind):
+    config = tiny(**MODEL_KINDS[kind])
+    eager, sdpa = eager_and_sdpa(config)
+    inputs = kind_inputs(config)
+    with torch.no_grad():
+        fused, written = sdpa(**inputs, output_attentions=True), eager(**inputs, output_attentions=True)
+        torch.testing.assert_close(written.logits, fused.logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(eager(**inputs).logits, sdpa(**inputs).logits, rtol=0, atol=1e-5)
+    for weights_eager, weights_sdpa in zip(written.attentions, fused.attentions, strict=True):
+        torch.testing.assert_close(weights_eager, weights_sdpa, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("stochastic_kernel", [False, True])
+def test_eager_and_sdpa_attention_give_the_same_gradients_in_training(stochastic_kernel):
+    config = tiny(graph_prior="none", kernel_truncation=0.6, stochastic_kernel=stochastic_kernel,
+                  conditioning_dim=6, num_read_in_heads=2)
+    eager, sdpa = eager_and_sdpa(config, training=True)
+    inputs, labels = kind_inputs(config), torch.tensor([0, 1, 2])
     gradients = []
-    for attention in (modeling.kernel_modulated_attention, None):
-        if attention is None:
-            monkeypatch.setattr(
-                modeling, "kernel_modulated_attention",
-                lambda q, k, v, kernel, output_attentions=False: written_out_kernel_attention(q, k, v, kernel),
-            )
-        torch.manual_seed(0)
-        model = NACForClassification(config).train()
+    for model in (sdpa, eager):
+        torch.manual_seed(0)  # the same draws of noise, drop-path and kernel in both
         model(**inputs, labels=labels).loss.backward()
         gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
     for name, grad in gradients[0].items():
-        torch.testing.assert_close(grad, gradients[1][name], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(gradients[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_eager_attention_runs_no_fused_kernel_and_sdpa_does(monkeypatch):
+    config = tiny(conditioning_dim=6)
+    eager, sdpa = eager_and_sdpa(config, training=True)
+    calls = []
+    fused = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append("sdpa") or fused(*a, **k))
+    original = modeling.kernel_modulated_attention
+    monkeypatch.setattr(modeling, "kernel_modulated_attention", lambda *a: calls.append("skmdpa") or original(*a))
+    inputs = kind_inputs(config)
+    eager(**inputs, labels=labels_for()).loss.backward()
+    assert calls == []
+    sdpa(**inputs, labels=labels_for()).loss.backward()
+    # the conditioning reader and the read-in through SDPA; the propagators and the read-out through the
+    # kernel-modulated attention
+    assert calls.count("sdpa") == 2 and calls.count("skmdpa") == config.num_hidden_layers + 1
+
+
+def test_eager_attention_compiles_to_one_graph():
+    import torch._dynamo
+
+    config = tiny(conditioning_dim=6)
+    eager, _ = eager_and_sdpa(config, training=True)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(eager)(**kind_inputs(config), labels=labels_for())
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_attn_implementation_is_chosen_as_for_any_transformers_model(tmp_path):
+    config = tiny()
+    NACForClassification(config).save_pretrained(tmp_path)
+    assert NACForClassification.from_pretrained(tmp_path).config._attn_implementation == "sdpa"
+    loaded = NACForClassification.from_pretrained(tmp_path, attn_implementation="eager")
+    assert loaded.config._attn_implementation == "eager"
+    assert modeling.eager_attention(loaded.nac.read_in.config)  # every part of the model sees it
+    assert NACModel(tiny(attn_implementation="eager")).config._attn_implementation == "eager"
+    loaded.set_attn_implementation("sdpa")
+    assert not modeling.eager_attention(loaded.nac.propagators[0].attention.config)
+    for refused in ("flash_attention_2", "flex_attention", "paged|eager", "kernels-community/flash-attn", "fast"):
+        with pytest.raises(ValueError, match=f"no attn_implementation='{re.escape(refused)}'.*'sdpa'.*'eager'"):
+            NACForClassification.from_pretrained(tmp_path, attn_implementation=refused)
+        with pytest.raises(ValueError, match="'sdpa'.*'eager'"):
+            loaded.set_attn_implementation(refused)
+        with pytest.raises(ValueError, match="attn_implementation"):
+            tiny(attn_implementation=refused)
+    assert loaded.config._attn_implementation == "sdpa"
 
 
 def test_residual_branch_drops_whole_examples_and_scales_the_kept_ones():

@@ -16,7 +16,7 @@ from transformers import AutoModelForImageClassification, pipeline
 
 from nac_hf import NACConfig, NACForClassification
 from nac_hf.data import DataArguments, digits_dataset, load_classification_data
-from nac_test_utils import TINY, image_dataset_folder, train_run, training_args
+from nac_test_utils import TINY, image_dataset_folder, script, train_run, training_args
 from nac_hf.modeling_nac import CheckpointMismatchError
 from nac_hf.training import (
     TOP_K_ACCURACY,
@@ -30,6 +30,7 @@ from nac_hf.training import (
     parse_config_overrides,
     resolve_resume,
     set_cpu_threads,
+    training_arguments_defaults,
 )
 
 
@@ -289,3 +290,100 @@ def test_cpu_threads_default_to_the_cores_shared_among_the_local_processes(tmp_p
         torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="--cpu_threads must be at least 1"):
         NACTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", cpu_threads=0)
+
+
+def test_shots_per_label_train_on_k_examples_of_each_label_and_are_recorded(tmp_path):
+    data_args = DataArguments(keep_labels="0,1,2", shots_per_label=3)
+    model_args = ModelArguments(preset="tiny", config_overrides=TINY)
+    train_run(model_args, data_args, training_args(tmp_path, max_steps=2, seed=4))
+    details = json.loads((tmp_path / "training_details.json").read_text())
+    assert (details["train_examples"], details["shots_per_label"], details["seed"]) == (9, 3, 4)
+    full = load_classification_data(DataArguments(keep_labels="0,1,2"), seed=4)
+    assert details["eval_examples"] == len(full.dataset["validation"])  # the evaluation split whole
+
+
+def test_the_script_takes_shots_per_label(monkeypatch):
+    model_args, data_args, args = script("train").parse(["--shots_per_label", "5", "--seed", "3", "--output_dir", "x"])
+    assert (data_args.shots_per_label, args.seed) == (5, 3)
+
+
+def test_a_recipe_sets_defaults_that_flags_override():
+    parse = script("train").parse
+    model_args, data_args, args = parse(["--recipe", "cifar", "--dataset_name", "uoft-cs/cifar100"])
+    assert (model_args.preset, args.recipe, args.output_dir) == ("cifar", "cifar", "outputs/nac-cifar100")
+    assert (args.learning_rate, args.weight_decay, args.num_train_epochs, args.warmup_epochs) == (5e-4, 0.05, 300, 5)
+    assert args.bf16 and args.ema_decay == 0.9999 and args.label_smoothing_factor == 0.1
+    assert args.load_best_model_at_end and args.metric_for_best_model == "top1_accuracy"
+    assert (data_args.mixup_alpha, data_args.cutmix_alpha, data_args.repeated_augmentations) == (0.8, 1.0, 3)
+    assert data_args.augment and data_args.horizontal_flip and data_args.crop == "pad"
+    model_args, data_args, args = parse(["--recipe", "paper-tiny-imagenet", "--num_train_epochs", "100",
+                                         "--mixup_alpha", "0", "--preset", "small", "--output_dir", "out"])
+    assert (args.num_train_epochs, data_args.mixup_alpha, model_args.preset) == (100, 0, "small")
+    assert args.output_dir == "out"
+    assert args.ema_decay == 0.99996 and data_args.crop == "random-resized" and not args.load_best_model_at_end
+    model_args, data_args, args = parse([])  # no recipe: the main job's settings
+    assert args.recipe is None and args.ema_decay is None and data_args.mixup_alpha == 0 and args.learning_rate == 2e-3
+
+
+def test_an_unknown_recipe_is_refused(monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        script("train").parse(["--recipe", "imagenet"])
+    assert "--recipe takes one of ['cifar', 'paper-tiny-imagenet']" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--recipe takes one of"):
+        NACTrainingArguments(output_dir="x", recipe="imagenet")
+
+
+def digits_trainer(tmp_path, data_args=None, config_overrides=TINY, **overrides):
+    data_args = data_args or DataArguments(max_train_samples=96, max_eval_samples=32)
+    data = load_classification_data(data_args)
+    model = build_model(ModelArguments(preset="tiny", config_overrides=config_overrides), data)
+    settings = {**training_arguments_defaults(), "output_dir": str(tmp_path), "report_to": "none", **overrides}
+    return make_trainer(model, build_processor(ModelArguments(), model.config, data), data, data_args,
+                        NACTrainingArguments(**settings))
+
+
+def test_warmup_epochs_are_counted_in_optimizer_steps(tmp_path):
+    trainer = digits_trainer(tmp_path, warmup_steps=0, warmup_epochs=2, per_device_train_batch_size=16,
+                             gradient_accumulation_steps=2)
+    assert trainer.args.warmup_steps == 6  # 96 examples: 6 batches of 16, 3 optimizer steps an epoch, × 2
+    assert trainer.warmup_epochs == 2
+    with pytest.raises(ValueError, match="give --warmup_epochs .* or --warmup_steps .*, not both"):
+        NACTrainingArguments(output_dir=str(tmp_path), warmup_epochs=5, warmup_steps=100)
+
+
+def test_label_smoothing_trains_soft_targets_and_evaluation_keeps_labels(tmp_path):
+    data_args = DataArguments(max_train_samples=96, max_eval_samples=32, repeated_augmentations=3, augment=True)
+    trainer = digits_trainer(tmp_path, data_args, label_smoothing_factor=0.1, per_device_train_batch_size=12)
+    assert trainer.args.label_smoothing_factor == 0.0 and trainer.label_smoother is None  # folded into the targets
+    train_batch = next(iter(trainer.get_train_dataloader()))
+    assert train_batch["labels"].shape == (12, 10) and train_batch["labels"].max() == pytest.approx(0.91)
+    assert next(iter(trainer.get_eval_dataloader()))["labels"].dtype == torch.long
+    # Repeated augmentation: each image three times in a row, each time cropped afresh.
+    pixels = train_batch["pixel_values"]
+    assert torch.equal(train_batch["labels"][0], train_batch["labels"][2]) and not torch.equal(pixels[0], pixels[1])
+
+
+def test_one_hot_soft_targets_train_the_models_own_loss(tmp_path):
+    overrides = TINY + ",graph_regularizer=planted-partition,graph_regularizer_weight=0.5"
+    trainer = digits_trainer(tmp_path, config_overrides=overrides)
+    batch = next(iter(trainer.get_eval_dataloader()))
+    one_hot = {**batch, "labels": torch.nn.functional.one_hot(batch["labels"], 10).float()}
+    trainer.model.train()
+    torch.manual_seed(0)
+    expected = trainer.compute_loss(trainer.model, dict(batch))  # the model's cross-entropy and regulariser
+    torch.manual_seed(0)
+    soft = trainer.compute_loss(trainer.model, one_hot)
+    torch.testing.assert_close(soft, expected)
+    torch.manual_seed(0)
+    output = trainer.model(pixel_values=batch["pixel_values"])
+    assert output.graph_regularizer_loss is not None and output.graph_regularizer_loss > 0  # it was in the loss
+
+
+def test_what_soft_targets_cannot_train_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="exit_training=True trains every read-out"):
+        digits_trainer(tmp_path, config_overrides=TINY + ",exit_training=true", label_smoothing_factor=0.1)
+    rows = [{"text": f"text {i}", "label": i % 2} for i in range(20)]
+    (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    data_args = DataArguments(train_file=str(tmp_path / "train.jsonl"), mixup_alpha=0.8, max_length=16)
+    with pytest.raises(ValueError, match="mix images; .* holds text data"):
+        digits_trainer(tmp_path, data_args, config_overrides="graph_fit_steps=50")

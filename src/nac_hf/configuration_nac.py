@@ -26,6 +26,20 @@ GRAPH_REGULARIZERS = ("none", "planted-partition", "scale-free", "watts-strogatz
 # Number of special tokens in front of the 256 byte values (pad, cls/bos, sep/eos, mask, unk).
 NUM_SPECIAL_BYTE_TOKENS = 5
 
+# The attention implementations a NAC runs (`attn_implementation`), as transformers names them.
+ATTN_IMPLEMENTATIONS = {
+    "sdpa": "fused kernels: torch's scaled_dot_product_attention and the kernel-modulated attention with its "
+    "gradient written out (the default)",
+    "eager": "every attention as matrix products and a softmax, differentiated by autograd",
+}
+
+
+def check_attn_implementation(name: str | None) -> None:
+    """Refuse an attention implementation a NAC does not have (None picks the default, "sdpa")."""
+    if name is not None and name not in ATTN_IMPLEMENTATIONS:
+        choices = "; ".join(f"{key!r}: {text}" for key, text in ATTN_IMPLEMENTATIONS.items())
+        raise ValueError(f"a NAC has no attn_implementation={name!r}; choose one of {choices}")
+
 
 # Field validators (huggingface_hub's strict dataclasses run them on every assignment, naming the field).
 @as_validated_field
@@ -100,8 +114,10 @@ class NACConfig(PreTrainedConfig):
             `"conv"` (a ConvNeXt-style stem of stride `patch_size` + a learned positional grid of
             `conv_position_channels` channels), `"byte"` (UTF-8 byte ids in `input_ids`), `"point"` (`points` of
             shape (B, N, 3) through random Fourier features and an MLP; order invariant).
-        image_size (`int`, defaults to 64): side of the square images the position embedding is made for; other
-            sizes that are multiples of `patch_size` are served by interpolating it.
+        image_size (`int`, defaults to 64): side of the square images the position embedding is made for
+            (`NACImageProcessor.from_config(config)` resizes to it). The model refuses images of another size unless
+            called with `interpolate_pos_encoding=True`, which interpolates the position embedding to any size whose
+            sides are multiples of `patch_size`.
         patch_size (`int`, defaults to 4): patch side of the `"patch"` tokenizer and stride of the `"conv"` stem.
         num_channels (`int`, defaults to 3): channels of `pixel_values`.
         conv_position_channels (`int`, defaults to 32): channels of the learned positional grid concatenated to the
@@ -217,7 +233,9 @@ class NACConfig(PreTrainedConfig):
         exit_training (`bool`, defaults to `False`): in training, read out after every layer from `min_exit_layer`
             on and sum the losses of all these read-outs, so that the early read-outs learn to classify.
 
-    Any other keyword (`num_labels`, `id2label`, `problem_type`, ...) goes to [`PretrainedConfig`].
+    Any other keyword (`num_labels`, `id2label`, `problem_type`, ...) goes to [`PretrainedConfig`]. `num_labels` must
+    be at least 1. `attn_implementation` picks how the attentions run: `"sdpa"` (the default: fused kernels) or
+    `"eager"` (matrix products and a softmax, differentiated by autograd); both compute the same function.
     """
 
     model_type = "nac"
@@ -301,7 +319,46 @@ class NACConfig(PreTrainedConfig):
         """The model input that carries what it reads: `pixel_values`, `input_ids` or `points`."""
         return modality_of(self.tokenizer_type).main_input_name
 
+    @property
+    def num_labels(self) -> int | None:
+        """How many outputs the classification head has: the length of `id2label`."""
+        return len(self.id2label) if self.id2label is not None else None
+
+    @num_labels.setter
+    def num_labels(self, num_labels: int) -> None:
+        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+            raise ValueError(
+                f"NACConfig.num_labels must be a positive int (the head has one output per label, one for a "
+                f"regression), got {num_labels!r}"
+            )
+        PreTrainedConfig.num_labels.fset(self, num_labels)
+
+    @classmethod
+    def _get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        # transformers takes a folder without config.json for a config of defaults; a NAC's weights would then be
+        # loaded into a model of the wrong shape.
+        subfolder = kwargs.get("subfolder") or ""
+        config_dict, kwargs = super()._get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict is None:
+            where = f"{pretrained_model_name_or_path}/{subfolder}".rstrip("/")
+            raise OSError(
+                f"{where} has no config.json, which a NAC is built from: save the config there with "
+                f"config.save_pretrained({where!r}) (model.save_pretrained writes it beside the weights), or pass "
+                f"the config: from_pretrained({str(pretrained_model_name_or_path)!r}, config=config)"
+            )
+        return config_dict, kwargs
+
     # Checks across fields, run by huggingface_hub's strict dataclass after every creation and before saving.
+
+    def validate_labels(self):
+        if not self.num_labels or self.num_labels < 1:
+            raise ValueError(
+                f"NACConfig.num_labels must be at least 1 (the head has one output per label), got "
+                f"{self.num_labels!r} (id2label={self.id2label!r})"
+            )
+
+    def validate_attn_implementation(self):
+        check_attn_implementation(self._attn_implementation)
 
     def validate_input_shape(self):
         if self.modality == "image" and self.image_size % self.patch_size != 0:
@@ -481,6 +538,19 @@ PRESETS: dict[str, tuple[str | None, dict]] = {
     )),
     # The reference Tiny-ImageNet setting: conv stem on 64x64 images, 200 labels, the defaults of the architecture.
     "paper-tiny-imagenet": (None, dict(tokenizer_type="conv", num_labels=200)),
+    # CIFAR-10/100 at 32x32 (the `cifar` recipe): the reference setting's conv stem at stride 4 (an 8x8 grid of 64
+    # tokens), 64 input modules, 8 propagator layers and graph prior, at half its processors (128) and two thirds of
+    # its width (256, 4 heads): 10.1 M parameters and 1.9 GFLOP per image, against ViT-S/4's 21 M on 64 patches.
+    "cifar": (None, dict(
+        tokenizer_type="conv",
+        image_size=32,
+        num_labels=10,
+        hidden_size=256,
+        code_dim=256,
+        num_processor_modules=128,
+        num_attention_heads=4,
+        intermediate_size=352,
+    )),
     # The model of the main job (scripts/train.py on scikit-learn's 8x8 digits): `small` on 16x16 grayscale inputs
     # with fewer modules, so that it trains in minutes on two CPU cores. Its 32 processors read the input themselves
     # (as in the paper's ImageNet models) and train with module dropout, so that a quarter of them or fewer keep its

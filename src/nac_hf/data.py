@@ -1,5 +1,12 @@
 """Classification data for training NACs: Hub datasets, image folders, csv/json/parquet text files, and the
-handwritten digits that ship with scikit-learn (the default, which needs no download)."""
+handwritten digits that ship with scikit-learn (the default, which needs no download).
+
+A run's data has a training split, a validation split (evaluated while training, and what model selection looks at)
+and, where the data has one, a test split, evaluated once at the end. A dataset with a validation split (validation,
+valid, val or dev) uses it; one without has `--validation_split_percentage` of its training split held out,
+stratified, as the validation split, and its test split (e.g. CIFAR's) stays the test split. The digits are the
+exception: their fixed, stratified 20 % is the evaluation split of the main job, as it always was, and nothing is
+chosen on it (the main job keeps its last epoch)."""
 
 from __future__ import annotations
 
@@ -10,13 +17,17 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, IterableDataset, Value, load_dataset
 
+from .augmentation import random_resized_crop
+
 
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("image", "img", "picture", "photo")
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target", "category", "sentiment")
-VALIDATION_SPLITS = ("validation", "valid", "val", "dev", "test")
+VALIDATION_SPLITS = ("validation", "valid", "val", "dev")
+TEST_SPLITS = ("test",)
+CROPS = ("pad", "random-resized")
 FILE_FORMATS = {"csv": "csv", "tsv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}
 
 # The digits default: a fixed, stratified 20 % held out for evaluation.
@@ -44,22 +55,73 @@ class DataArguments:
     label_column: str | None = field(default=None, metadata={"help": "Column of the labels (detected if unset)."})
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     validation_split: str | None = field(
-        default=None, metadata={"help": "Split to evaluate on (detected among validation/valid/val/dev/test if unset)."}
+        default=None,
+        metadata={
+            "help": "Split to evaluate on while training (detected among validation/valid/val/dev if unset; without "
+            "one, --validation_split_percentage of the training split is held out). Naming the test split here makes "
+            "it the evaluation split, as the digits' is."
+        },
     )
     validation_split_percentage: float = field(
-        default=10.0, metadata={"help": "Percentage of the training split held out when there is no evaluation split."}
+        default=10.0,
+        metadata={"help": "Percentage of the training split held out (stratified) when there is no validation split."},
+    )
+    test_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split evaluated once, at the end of training (test_results.json; detected as 'test' if unset and "
+            "not the evaluation split)."
+        },
     )
     keep_labels: str | None = field(
         default=None,
         metadata={"help": "Keep only these labels, by name, comma-separated (e.g. '0,1,2,3,4'); ids follow this order."},
     )
+    shots_per_label: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train on only this many examples of each label (after --keep_labels), drawn with --seed by "
+            "nac_hf.few_shot.sample_shots; the evaluation and test splits stay whole."
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training examples."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation examples."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many evaluation (and test) examples."}
+    )
     augment: bool = field(
-        default=False, metadata={"help": "Random crops of training images (padded by 1/8 of their size)."}
+        default=False, metadata={"help": "Random crops of training images (--crop), and flips with --horizontal_flip."}
+    )
+    crop: str = field(
+        default="pad",
+        metadata={
+            "help": "With --augment: 'pad' (a random crop of the image padded by 1/8 of its size, the usual CIFAR "
+            "crop) or 'random-resized' (a crop of --crop_min_scale to all of the area, aspect 3/4 to 4/3, resized "
+            "back: DeiT's)."
+        },
+    )
+    crop_min_scale: float = field(
+        default=0.08, metadata={"help": "With --crop random-resized: the smallest fraction of the area a crop keeps."}
     )
     horizontal_flip: bool = field(
         default=False, metadata={"help": "With --augment, also flip training images horizontally (not for digits)."}
+    )
+    mixup_alpha: float = field(
+        default=0.0,
+        metadata={"help": "Mixup of training images with weights drawn from Beta(alpha, alpha); 0 for none."},
+    )
+    cutmix_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "Cutmix of training images with box areas drawn from Beta(alpha, alpha); 0 for none. With mixup "
+            "too, each batch takes one of them at random."
+        },
+    )
+    repeated_augmentations: int = field(
+        default=1,
+        metadata={
+            "help": "Repeated augmentation: each epoch takes each of 1/N of the training examples N times, augmented "
+            "anew (the epoch keeps its length); 1 for none."
+        },
     )
     max_length: int | None = field(
         default=None, metadata={"help": "Truncate texts to this many bytes (default: the model's max_position_embeddings)."}
@@ -93,19 +155,39 @@ class DataArguments:
             raise ValueError(
                 f"--validation_split_percentage must lie in (0, 100), got {self.validation_split_percentage}"
             )
+        self._check_augmentation()
+        if self.shots_per_label is not None and self.shots_per_label < 1:
+            raise ValueError(f"--shots_per_label must be at least 1, got {self.shots_per_label}")
+        if self.streaming and (self.shots_per_label or self.repeated_augmentations > 1):
+            raise ValueError(
+                "--shots_per_label and --repeated_augmentations choose examples by index, which a stream has not; "
+                "train without --streaming"
+            )
+
+    def _check_augmentation(self):
+        if self.crop not in CROPS:
+            raise ValueError(f"--crop takes one of {list(CROPS)}, got {self.crop!r}")
+        if not 0 < self.crop_min_scale <= 1:
+            raise ValueError(f"--crop_min_scale must lie in (0, 1], got {self.crop_min_scale}")
+        for name in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be 0 (off) or positive, got {getattr(self, name)}")
+        if self.repeated_augmentations < 1:
+            raise ValueError(f"--repeated_augmentations must be at least 1, got {self.repeated_augmentations}")
 
 
 @dataclass
 class ClassificationData:
     """Train and evaluation splits with the columns that matter and the label names."""
 
-    dataset: DatasetDict  # "train", "validation"
+    dataset: DatasetDict  # "train", "validation", and "test" when a split is evaluated once at the end
     modality: str  # what the inputs are, a key of `nac_hf.modalities.MODALITIES`: "image" or "text"
     input_column: str
     label_column: str
     label_names: list[str]
     source: str
     eval_split: str = "validation"  # where the evaluation examples come from, in words
+    test_split: str | None = None  # the split `dataset["test"]` was, when the data has one evaluated at the end
 
     @property
     def id2label(self) -> dict[int, str]:
@@ -212,30 +294,26 @@ def find_columns(split, args: DataArguments, source: str) -> tuple[str, str, str
 
 
 def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str | None = None) -> ClassificationData:
-    """Load the data the arguments name, find its columns, label names and evaluation split (with `args.streaming`,
-    the training split as a shuffled stream)."""
+    """Load the data the arguments name, find its columns, label names, evaluation split and test split (with
+    `args.streaming`, the training split as a shuffled stream). See the module's docstring for which split is
+    which."""
     if args.streaming:
         return load_streamed_data(args, seed, cache_dir)
     raw, source = load_raw(args, cache_dir)
     if args.train_split not in raw:
         raise ValueError(f"no split {args.train_split!r} in {source}; it has {sorted(raw)} (--train_split)")
-    train = raw[args.train_split]
-    modality, input_column, label_column = find_columns(train, args, source)
-
-    split_name = args.validation_split or next((name for name in VALIDATION_SPLITS if name in raw), None)
-    if args.validation_split and args.validation_split not in raw:
-        raise ValueError(f"no split {args.validation_split!r} in {source}; it has {sorted(raw)}")
-    dataset = DatasetDict(train=train, validation=raw[split_name]) if split_name else DatasetDict(train=train)
+    modality, input_column, label_column = find_columns(raw[args.train_split], args, source)
+    dataset, names = choose_splits(raw, args, source)
 
     if not isinstance(dataset["train"].features[label_column], ClassLabel):
         # Plain labels (ints or strings) become a ClassLabel, so that names reach id2label.
-        names = _label_names(dataset, label_column)
+        label_names = _label_names(dataset, label_column)
         dataset = dataset.map(
-            lambda batch: {label_column: [_label_id(value, names) for value in batch[label_column]]},
+            lambda batch: {label_column: [_label_id(value, label_names) for value in batch[label_column]]},
             batched=True,
             desc="label ids",
         )
-        dataset = dataset.cast_column(label_column, ClassLabel(names=names))
+        dataset = dataset.cast_column(label_column, ClassLabel(names=label_names))
     label_names = list(dataset["train"].features[label_column].names)
 
     if args.keep_labels:
@@ -245,20 +323,75 @@ def load_classification_data(args: DataArguments, seed: int = 42, cache_dir: str
         held_out = dataset["train"].train_test_split(
             test_size=args.validation_split_percentage / 100.0, seed=seed, stratify_by_column=label_column
         )
-        dataset = DatasetDict(train=held_out["train"], validation=held_out["test"])
-        logger.info("no evaluation split in %s: held out %s%% of the training split", source, args.validation_split_percentage)
+        dataset["train"], dataset["validation"] = held_out["train"], held_out["test"]
+        logger.info("no validation split in %s: held out %s%% of the training split", source,
+                    args.validation_split_percentage)
         eval_split = f"{args.validation_split_percentage:g} % of {args.train_split} held out, stratified, seed {seed}"
-    elif source == DIGITS_SOURCE:
+    elif source == DIGITS_SOURCE and names["validation"] == "test":
         eval_split = f"a fixed stratified {100 * DIGITS_TEST_FRACTION:g} % held out"
     else:
-        eval_split = split_name
+        eval_split = names["validation"]
 
-    if args.max_train_samples is not None:
-        dataset["train"] = dataset["train"].shuffle(seed=seed).select(range(min(args.max_train_samples, len(dataset["train"]))))
-    if args.max_eval_samples is not None:
-        dataset["validation"] = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
+    dataset = _limit(dataset, args, label_column, seed)
     dataset = DatasetDict({name: split.select_columns([input_column, label_column]) for name, split in dataset.items()})
-    return ClassificationData(dataset, modality, input_column, label_column, label_names, source, eval_split)
+    return ClassificationData(dataset, modality, input_column, label_column, label_names, source, eval_split,
+                              names.get("test"))
+
+
+def choose_splits(raw: DatasetDict, args: DataArguments, source: str) -> tuple[DatasetDict, dict[str, str]]:
+    """The training split, the validation split (named, detected, or None when it is to be held out of the training
+    split; for the digits their test split) and the test split when there is one, and the raw names of each."""
+    for flag, name in (("--validation_split", args.validation_split), ("--test_split", args.test_split)):
+        if name is not None and name not in raw:
+            raise ValueError(f"no split {name!r} in {source}; it has {sorted(raw)} ({flag})")
+    validation = args.validation_split or next((name for name in VALIDATION_SPLITS if name in raw), None)
+    if validation is None and source == DIGITS_SOURCE:
+        validation = "test"
+    test = args.test_split or next(
+        (name for name in TEST_SPLITS if name in raw and name not in (validation, args.train_split)), None
+    )
+    if test is not None and test in (validation, args.train_split):
+        raise ValueError(f"--test_split {test!r} is also the training or evaluation split; name another")
+    names = {"train": args.train_split, "validation": validation, "test": test}
+    names = {role: name for role, name in names.items() if name is not None}
+    return DatasetDict({role: raw[name] for role, name in names.items()}), names
+
+
+def _limit(dataset: DatasetDict, args: DataArguments, label_column: str, seed: int) -> DatasetDict:
+    """The splits cut to `--shots_per_label` (training), `--max_train_samples` and `--max_eval_samples`."""
+    if args.shots_per_label is not None:
+        dataset["train"] = sample_shots(dataset["train"], label_column, args.shots_per_label, seed)
+    if args.max_train_samples is not None:
+        train = dataset["train"].shuffle(seed=seed)
+        dataset["train"] = train.select(range(min(args.max_train_samples, len(train))))
+    if args.max_eval_samples is not None:
+        for name in ("validation", "test"):
+            if name in dataset:
+                dataset[name] = dataset[name].select(range(min(args.max_eval_samples, len(dataset[name]))))
+    return dataset
+
+
+def sample_shots(dataset: Dataset, label_column: str, shots: int, seed: int) -> Dataset:
+    """`shots` examples of every label, drawn without replacement with a seed (`nac_hf.few_shot.sample_shots`).
+
+    Deterministic for a seed; for one seed, the k-shot set is contained in every larger one (each label's examples
+    are shuffled once and the first k are taken), so results across shot counts differ by the added examples only.
+    Every label of the dataset's `ClassLabel` must have at least `shots` examples.
+    """
+    labels = np.asarray(dataset[label_column])
+    feature = dataset.features[label_column]
+    label_ids = range(feature.num_classes) if isinstance(feature, ClassLabel) else np.unique(labels)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in label_ids:
+        candidates = np.flatnonzero(labels == label)
+        if len(candidates) < shots:
+            raise ValueError(
+                f"label {label} has {len(candidates)} training examples, fewer than the {shots} shots per label "
+                "asked for; ask for fewer shots"
+            )
+        chosen.extend(rng.permutation(candidates)[:shots].tolist())
+    return dataset.select(sorted(chosen))
 
 
 def load_streamed_data(args: DataArguments, seed: int, cache_dir: str | None) -> ClassificationData:
@@ -269,7 +402,9 @@ def load_streamed_data(args: DataArguments, seed: int, cache_dir: str | None) ->
     streams, source = load_raw(args, cache_dir, streaming=True)
     if args.train_split not in streams:
         raise ValueError(f"no split {args.train_split!r} in {source}; it has {sorted(streams)} (--train_split)")
-    split_name = args.validation_split or next((name for name in VALIDATION_SPLITS if name in streams), None)
+    # Nothing can be held out of a stream: without a validation split, the test split is the evaluation split.
+    evaluation_splits = VALIDATION_SPLITS + TEST_SPLITS
+    split_name = args.validation_split or next((name for name in evaluation_splits if name in streams), None)
     if split_name is None or split_name not in streams:
         raise ValueError(
             f"--streaming needs an evaluation split in {source} (it has {sorted(streams)}): a stream cannot be held "
@@ -340,15 +475,23 @@ def _label_id(value, label_names: list[str]) -> int:
 
 
 def augment_images(
-    pixel_values: torch.Tensor, flip: bool = False, generator: torch.Generator | None = None
+    pixel_values: torch.Tensor,
+    flip: bool = False,
+    generator: torch.Generator | None = None,
+    crop: str = "pad",
+    min_scale: float = 0.08,
 ) -> torch.Tensor:
-    """Standard light augmentation of a (C, H, W) image: a random crop of the image padded by 1/8 of its size
-    (reflection), and with `flip` a horizontal flip with probability 1/2."""
-    _, height, width = pixel_values.shape
-    pad = max(1, min(height, width) // 8)
-    padded = torch.nn.functional.pad(pixel_values[None], (pad, pad, pad, pad), mode="reflect")[0]
-    top, left = (int(torch.randint(0, 2 * pad + 1, (1,), generator=generator)) for _ in range(2))
-    cropped = padded[:, top : top + height, left : left + width]
+    """Augmentation of a (C, H, W) image: a random crop — `crop="pad"`, of the image padded by 1/8 of its size
+    (reflection); `"random-resized"`, a crop of `min_scale` to all of its area resized back
+    (`nac_hf.augmentation.random_resized_crop`) — and with `flip` a horizontal flip with probability 1/2."""
+    if crop == "random-resized":
+        cropped = random_resized_crop(pixel_values, min_scale, generator)
+    else:
+        _, height, width = pixel_values.shape
+        pad = max(1, min(height, width) // 8)
+        padded = torch.nn.functional.pad(pixel_values[None], (pad, pad, pad, pad), mode="reflect")[0]
+        top, left = (int(torch.randint(0, 2 * pad + 1, (1,), generator=generator)) for _ in range(2))
+        cropped = padded[:, top : top + height, left : left + width]
     if flip and torch.rand((), generator=generator) < 0.5:
         cropped = cropped.flip(-1)
     return cropped

@@ -25,10 +25,9 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import DatasetDict
 from transformers import (
     AutoConfig,
     PreTrainedModel,
@@ -37,7 +36,7 @@ from transformers import (
     set_seed,
 )
 
-from .data import ClassificationData, DataArguments, load_classification_data
+from .data import ClassificationData, DataArguments, load_classification_data, sample_shots
 from .modalities import MODALITIES
 from .modeling_nac import ADDED_MODULE_PARAMETERS
 from .training import (
@@ -52,6 +51,15 @@ from .training import (
 
 
 MODES = ("full", "head", "codes", "lora", "extend", "prototype")
+# What trains in each mode, as the card of an adapted model says it.
+MODE_DESCRIPTIONS = {
+    "full": "every parameter trained",
+    "head": "only the head (the final norm and the classifier) trained, a linear probe",
+    "codes": "only the module codes and the head trained; the weights the modules share stayed as they were",
+    "lora": "LoRA adapters on the attention projections and the head trained, then merged into the weights",
+    "extend": "new processor modules joined the learned graph, and only they and the head trained",
+    "prototype": "nothing trained: each label is the mean of its shots' features",
+}
 # The modes that train, each with its learning rate (`prototype` trains nothing).
 TRAINED_MODES = tuple(mode for mode in MODES if mode != "prototype")
 
@@ -205,34 +213,6 @@ def few_shot_training_defaults() -> dict:
         use_cpu=not (torch.cuda.is_available() or torch.backends.mps.is_available()),
         seed=0,
     )
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Shots
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def sample_shots(dataset: Dataset, label_column: str, shots: int, seed: int) -> Dataset:
-    """`shots` examples of every label, drawn without replacement with a seed.
-
-    Deterministic for a seed; for one seed, the k-shot set is contained in every larger one (each label's examples
-    are shuffled once and the first k are taken), so results across shot counts differ by the added examples only.
-    Every label of the dataset's `ClassLabel` must have at least `shots` examples.
-    """
-    labels = np.asarray(dataset[label_column])
-    feature = dataset.features[label_column]
-    label_ids = range(feature.num_classes) if isinstance(feature, ClassLabel) else np.unique(labels)
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for label in label_ids:
-        candidates = np.flatnonzero(labels == label)
-        if len(candidates) < shots:
-            raise ValueError(
-                f"label {label} has {len(candidates)} training examples, fewer than --shots {shots}; "
-                "ask for fewer shots"
-            )
-        chosen.extend(rng.permutation(candidates)[:shots].tolist())
-    return dataset.select(sorted(chosen))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -399,6 +379,7 @@ def adapt(
         "top1_accuracy": metrics["eval_top1_accuracy"],
         "eval_loss": metrics["eval_loss"],
         "train_loss": result.training_loss,
+        "steps": trainer.state.global_step,
         "trainable_parameters": sum(model.get_parameter(name).numel() for name in trainable),
     }
 
@@ -445,6 +426,7 @@ __all__ = [
     "CODES_PARAMETER",
     "DEFAULT_LEARNING_RATES",
     "FewShotArguments",
+    "MODE_DESCRIPTIONS",
     "HEADS",
     "Head",
     "MODES",

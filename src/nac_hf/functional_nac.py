@@ -4,7 +4,8 @@ The model's attention and activation compute functions whose gradients autograd 
 and backward passes are written out so that they keep one tensor where autograd would keep every intermediate
 (`GatedGELU`, `RelaxedBernoulliSample`, `KernelModulatedSoftmax`, `KernelModulatedAttention`). The reference forms
 (`naive_read_in`, `written_out_kernel_attention`) are the same functions as formulas for autograd to differentiate;
-tests and benchmarks compare against them, the model never calls them. `LargestTensor` measures the memory an
+tests and benchmarks compare against them, and the model runs `written_out_kernel_attention` when
+`attn_implementation="eager"`. `LargestTensor` measures the memory an
 operation takes. docs/architecture.md gives the equations.
 
 This file travels with the modeling code when a model is saved for `trust_remote_code`, so it imports only the

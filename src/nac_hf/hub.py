@@ -6,8 +6,9 @@ results, the learned circuit figure and a model card rendered from `model_cards/
 `ModelCardData`. Before the folder is accepted its code files are checked to import nothing that a machine with only
 torch, transformers and pillow lacks, and it is loaded in a fresh Python process where `nac_hf` cannot be imported
 (as on a machine that only has `transformers`), and its outputs are compared with the checkpoint's.
-`upload_repository` sends a folder with `HfApi`; `publish` does both, and is what `scripts/push_to_hub.py` and
-`scripts/train.py --push_to_hub` run.
+`upload_repository` sends a folder with `HfApi`; `publish` does both, and is what `scripts/push_to_hub.py`,
+`scripts/train.py --push_to_hub` and `scripts/few_shot.py --push_to_hub` run. A run publishes once, at the end:
+`run_repo_id` refuses any `--hub_strategy` but the default before anything trains.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from packaging.utils import canonicalize_name
 from transformers.dynamic_module_utils import get_imports
 
 from .configuration_nac import NACConfig
+from .few_shot import MODE_DESCRIPTIONS
 from .modalities import MODALITIES, modality_of
 from .modeling_nac import NACForClassification, NACModel
 from .training import TRAINING_DETAILS
@@ -45,8 +47,10 @@ MODEL_CARD_TEMPLATE = resources.files("nac_hf") / "model_cards" / "nac_model_car
 CIRCUIT_FIGURE = "circuit.png"
 MODULE_DROPPING = "module_dropping.json"  # written by python -m benchmarks.module_dropping
 PAPER_CLAIMS = "paper_claims.json"  # written by python -m benchmarks.paper_claims
+FEW_SHOT = "few_shot.json"  # written by scripts/few_shot.py
 RESULT_FILES = (
-    "all_results.json", "train_results.json", "eval_results.json", TRAINING_DETAILS, MODULE_DROPPING, PAPER_CLAIMS
+    "all_results.json", "train_results.json", "eval_results.json", "test_results.json", TRAINING_DETAILS,
+    MODULE_DROPPING, PAPER_CLAIMS, FEW_SHOT,
 )
 TAGS = ["nac", "neural-attentive-circuits"]
 METRIC_NAMES = {"top1_accuracy": "Top-1 accuracy", "top5_accuracy": "Top-5 accuracy"}
@@ -55,6 +59,8 @@ REQUIRED_FILES = (
     "config.json", "model.safetensors", "configuration_nac.py", "modeling_nac.py", "functional_nac.py", "modalities.py",
     "graph_priors.py", "README.md",
 )
+# The only `--hub_strategy` a run publishes with (TrainingArguments' default): the model, once, at the end.
+PUBLISHED_STRATEGY = "every_save"
 NO_TOKEN = (
     "no Hugging Face token, so nothing was uploaded to {repo_id}: set HF_TOKEN or run `hf auth login` (a token with "
     "write access), then run the command again"
@@ -99,10 +105,19 @@ def load_checkpoint(checkpoint: str | os.PathLike):
 def read_run(checkpoint: str | os.PathLike) -> dict:
     """What a run left beside its model: `training_details.json` (written by `scripts/train.py`), the evaluation
     metrics (`eval_results.json`, or the last evaluation in `trainer_state.json` for a `checkpoint-N` folder), the
-    step count, `module_dropping.json` (written by `python -m benchmarks.module_dropping`) and `paper_claims.json` (written by
-    `python -m benchmarks.paper_claims`). Missing files give missing keys."""
+    test metrics (`test_results.json`), the step count, `few_shot.json` (written by `scripts/few_shot.py`: it stands
+    for the training details and evaluation of an adapted model), `module_dropping.json` (written by
+    `python -m benchmarks.module_dropping`) and `paper_claims.json` (written by `python -m benchmarks.paper_claims`).
+    Missing files give missing keys."""
     folder = Path(checkpoint)
     run = {"details": _read_json(folder / TRAINING_DETAILS) or {}, "eval": _read_json(folder / "eval_results.json")}
+    run["test"] = _read_json(folder / "test_results.json") or {}
+    run["few_shot"] = _read_json(folder / FEW_SHOT)
+    if run["few_shot"]:
+        run["details"] = {**few_shot_details(run["few_shot"]), **run["details"]}
+        run["eval"] = run["eval"] or {
+            "eval_top1_accuracy": run["few_shot"].get("top1_accuracy"), "eval_loss": run["few_shot"].get("eval_loss")
+        }
     run["dropping"] = _read_json(folder / MODULE_DROPPING)
     run["claims"] = _read_json(folder / PAPER_CLAIMS)
     state = _read_json(folder / "trainer_state.json")
@@ -113,6 +128,25 @@ def read_run(checkpoint: str | os.PathLike) -> dict:
             run["eval"] = evaluations[-1] if evaluations else None
     run["eval"] = run["eval"] or {}
     return run
+
+
+def few_shot_details(record: dict) -> dict:
+    """The training details of a model `scripts/few_shot.py` adapted, from its `few_shot.json`."""
+    base = record.get("model_name_or_path")
+    return {
+        "dataset": record.get("data"),
+        "dataset_id": record.get("dataset_id"),
+        "modality": record.get("modality"),
+        "eval_split": record.get("eval_split"),
+        "eval_examples": record.get("eval_examples"),
+        "train_examples": record.get("train_examples"),
+        "shots_per_label": record.get("shots"),
+        "start": f"{base}, adapted in mode {record.get('mode')!r}" if base else None,
+        "base_model": base,
+        "steps": record.get("steps"),
+        "learning_rate": record.get("learning_rate"),
+        "seed": record.get("seed"),
+    }
 
 
 def _read_json(path: Path) -> dict | None:
@@ -129,14 +163,18 @@ def _read_json(path: Path) -> dict | None:
 
 
 def eval_results(run: dict) -> list[EvalResult]:
-    """The run's evaluation metrics as model-index entries."""
+    """The run's metrics as model-index entries: those of its test split when it has one (evaluated once, after
+    training), else those of its evaluation split."""
     details = run["details"]
     reads = MODALITIES.get(details.get("modality"))
     task = (reads.pipeline_task if reads else None) or "classification"
     dataset = details.get("dataset_id") or details.get("dataset") or "unknown"
+    prefix, metrics, split = "eval", run["eval"], details.get("eval_split")
+    if run.get("test"):
+        prefix, metrics, split = "test", run["test"], details.get("test_split") or "test"
     results = []
     for key, name in METRIC_NAMES.items():
-        value = run["eval"].get(f"eval_{key}")
+        value = metrics.get(f"{prefix}_{key}")
         if value is None:
             continue
         results.append(
@@ -144,7 +182,7 @@ def eval_results(run: dict) -> list[EvalResult]:
                 task_type=task,
                 dataset_type=dataset,
                 dataset_name=details.get("dataset") or dataset,
-                dataset_split=details.get("eval_split"),
+                dataset_split=split,
                 metric_type="accuracy",
                 metric_name=name,
                 metric_value=round(float(value), 4),
@@ -179,12 +217,19 @@ def training_rows(run: dict) -> list[tuple[str, str]]:
         ("Dataset", details.get("dataset")),
         ("Training examples", details.get("train_examples") or ("streamed" if details.get("streamed") else None)),
         ("Evaluation examples", details.get("eval_examples")),
+        ("Test examples", details.get("test_examples")),
+        ("Shots per label", details.get("shots_per_label")),
         ("Started from", details.get("start")),
+        ("Recipe", f"`{details['recipe']}` (nac_hf.recipes)" if details.get("recipe") else None),
         ("Epochs", f"{details['epochs']:g}" if details.get("epochs") is not None else None),
         ("Optimizer steps", details.get("steps")),
         ("Batch size", _batch(details)),
         ("Learning rate", _learning_rate(details)),
         ("Weight decay", details.get("weight_decay")),
+        ("Augmentation", details.get("augmentation")),
+        ("Weights", f"exponential moving average, decay {details['ema_decay']:g}" if details.get("ema_decay")
+         else None),
+        ("Checkpoint kept", _selection(details)),
         ("Precision", details.get("precision")),
         ("Hardware", details.get("hardware")),
         ("Training time", _duration(details.get("train_runtime_s"))),
@@ -206,9 +251,21 @@ def _batch(details: dict) -> str | None:
 def _learning_rate(details: dict) -> str | None:
     if details.get("learning_rate") is None:
         return None
+    if details.get("lr_scheduler") is None:  # a few-shot adaptation: constant, as scripts/few_shot.py trains
+        return f"{details['learning_rate']:g}"
     warmup = details.get("warmup") or 0
     warmup = f"{100 * warmup:g} % of the steps" if warmup < 1 else f"{warmup:g} steps"
+    if details.get("warmup_epochs"):
+        epochs = details["warmup_epochs"]
+        warmup = f"{epochs:g} epoch{'' if epochs == 1 else 's'} ({warmup})"
     return f"{details['learning_rate']:g}, {details.get('lr_scheduler', '')} schedule, warm-up {warmup}"
+
+
+def _selection(details: dict) -> str | None:
+    selection = details.get("model_selection")
+    if selection is None:
+        return None
+    return "the last" if selection == "last" else f"the {selection}"
 
 
 def _duration(seconds) -> str | None:
@@ -219,15 +276,17 @@ def _duration(seconds) -> str | None:
     return f"{hours} h {minutes} min {seconds} s" if hours else f"{minutes} min {seconds} s"
 
 
-def result_rows(run: dict) -> list[tuple[str, str]]:
-    """The evaluation metrics as (metric, value) rows of the card's results table (empty when the run left none)."""
+def result_rows(run: dict, split: str = "eval") -> list[tuple[str, str]]:
+    """The metrics of the evaluation split (`split="eval"`) or of the test split (`"test"`) as (metric, value) rows of
+    the card's results tables (empty when the run left none)."""
+    metrics = run.get(split) or {}
     rows = [
-        (name, f"{100 * float(run['eval'][f'eval_{key}']):.2f} %")
+        (name, f"{100 * float(metrics[f'{split}_{key}']):.2f} %")
         for key, name in METRIC_NAMES.items()
-        if run["eval"].get(f"eval_{key}") is not None
+        if metrics.get(f"{split}_{key}") is not None
     ]
-    if "eval_loss" in run["eval"]:
-        rows.append(("Loss", f"{float(run['eval']['eval_loss']):.4f}"))
+    if metrics.get(f"{split}_loss") is not None:
+        rows.append(("Loss", f"{float(metrics[f'{split}_loss']):.4f}"))
     return rows
 
 
@@ -280,6 +339,12 @@ def build_model_card(
         dataset=details.get("dataset"),
         training_rows=training_rows(run),
         result_rows=result_rows(run),
+        test_rows=result_rows(run, "test"),
+        test_split=details.get("test_split") or "test",
+        test_examples=details.get("test_examples"),
+        chose_checkpoint=details.get("model_selection") not in (None, "last"),
+        few_shot=run.get("few_shot"),
+        few_shot_mode=MODE_DESCRIPTIONS.get((run.get("few_shot") or {}).get("mode")),
         dropping_rows=dropping_rows(run),
         claims_table=(run.get("claims") or {}).get("table"),
         claims_command=(run.get("claims") or {}).get("command"),
@@ -585,9 +650,20 @@ def publish(
 
 
 def run_repo_id(training_args) -> str:
-    """The repository `train.py --push_to_hub` publishes to (`--hub_model_id`, else the output folder's name), after
-    checking that there is a token: a run that cannot be published stops before it trains, not after."""
+    """The repository `train.py --push_to_hub` (and `few_shot.py --push_to_hub`) publishes to (`--hub_model_id`,
+    else the output folder's name), after checking that there is a token and that `--hub_strategy` asks for what
+    publishing does: a run that cannot be published stops before it trains, not after."""
     repo_id = training_args.hub_model_id or Path(training_args.output_dir).name
+    strategy = str(getattr(training_args.hub_strategy, "value", training_args.hub_strategy))
+    if strategy != PUBLISHED_STRATEGY:
+        raise PublishError(
+            f"--hub_strategy {strategy} is not supported: --push_to_hub publishes the trained model once, at the end "
+            "of training, through nac_hf.hub.publish (the repository assembled, checked to load without nac_hf, then "
+            f"uploaded); checkpoints are not pushed while training. Leave --hub_strategy at its default "
+            f"({PUBLISHED_STRATEGY}), publish a checkpoint yourself with scripts/push_to_hub.py --checkpoint "
+            "OUTPUT_DIR/checkpoint-N, and resume from local checkpoints (--resume_from_checkpoint last); nothing "
+            "was trained or uploaded"
+        )
     if not (training_args.hub_token or get_token()):
         raise PublishError(
             f"--push_to_hub needs a Hugging Face token to publish {repo_id}: set HF_TOKEN or run `hf auth login` "

@@ -19,9 +19,13 @@ from transformers.processing_utils import ImagesKwargs
 from transformers.utils import TensorType, logging
 
 from .configuration_nac import NACConfig
+from .modalities import modality_of
 
 
 logger = logging.get_logger(__name__)
+
+# The arguments of `from_pretrained` that say where the files are (the others set the processor's fields).
+HUB_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 # Weights of ITU-R 601-2 luma, the ones PIL's "L" mode uses, so arrays and PIL images turn gray alike.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -73,6 +77,11 @@ class NACImageProcessor(BaseImageProcessor):
             `ValueError`.
 
     Every argument but `num_channels` can also be given to a call to override the stored value for that call.
+
+    The processor of a model is `NACImageProcessor.from_config(model.config)`: it resizes to the model's
+    `config.image_size` and brings images to its `config.num_channels`. `NACImageProcessor()` is that of
+    `NACConfig()` (64×64 RGB). `from_pretrained` of a folder that holds a NAC's `config.json` but no
+    `preprocessor_config.json` gives the processor of that config.
     """
 
     model_input_names = ["pixel_values"]
@@ -106,6 +115,37 @@ class NACImageProcessor(BaseImageProcessor):
         self.image_std = _per_channel(image_std, num_channels, "image_std")
         self.do_convert_rgb = do_convert_rgb
         self.num_channels = num_channels
+
+    @classmethod
+    def from_config(cls, config: NACConfig, **kwargs) -> "NACImageProcessor":
+        """The processor of a NAC with this config: images resized to `config.image_size`, with
+        `config.num_channels` channels. Any other argument of `NACImageProcessor` by keyword."""
+        reads = modality_of(config)
+        if reads.processor_class != cls.__name__:
+            processor = f"its processor is {reads.processor_class}" if reads.processor_class else "it needs none"
+            raise ValueError(
+                f"this NAC reads {reads.main_input_name} (config.tokenizer_type={config.tokenizer_type!r}), not "
+                f"images: {processor}"
+            )
+        return cls(**{**reads.processor_settings(config), **kwargs})
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "NACImageProcessor":
+        """The processor saved at `pretrained_model_name_or_path` (`preprocessor_config.json`); where there is none
+        but a NAC's `config.json`, the processor of that model (`from_config`), with `kwargs` overriding its
+        fields."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except OSError as missing:
+            where = {key: kwargs.pop(key) for key in HUB_ARGUMENTS if key in kwargs}
+            try:
+                config = NACConfig.from_pretrained(pretrained_model_name_or_path, **where)
+            except (OSError, ValueError):
+                raise missing from None
+        logger.info("%s has no image processor: using the one of its model config", pretrained_model_name_or_path)
+        with_unused = kwargs.pop("return_unused_kwargs", False)
+        processor = cls.from_config(config, **kwargs)
+        return (processor, {}) if with_unused else processor
 
     def preprocess(
         self,

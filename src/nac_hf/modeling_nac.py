@@ -10,21 +10,32 @@ attention uses are in functional_nac.py.
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, ModelOutput, cached_file
 
-from .configuration_nac import NACConfig
+from .configuration_nac import NACConfig, check_attn_implementation
 from .modalities import MODALITIES, modality_of
-from .functional_nac import RelaxedBernoulliSample, checks_values, gated_gelu, kernel_modulated_attention
+from .functional_nac import (
+    RelaxedBernoulliSample,
+    checks_values,
+    gated_gelu,
+    kernel_modulated_attention,
+    written_out_kernel_attention,
+)
 from .graph_priors import (
     build_prior_graph,
     fit_signatures,
@@ -130,6 +141,27 @@ class NACClassifierOutput(ModelOutput):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def eager_attention(config: NACConfig) -> bool:
+    """Whether the attentions run written out (`attn_implementation="eager"`) rather than through fused kernels
+    (`"sdpa"`, the default). Read when an attention runs, as transformers models read it, so that
+    `model.set_attn_implementation(...)` takes effect at once."""
+    implementation = config._attn_implementation
+    check_attn_implementation(implementation)
+    return implementation == "eager"
+
+
+def written_out_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`softmax(scale · q kᵀ) v` as matrix products and a softmax, which `F.scaled_dot_product_attention` fuses; the
+    context and the weights. `mask` is True where a query may attend to a key."""
+    scores = query @ key.transpose(-1, -2) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(-1)
+    return weights @ value, weights
+
+
 class ModFC(nn.Module):
     """The modulated linear layer: `ModFC(x; c) = W (x ⊙ LN(W_c c)) + b`.
 
@@ -221,7 +253,7 @@ def _interpolate_grid(grid: torch.Tensor, height: int, width: int) -> torch.Tens
     return F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=False)
 
 
-def _check_pixel_values(config: NACConfig, pixel_values: torch.Tensor | None) -> None:
+def _check_pixel_values(config: NACConfig, pixel_values: torch.Tensor | None, interpolate_pos_encoding: bool) -> None:
     if pixel_values is None:
         raise ValueError(f"this NAC reads images (config.tokenizer_type={config.tokenizer_type!r}): pass pixel_values")
     if pixel_values.dim() != 4:
@@ -235,6 +267,14 @@ def _check_pixel_values(config: NACConfig, pixel_values: torch.Tensor | None) ->
             f"got {pixel_values.shape[1]}"
         )
     height, width = pixel_values.shape[-2:]
+    size = config.image_size
+    if not interpolate_pos_encoding and (height, width) != (size, size):
+        raise ValueError(
+            f"expected pixel_values of {size}x{size} (config.image_size), got {height}x{width}: resize the images "
+            f"to the model's size (NACImageProcessor.from_config(model.config) does), or pass "
+            f"interpolate_pos_encoding=True to interpolate the position embedding from {size}x{size} to "
+            f"{height}x{width}"
+        )
     if height % config.patch_size or width % config.patch_size or height < config.patch_size:
         raise ValueError(
             f"image size {height}x{width} cannot be served by the position embedding: height and width must be "
@@ -243,6 +283,14 @@ def _check_pixel_values(config: NACConfig, pixel_values: torch.Tensor | None) ->
         )
     if not pixel_values.is_floating_point():
         raise ValueError(f"expected floating-point pixel_values, got dtype {pixel_values.dtype}")
+
+
+def _refuse_interpolation(config: NACConfig, interpolate_pos_encoding: bool) -> None:
+    if interpolate_pos_encoding:
+        raise ValueError(
+            f"interpolate_pos_encoding=True resizes the position grid of a NAC that reads images, but this one reads "
+            f"{config.main_input_name} (config.tokenizer_type={config.tokenizer_type!r}); leave it False"
+        )
 
 
 class PatchEmbedding(nn.Module):
@@ -258,8 +306,10 @@ class PatchEmbedding(nn.Module):
         self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, config.patch_size)
         self.position_embedding = nn.Parameter(torch.zeros(1, config.hidden_size, grid, grid))
 
-    def forward(self, pixel_values: torch.Tensor | None, mask: None = None) -> tuple[torch.Tensor, None]:
-        _check_pixel_values(self.config, pixel_values)
+    def forward(
+        self, pixel_values: torch.Tensor | None, mask: None = None, interpolate_pos_encoding: bool = False
+    ) -> tuple[torch.Tensor, None]:
+        _check_pixel_values(self.config, pixel_values, interpolate_pos_encoding)
         features = self.projection(pixel_values.to(self.projection.weight.dtype))  # (B, D, h, w)
         features = features + _interpolate_grid(self.position_embedding, *features.shape[-2:])
         return features.flatten(2).transpose(1, 2), None  # (B, h*w, D)
@@ -296,8 +346,10 @@ class ConvEmbedding(nn.Module):
         self.block = ConvNeXtBlock(config.hidden_size, config.layer_norm_eps, config.layer_scale_init_value)
         self.position_grid = nn.Parameter(torch.zeros(1, config.conv_position_channels, grid, grid))
 
-    def forward(self, pixel_values: torch.Tensor | None, mask: None = None) -> tuple[torch.Tensor, None]:
-        _check_pixel_values(self.config, pixel_values)
+    def forward(
+        self, pixel_values: torch.Tensor | None, mask: None = None, interpolate_pos_encoding: bool = False
+    ) -> tuple[torch.Tensor, None]:
+        _check_pixel_values(self.config, pixel_values, interpolate_pos_encoding)
         features = self.stem(pixel_values.to(self.stem.weight.dtype))
         features = self.stem_norm(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         features = self.block(features)  # (B, D, h, w)
@@ -319,9 +371,13 @@ class ByteEmbedding(nn.Module):
         self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
 
     def forward(
-        self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        interpolate_pos_encoding: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.config
+        _refuse_interpolation(config, interpolate_pos_encoding)
         if input_ids is None:
             raise ValueError("this NAC reads bytes (config.tokenizer_type='byte'): pass input_ids (and attention_mask)")
         if input_ids.dim() != 2:
@@ -369,8 +425,9 @@ class PointEmbedding(nn.Module):
         )
 
     def forward(
-        self, points: torch.Tensor | None, points_mask: torch.Tensor | None
+        self, points: torch.Tensor | None, points_mask: torch.Tensor | None, interpolate_pos_encoding: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        _refuse_interpolation(self.config, interpolate_pos_encoding)
         if points is None:
             raise ValueError("this NAC reads point clouds (config.tokenizer_type='point'): pass points (B, N, 3)")
         if points.dim() != 3 or points.shape[-1] != 3:
@@ -431,8 +488,10 @@ class ConditioningReader(nn.Module):
     `nn.MultiheadAttention(code_dim, 1, kdim=conditioning_dim, vdim=conditioning_dim)`, so checkpoints keep their
     keys, but the output projection is called as a layer, so adapters and quantised layers take effect on it."""
 
-    def __init__(self, code_dim: int, conditioning_dim: int):
+    def __init__(self, config: NACConfig):
         super().__init__()
+        self.config = config
+        code_dim, conditioning_dim = config.code_dim, config.conditioning_dim
         if code_dim == conditioning_dim:
             self.in_proj_weight = nn.Parameter(torch.zeros(3 * code_dim, code_dim))
         else:
@@ -455,7 +514,11 @@ class ConditioningReader(nn.Module):
         key = F.linear(context, key_weight, key_bias)
         value = F.linear(context, value_weight, value_bias)
         mask = None if ignore is None else ~ignore[:, None, :]  # (B, 1, L)
-        return self.out_proj(F.scaled_dot_product_attention(query, key, value, attn_mask=mask))
+        if eager_attention(self.config):
+            read, _ = written_out_attention(query, key, value, mask, 1.0 / math.sqrt(query.shape[-1]))
+        else:
+            read = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        return self.out_proj(read)
 
 
 class CircuitGenerator(nn.Module):
@@ -480,7 +543,7 @@ class CircuitGenerator(nn.Module):
             eps = config.layer_norm_eps
             self.code_norm = nn.LayerNorm(config.code_dim, eps=eps)
             self.conditioning_norm = nn.LayerNorm(config.conditioning_dim, eps=eps)
-            self.conditioning_reader = ConditioningReader(config.code_dim, config.conditioning_dim)
+            self.conditioning_reader = ConditioningReader(config)
             self.code_shift = nn.Linear(config.code_dim, config.code_dim)
             self.signature_shift = (
                 nn.Linear(config.code_dim, config.signature_dim) if config.conditional_signatures else None
@@ -645,7 +708,8 @@ class SignatureKernel(nn.Module):
     def __init__(self, config: NACConfig):
         super().__init__()
         self.bandwidth_init = config.kernel_bandwidth_init
-        self.log_bandwidth = nn.Parameter(torch.tensor(math.log(config.kernel_bandwidth_init)))
+        # One element, not a 0-dim tensor: FSDP shards parameters along their first axis.
+        self.log_bandwidth = nn.Parameter(torch.full((1,), math.log(config.kernel_bandwidth_init)))
 
     def forward(self, distance: torch.Tensor) -> torch.Tensor:
         return torch.exp(-distance / self.log_bandwidth.exp())
@@ -656,7 +720,9 @@ class ModulatedAttention(nn.Module):
 
     Receiver u attends to sender v with `softmax_v(q_u·k_v/√D + log K̃_uv)`. Queries and outputs use the receiver's
     code, keys and values the sender's. K̃ is drawn per example from a relaxed Bernoulli with probability K in
-    training (`config.stochastic_kernel`), and is K (or K thresholded at 0.5) otherwise.
+    training (`config.stochastic_kernel`), and is K (or K thresholded at 0.5) otherwise. With
+    `attn_implementation="sdpa"` (the default) it runs as `kernel_modulated_attention`'s fused forms, with
+    `"eager"` as `written_out_kernel_attention`, differentiated by autograd.
     """
 
     def __init__(self, config: NACConfig):
@@ -708,7 +774,13 @@ class ModulatedAttention(nn.Module):
         query, key, value = (t.transpose(1, 2) for t in (query, key, value))  # (B, H, ·, Dh)
         kernel_sample = self.sample_kernel(kernel, talks, batch)  # (B, R, S) or (R, S)
         kernel_sample = (kernel_sample if kernel_sample.dim() == 3 else kernel_sample.unsqueeze(0)).unsqueeze(1)
-        context, weights = kernel_modulated_attention(query, key, value, kernel_sample, output_attentions)
+        if eager_attention(self.config):
+            # in the kernel's float32 also under bf16, as the fused path computes it
+            dtype = torch.promote_types(query.dtype, kernel_sample.dtype)
+            context, weights = written_out_kernel_attention(*(t.to(dtype) for t in (query, key, value, kernel_sample)))
+            context, weights = context.to(value.dtype), (weights if output_attentions else None)
+        else:
+            context, weights = kernel_modulated_attention(query, key, value, kernel_sample, output_attentions)
         context = context.transpose(1, 2).reshape(batch, num_receivers, self.num_heads * self.head_dim)
         return self.output(context, receiver_codes), weights
 
@@ -725,10 +797,14 @@ class ReadIn(nn.Module):
     `q_u·k_{u,v} = ((W_kᵀ q_u) ⊙ a_u)·x_v` (keys carry no bias: `q_u·b_k` would be constant over v and cancel),
     and `Σ_v α_uv (W_v (x_v ⊙ b_u) + b_v) = W_v ((Σ_v α_uv x_v) ⊙ b_u) + b_v`. Both projections are applied by
     calling their layers, never by reading their weights, so adapters, hooks and quantised layers take effect.
+    The attention over the tokens runs through SDPA, or as matrix products and a softmax with
+    `attn_implementation="eager"` or when its weights are asked for; in this fast form either way, since the paper's
+    form (`naive_read_in`) holds every module's keys and values of every token.
     """
 
     def __init__(self, config: NACConfig, token_dim: int):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_read_in_heads
         self.head_dim = config.attention_head_dim
         inner = self.num_heads * self.head_dim
@@ -771,16 +847,14 @@ class ReadIn(nn.Module):
         query_tokens = torch.einsum("buhd,hdt->bhut", query, key_weight) * key_scale.unsqueeze(1)  # (B, H, U, T)
         keys = tokens.unsqueeze(1).expand(batch, heads, -1, token_dim)  # (B, H, V, T), a view
         mask = None if token_mask is None else token_mask[:, None, None, :]  # (B, 1, 1, V)
-        if output_attentions:
-            scores = query_tokens @ keys.transpose(-1, -2) / math.sqrt(head_dim)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            weights = scores.softmax(-1)  # (B, H, U, V)
-            pooled = weights @ keys
+        scale = 1.0 / math.sqrt(head_dim)
+        if output_attentions or eager_attention(self.config):
+            pooled, weights = written_out_attention(query_tokens, keys, keys, mask, scale)  # weights: (B, H, U, V)
+            weights = weights if output_attentions else None
         else:
             weights = None
             pooled = F.scaled_dot_product_attention(
-                query_tokens, keys, keys, attn_mask=mask, scale=1.0 / math.sqrt(head_dim)
+                query_tokens, keys, keys, attn_mask=mask, scale=scale
             )  # (B, H, U, T): Σ_v α_uv x_v per head
         # W_v (x̄_{u,h} ⊙ b_u) + b_v through the value layer itself; head h keeps its own block of the output.
         values = self.value.linear(pooled * value_scale.unsqueeze(1))  # (B, H, U, H·Dh)
@@ -876,6 +950,65 @@ class CheckpointMismatchError(RuntimeError, ValueError):
     mismatch; also a ValueError, as it is a bad argument."""
 
 
+# The arguments of `from_pretrained` that say where a checkpoint's files are.
+HUB_ARGUMENTS = ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+
+
+def unreadable_weights(source, hub_arguments: dict) -> list[str]:
+    """The safetensors files of the checkpoint at `source` (a folder or a repository already downloaded) that do not
+    open: truncated or corrupt."""
+    where = {**hub_arguments, "_raise_exceptions_for_missing_entries": False,
+             "_raise_exceptions_for_connection_errors": False}
+    names = [SAFE_WEIGHTS_NAME]
+    index = cached_file(source, SAFE_WEIGHTS_INDEX_NAME, **where)
+    if index is not None:
+        with open(index) as file:
+            names = sorted(set(json.load(file)["weight_map"].values()))
+    unreadable = []
+    for path in filter(None, (cached_file(source, name, **where) for name in names)):
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except SafetensorError:
+            unreadable.append(path)
+    return unreadable
+
+
+def corrupt_checkpoint_error(source, hub_arguments: dict, error: SafetensorError) -> OSError:
+    """The error to raise when safetensors cannot read a checkpoint's weights: which file, and what to do."""
+    files = unreadable_weights(source, hub_arguments) or [f"the weights of {source}"]
+    return OSError(
+        f"{' and '.join(map(str, files))} cannot be read: the file is truncated or corrupt (safetensors: {error}); "
+        "save the model again with save_pretrained, or download it again (from_pretrained(..., "
+        "force_download=True) for a Hub repository)"
+    )
+
+
+def main_input_first(name: str) -> Callable[[Callable], Callable]:
+    """Decorate a `forward(self, inputs=None, /, *, pixel_values=None, input_ids=None, ..., points=None, ...)`, which
+    takes the main input positionally or by its keyword, so that its signature names that first parameter after the
+    main input `name`: `forward(self, <name>=None, *, ...)`, as transformers expects the first parameter of `forward`
+    to be `main_input_name` (`inspect.signature`). The code is the same; only the signature shown differs, and it
+    accepts the same calls. `NACPreTrainedModel` gives a model reading another input a copy named after its own."""
+
+    def decorate(forward: Callable) -> Callable:
+        renamed = types.FunctionType(
+            forward.__code__, forward.__globals__, forward.__name__, forward.__defaults__, forward.__closure__
+        )
+        renamed.__kwdefaults__ = forward.__kwdefaults__
+        for attribute in ("__doc__", "__qualname__", "__module__", "__annotations__"):
+            setattr(renamed, attribute, getattr(forward, attribute))
+        self_parameter, _, *keywords = inspect.signature(renamed).parameters.values()  # the code's own signature
+        main = next(parameter for parameter in keywords if parameter.name == name)
+        others = [parameter for parameter in keywords if parameter.name != name]
+        main = main.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        renamed.__signature__ = inspect.signature(renamed).replace(parameters=[self_parameter, main, *others])
+        renamed.names_main_input = True
+        return renamed
+
+    return decorate
+
+
 class NACPreTrainedModel(PreTrainedModel):
     """Weight initialisation, graph-prior fitting at creation, and saving with the code for `trust_remote_code`."""
 
@@ -886,12 +1019,37 @@ class NACPreTrainedModel(PreTrainedModel):
     # The forward compiles to one graph (value checks of inputs and labels run in eager mode only); a graph-prior
     # regulariser (`config.graph_regularizer`) matches nodes on the CPU and breaks the graph.
     _can_compile_fullgraph = True
+    # `attn_implementation`: "sdpa" (the default) or "eager" (`eager_attention`); no flash or flex attention, which
+    # cannot weigh the attention by the signature kernel.
     _supports_sdpa = True
     _no_split_modules = ["Propagator", "ReadIn"]
 
     def __init__(self, config: NACConfig, *inputs, **kwargs):
         super().__init__(config, *inputs, **kwargs)
         self.main_input_name = config.main_input_name
+        self.name_main_input_in_forward()
+
+    def name_main_input_in_forward(self) -> None:
+        """The class's `forward` names `pixel_values` first; a model that reads another input gets a `forward` that
+        names its own main input first (`main_input_first`)."""
+        forward = type(self).forward
+        if self.main_input_name != type(self).main_input_name and getattr(forward, "names_main_input", False):
+            self.forward = types.MethodType(main_input_first(self.main_input_name)(forward), self)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.name_main_input_in_forward()  # a pickled bound method comes back as the class's
+
+    def _check_and_adjust_attn_implementation(
+        self, attn_implementation: str | None, is_init_check: bool = False, allow_all_kernels: bool = False
+    ) -> str:
+        check_attn_implementation(attn_implementation)  # before transformers looks for kernels on the Hub
+        return super()._check_and_adjust_attn_implementation(attn_implementation, is_init_check, allow_all_kernels)
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # Every attention reads `config._attn_implementation` when it runs (`eager_attention`).
+        return True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -953,13 +1111,15 @@ class NACPreTrainedModel(PreTrainedModel):
         # transformers model; without it, the RuntimeError transformers raises, naming the config fields that differ.
         ignore_mismatched_sizes = kwargs.pop("ignore_mismatched_sizes", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
-        model, loading_info = super().from_pretrained(
-            pretrained_model_name_or_path, *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
-        )
+        hub_arguments = {key: kwargs[key] for key in HUB_ARGUMENTS if key in kwargs}
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, ignore_mismatched_sizes=True, output_loading_info=True, **kwargs
+            )
+        except SafetensorError as error:
+            raise corrupt_checkpoint_error(pretrained_model_name_or_path, hub_arguments, error) from error
         if loading_info["mismatched_keys"] and not ignore_mismatched_sizes:
-            hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
-                          if k in kwargs}
-            saved = NACConfig.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
+            saved = NACConfig.from_pretrained(pretrained_model_name_or_path, **hub_arguments)
             differences = "; ".join(saved.architecture_differences(model.config))
             raise CheckpointMismatchError(
                 f"the checkpoint at {pretrained_model_name_or_path!r} does not match the requested config "
@@ -972,7 +1132,20 @@ class NACPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         # One saved folder serves every Auto class this model is registered for, also without nac_hf installed.
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        cls = type(self)
+        own = next(base for base in cls.__mro__ if base.__module__ == __name__)
+        if cls is own:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        # A wrapper's subclass (FSDP2 makes `FSDPNACForClassification`, defined in torch): save this module's code
+        # and AUTO_MAP's classes, not the wrapper's.
+        cls._auto_class = None
+        try:
+            saved = super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            del cls._auto_class
+        if kwargs.get("is_main_process", True):
+            custom_object_save(own.__new__(own), save_directory)
+        return saved
 
 
 class Recorder:
@@ -1201,6 +1374,7 @@ class NACModel(NACPreTrainedModel):
         """The truncated kernels `(num_kernels, [B,] P + O, S)`: 0 where modules never talk."""
         return truncate(*self.circuit(signatures))
 
+    @main_input_first("pixel_values")
     def forward(
         self,
         inputs: torch.Tensor | None = None,
@@ -1216,13 +1390,17 @@ class NACModel(NACPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        interpolate_pos_encoding: bool = False,
     ) -> NACModelOutput | tuple:
+        """The main input (`model.main_input_name`) comes positionally or by its keyword. `interpolate_pos_encoding`:
+        read images of another size than `config.image_size` by interpolating the position embedding (refused
+        otherwise)."""
         config = self.config
         record = Recorder(config, output_hidden_states, output_attentions)
         return_dict = config.return_dict if return_dict is None else return_dict
         main = self.main_input(inputs, pixel_values=pixel_values, input_ids=input_ids, points=points)
         mask = {"attention_mask": attention_mask, "points_mask": points_mask}.get(modality_of(self.config).mask_name)
-        state, connectivity = self.begin(main, mask, conditioning, conditioning_mask, record)
+        state, connectivity = self.begin(main, mask, conditioning, conditioning_mask, record, interpolate_pos_encoding)
         for layer in range(config.num_hidden_layers):
             self.propagate(state, layer, record)
         state.outputs = self.read_out_states(state, record)
@@ -1235,12 +1413,13 @@ class NACModel(NACPreTrainedModel):
         conditioning: torch.Tensor | None,
         conditioning_mask: torch.Tensor | None,
         record: Recorder,
+        interpolate_pos_encoding: bool = False,
     ) -> tuple[CircuitState, torch.Tensor]:
         """Tokenize the main input, generate the circuit, seed the states and let the input modules read (and, with
         `config.processors_read_in`, start the processors from what they read): the state before the first
         propagator layer, and the connectivity (the truncated kernels) the pass uses."""
         config = self.config
-        tokens, token_mask = self.tokenize(main, mask)  # (B, V, T), (B, V) or None
+        tokens, token_mask = self.tokenize(main, mask, interpolate_pos_encoding)  # (B, V, T), (B, V) or None
         batch = tokens.shape[0]
         codes, signatures = self.generator(batch, conditioning, conditioning_mask)  # ([B,] U, C), ([B,] U, S)
         states = self.generator.seeder(codes, batch)  # (B, U, D)
@@ -1318,6 +1497,7 @@ class NACModel(NACPreTrainedModel):
         conditioning_mask: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
+        interpolate_pos_encoding: bool = False,
     ) -> NACExitOutput:
         """The forward pass with a read-out after every exit layer, each turned into logits by `head` (the pooled
         output state `(B, D)` and the output codes → `(B, num_labels)`): in training (`config.exit_training`) every
@@ -1333,7 +1513,7 @@ class NACModel(NACPreTrainedModel):
         main = self.main_input(inputs, pixel_values=pixel_values, input_ids=input_ids, points=points)
         mask = {"attention_mask": attention_mask, "points_mask": points_mask}.get(modality_of(self.config).mask_name)
         record = Recorder(self.config, False, False)
-        state, connectivity = self.begin(main, mask, conditioning, conditioning_mask, record)
+        state, connectivity = self.begin(main, mask, conditioning, conditioning_mask, record, interpolate_pos_encoding)
         if self.training:
             return self.read_out_every_exit_layer(state, connectivity, head)
         return self.exit_early(state, connectivity, head)
@@ -1448,9 +1628,11 @@ class NACModel(NACPreTrainedModel):
             raise ValueError(f"got {name} both positionally and by keyword; pass it once")
         return named[name] if inputs is None else inputs
 
-    def tokenize(self, main: torch.Tensor | None, mask: torch.Tensor | None = None):
+    def tokenize(
+        self, main: torch.Tensor | None, mask: torch.Tensor | None = None, interpolate_pos_encoding: bool = False
+    ):
         """Run the input tokenizer on the main input: tokens `(B, V, T)` and a padding mask `(B, V)` or None."""
-        tokens, mask = self.input_tokenizer(main, mask)
+        tokens, mask = self.input_tokenizer(main, mask, interpolate_pos_encoding)
         if mask is not None and checks_values() and not bool(mask.any(-1).all()):
             raise ValueError("every example needs at least one unmasked token, but an attention mask is all zeros")
         return tokens, mask
@@ -1477,6 +1659,7 @@ class NACForClassification(NACPreTrainedModel):
             self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @main_input_first("pixel_values")
     def forward(
         self,
         inputs: torch.Tensor | None = None,
@@ -1493,10 +1676,13 @@ class NACForClassification(NACPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        interpolate_pos_encoding: bool = False,
     ) -> NACClassifierOutput | tuple:
+        """The inputs of `NACModel.forward`, and `labels` for the loss."""
         named = dict(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask, points=points,
                      points_mask=points_mask, conditioning=conditioning, conditioning_mask=conditioning_mask,
-                     output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+                     output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                     interpolate_pos_encoding=interpolate_pos_encoding)
         if self.nac.has_exits():
             outputs = self.nac.forward_with_exits(self.head, inputs, **named)
             all_logits, exit_layer = outputs.exit_logits, outputs.exit_layer

@@ -1,7 +1,11 @@
 """Training NACs with `Trainer`, step by step: the data of a run, the model and processor it starts from, the
-`Trainer` with its transforms and offline top-k metrics, training (resuming from the last complete checkpoint),
-evaluation, and the record a model card is made from. `scripts/train.py` calls these steps in order and publishes the
-result with `nac_hf.hub`."""
+`Trainer` with its transforms, augmentation and offline top-k metrics, training (resuming from the last complete
+checkpoint), evaluation on the validation split and once on the test split, and the record a model card is made
+from. `scripts/train.py` calls these steps in order and publishes the result with `nac_hf.hub`.
+
+`NACTrainer` is `Trainer` with what the recipes of `nac_hf.recipes` add: soft targets (mixup, cutmix, label smoothing:
+`nac_hf.augmentation`) and their cross-entropy, repeated augmentation as its training sampler, and evaluation with
+the averaged weights of `nac_hf.ema.EMACallback`."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import ctypes.util
 import dataclasses
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -33,6 +38,7 @@ from transformers.trainer_utils import get_last_checkpoint
 import nac_hf
 
 from . import __version__
+from .augmentation import MixingCollator, RepeatedAugmentationSampler, soft_target_cross_entropy
 from .configuration_nac import NACConfig, preset_fields
 from .data import (
     DIGITS_DATASET_ID,
@@ -42,8 +48,10 @@ from .data import (
     augment_images,
     load_classification_data,
 )
+from .ema import EMACallback
 from .modalities import MODALITIES, modality_of
 from .modeling_nac import CheckpointMismatchError, NACForClassification
+from .recipes import RECIPES
 
 
 logger = logging.getLogger(__name__)
@@ -100,10 +108,42 @@ class NACTrainingArguments(TrainingArguments):
         },
     )
 
+    recipe: str | None = field(
+        default=None,
+        metadata={
+            "help": f"A training recipe of nac_hf.recipes, one of {sorted(RECIPES)}: in scripts/train.py it sets the "
+            "preset and the defaults of the other flags (explicit flags still win), and the run records it."
+        },
+    )
+
+    ema_decay: float | None = field(
+        default=None,
+        metadata={
+            "help": "Keep an exponential moving average of the weights with this decay per optimizer step, evaluate "
+            "with it, and save it as the model (checkpoints and the final model; nac_hf.ema). Unset: none."
+        },
+    )
+
+    warmup_epochs: float | None = field(
+        default=None,
+        metadata={"help": "Linear warm-up of the learning rate over this many epochs (instead of --warmup_steps)."},
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"--cpu_threads must be at least 1, got {self.cpu_threads}")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ValueError(f"--recipe takes one of {sorted(RECIPES)}, got {self.recipe!r}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"--ema_decay must lie in (0, 1), got {self.ema_decay}")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ValueError(f"--warmup_epochs must be 0 or more, got {self.warmup_epochs}")
+        if self.warmup_epochs and self.warmup_steps:
+            raise ValueError(
+                f"give --warmup_epochs ({self.warmup_epochs}) or --warmup_steps ({self.warmup_steps}), not both "
+                "(--warmup_epochs 0 to count the warm-up in steps)"
+            )
 
 
 def set_cpu_threads(training_args: TrainingArguments) -> int | None:
@@ -281,9 +321,17 @@ def new_processor(config):
 
 
 def prepare_datasets(data: ClassificationData, processor, data_args: DataArguments, config):
-    """Train and evaluation datasets that yield model inputs and `labels`, and the collator that batches them.
+    """Train and evaluation datasets that yield model inputs and `labels`, and the collator that batches them
+    (`prepare_splits` for the test split too)."""
+    splits, collator = prepare_splits(data, processor, data_args, config)
+    return splits["train"], splits["validation"], collator
 
-    Inputs of one shape (images) are made from the raw column as they are read, augmented in training with
+
+def prepare_splits(data: ClassificationData, processor, data_args: DataArguments, config):
+    """Every split of `data` ("train", "validation", and "test" when there is one) as datasets that yield model
+    inputs and `labels`, and the collator that batches them.
+
+    Inputs of one shape (images) are made from the raw column as they are read, the training split augmented with
     `data_args.augment`; inputs whose length varies (texts) are encoded once, cut to `data_args.max_length`, and
     padded per batch."""
     reads = MODALITIES[data.modality]
@@ -300,18 +348,22 @@ def _transformed_datasets(data: ClassificationData, processor, data_args: DataAr
         def apply(batch):
             values = processor([example for example in batch[column]], return_tensors="pt")[input_name]
             if augment:
-                values = torch.stack([augment_images(value, data_args.horizontal_flip) for value in values])
+                values = torch.stack([
+                    augment_images(value, data_args.horizontal_flip, crop=data_args.crop,
+                                   min_scale=data_args.crop_min_scale)
+                    for value in values
+                ])
             return {input_name: list(values), "labels": batch[label]}
 
         return apply
 
+    splits = {name: split.with_transform(transform(False)) for name, split in data.dataset.items() if name != "train"}
     train = data.dataset["train"]
     if isinstance(train, IterableDataset):  # transformed as it is read, in the dataloader's workers
-        train = train.map(transform(data_args.augment), batched=True, remove_columns=[column, label])
+        splits["train"] = train.map(transform(data_args.augment), batched=True, remove_columns=[column, label])
     else:
-        train = train.with_transform(transform(data_args.augment))
-    evaluation = data.dataset["validation"].with_transform(transform(False))
-    return train, evaluation, DefaultDataCollator()
+        splits["train"] = train.with_transform(transform(data_args.augment))
+    return splits, DefaultDataCollator()
 
 
 def _encoded_datasets(data: ClassificationData, processor, max_length: int):
@@ -325,7 +377,7 @@ def _encoded_datasets(data: ClassificationData, processor, max_length: int):
     for name, split in data.dataset.items():
         progress = {} if isinstance(split, IterableDataset) else {"desc": "bytes"}  # a stream maps as it is read
         encoded[name] = split.map(encode, batched=True, remove_columns=[column, label], **progress)
-    return encoded["train"], encoded["validation"], DataCollatorWithPadding(processor)
+    return encoded, DataCollatorWithPadding(processor)
 
 
 def make_compute_metrics(num_labels: int):
@@ -409,34 +461,144 @@ def load_run_data(data_args: DataArguments, training_args: TrainingArguments, ca
         return load_classification_data(data_args, seed=training_args.seed, cache_dir=cache_dir)
 
 
+class NACTrainer(Trainer):
+    """`Trainer` with soft targets, repeated augmentation and averaged weights.
+
+    - `train_collator` batches the training examples (e.g. a `MixingCollator`, whose labels are soft targets
+      `(B, num_labels)`); evaluation keeps `data_collator`. Soft targets are trained with their cross-entropy on the
+      model's logits, plus its weighted graph regulariser; integer labels go to the model's own loss.
+    - `repeated_augmentations` > 1 draws training examples with a `RepeatedAugmentationSampler`.
+    - With an `EMACallback` among the callbacks, evaluation runs with the averaged weights.
+    - `test_dataset`: the split `evaluate_test` evaluates once, at the end.
+    - `warmup_epochs`: the warm-up asked for in epochs (`args.warmup_steps` holds it in steps), for the run's record.
+    """
+
+    def __init__(self, *args, train_collator=None, repeated_augmentations: int = 1, test_dataset=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_collator = train_collator
+        self.repeated_augmentations = repeated_augmentations
+        self.test_dataset = test_dataset
+        self.warmup_epochs = None
+
+    def get_train_dataloader(self):
+        if self.train_collator is None:
+            return super().get_train_dataloader()
+        evaluation_collator, self.data_collator = self.data_collator, self.train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = evaluation_collator
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.repeated_augmentations > 1 and examples(dataset) is not None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return RepeatedAugmentationSampler(len(dataset), self.repeated_augmentations, seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.get("labels")
+        if labels is None or not labels.is_floating_point() or labels.dim() != 2:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**{name: value for name, value in inputs.items() if name != "labels"})
+        loss = soft_target_cross_entropy(outputs.logits, labels)
+        regularizer = getattr(outputs, "graph_regularizer_loss", None)  # a NAC's (other models have none)
+        if regularizer is not None:
+            loss = loss + self.model.config.graph_regularizer_weight * regularizer
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            # Trainer takes the loss of a model with loss kwargs (a ViT, not a NAC) as already scaled for gradient
+            # accumulation and leaves it; this one is a mean over its batch, so it is scaled here.
+            loss = loss / self.current_gradient_accumulation_steps
+        return (loss, outputs) if return_outputs else loss
+
+    @property
+    def ema(self) -> EMACallback | None:
+        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, EMACallback)), None)
+
+    def evaluate(self, *args, **kwargs):
+        if self.ema is None:
+            return super().evaluate(*args, **kwargs)
+        with self.ema.averaged_weights(self.model):
+            return super().evaluate(*args, **kwargs)
+
+
 def make_trainer(
     model, processor, data: ClassificationData, data_args: DataArguments, training_args: TrainingArguments,
     compute_metrics=None,
-) -> Trainer:
-    """A `Trainer` for `model` on `data`: its transforms, collator and top-k metrics. `training_args` is not changed:
-    the Trainer gets a copy that keeps the raw columns (the transforms make the model inputs from them) and does not
-    push checkpoints (a run is published once, at the end, with `nac_hf.hub.publish`)."""
-    changes = {"remove_unused_columns": False, "push_to_hub": False}
+) -> NACTrainer:
+    """A `NACTrainer` for `model` on `data`: its transforms, collators, sampler, averaged weights and top-k metrics.
+    `training_args` is not changed: the Trainer gets a copy that keeps the raw columns (the transforms make the model
+    inputs from them), does not push checkpoints (a run is published once, at the end, with `nac_hf.hub.publish`),
+    counts `warmup_epochs` in steps, and leaves label smoothing to the soft targets."""
+    train_collator = mixing_collator(model, data, data_args, training_args)
+    changes = {"remove_unused_columns": False, "push_to_hub": False, "label_smoothing_factor": 0.0}
     if isinstance(data.dataset["train"], IterableDataset):
         # Each process reads its own part of the stream, rather than the first process reading for all.
         changes["accelerator_config"] = dataclasses.replace(training_args.accelerator_config, dispatch_batches=False)
+    splits, collator = prepare_splits(data, processor, data_args, model.config)
+    epochs = getattr(training_args, "warmup_epochs", None)
+    if epochs:
+        changes.update(warmup_steps=warmup_steps(training_args, examples(splits["train"])), warmup_epochs=None)
     args = dataclasses.replace(training_args, **changes)
-    train_dataset, eval_dataset, collator = prepare_datasets(data, processor, data_args, model.config)
-    trainer = Trainer(
+    decay = getattr(training_args, "ema_decay", None)
+    trainer = NACTrainer(
         model=model,
         args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        test_dataset=splits.get("test"),
         processing_class=processor,
         data_collator=collator,
+        train_collator=None if train_collator is None else dataclasses.replace(train_collator, collator=collator),
+        repeated_augmentations=data_args.repeated_augmentations,
+        callbacks=[EMACallback(decay)] if decay else None,
         compute_metrics=compute_metrics or make_compute_metrics(len(data.label_names)),
     )
+    trainer.warmup_epochs = epochs
     logger.info(
-        "%s: %s train / %d evaluation examples, %d labels; model with %.2f M parameters",
-        data.source, examples(train_dataset) or "streamed", len(eval_dataset), len(data.label_names),
+        "%s: %s train / %d evaluation%s examples, %d labels; model with %.2f M parameters",
+        data.source, examples(splits["train"]) or "streamed", len(splits["validation"]),
+        f" / {len(splits['test'])} test" if "test" in splits else "", len(data.label_names),
         model.num_parameters() / 1e6,
     )
     return trainer
+
+
+def mixing_collator(model, data: ClassificationData, data_args: DataArguments, training_args) -> MixingCollator | None:
+    """The training collator of soft targets that `data_args` (mixup, cutmix) and `label_smoothing_factor` ask for
+    (its base collator still to be set), or None for integer labels. Refuses what soft targets cannot train."""
+    smoothing = training_args.label_smoothing_factor
+    collator = MixingCollator(
+        collator=None, num_labels=len(data.label_names), mixup_alpha=data_args.mixup_alpha,
+        cutmix_alpha=data_args.cutmix_alpha, label_smoothing=smoothing,
+        input_name=MODALITIES[data.modality].main_input_name,
+    )
+    if not (collator.mixes or smoothing):
+        return None
+    if collator.mixes and data.modality != "image":
+        raise ValueError(f"--mixup_alpha and --cutmix_alpha mix images; {data.source} holds {data.modality} data")
+    config = model.config
+    if getattr(config, "exit_training", False):
+        raise ValueError(
+            "soft targets (--mixup_alpha, --cutmix_alpha, --label_smoothing_factor) train the last read-out only, "
+            "and exit_training=True trains every read-out: set those to 0, or exit_training=false"
+        )
+    if config.problem_type not in (None, "single_label_classification"):
+        raise ValueError(
+            f"soft targets are for single-label classification; this model's problem_type is "
+            f"{config.problem_type!r}: set --mixup_alpha, --cutmix_alpha and --label_smoothing_factor to 0"
+        )
+    return collator
+
+
+def warmup_steps(training_args, train_examples: int | None) -> int:
+    """`warmup_epochs` in optimizer steps: epochs × the optimizer steps of an epoch on `train_examples` examples
+    (per device batch × processes × accumulation)."""
+    if train_examples is None:
+        raise ValueError("--warmup_epochs counts epochs, which a stream has not; give --warmup_steps")
+    batch = training_args.per_device_train_batch_size * training_args.world_size
+    steps_per_epoch = max(1, math.ceil(train_examples / batch) // training_args.gradient_accumulation_steps)
+    return max(1, round(training_args.warmup_epochs * steps_per_epoch))
 
 
 def examples(dataset) -> int | None:
@@ -445,7 +607,11 @@ def examples(dataset) -> int | None:
 
 
 def train_model(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
-    """Train, then save the model, its processor, the trainer state and `train_results.json`; the train metrics."""
+    """Train, then save the model (the averaged weights with EMA), its processor, the trainer state and
+    `train_results.json`; the train metrics."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, EMACallback):
+            callback.resume_from = resume_from_checkpoint  # the average and the training weights come back from it
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model()
     metrics = {**result.metrics}
@@ -462,6 +628,18 @@ def evaluate_model(trainer: Trainer) -> dict:
     metrics = {**trainer.evaluate(), "eval_samples": len(trainer.eval_dataset)}
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
+    return metrics
+
+
+def evaluate_test(trainer: NACTrainer) -> dict:
+    """Evaluate once on the test split, when the data has one, and save `test_results.json` (and add it to
+    `all_results.json`); the test metrics (`test_top1_accuracy`, ...), or nothing without a test split."""
+    if getattr(trainer, "test_dataset", None) is None:
+        return {}
+    metrics = {**trainer.evaluate(trainer.test_dataset, metric_key_prefix="test"),
+               "test_samples": len(trainer.test_dataset)}
+    trainer.log_metrics("test", metrics)
+    trainer.save_metrics("test", metrics)
     return metrics
 
 
@@ -496,9 +674,12 @@ def training_details(trainer: Trainer, data: ClassificationData, model_args: Mod
         "dataset_id": data_args.dataset_name or (DIGITS_DATASET_ID if data.source == DIGITS_SOURCE else None),
         "modality": data.modality,
         "eval_split": data.eval_split,
+        "test_split": data.test_split,
         "train_examples": examples(trainer.train_dataset),
+        "shots_per_label": data_args.shots_per_label,
         "streamed": isinstance(trainer.train_dataset, IterableDataset),
         "eval_examples": len(trainer.eval_dataset),
+        "test_examples": len(test) if (test := getattr(trainer, "test_dataset", None)) is not None else None,
         "labels": data.label_names,
         "start": model_args.model_name_or_path or f"a new model, preset {preset_of(model_args, data)!r}"
         + (f" with {model_args.config_overrides}" if model_args.config_overrides else ""),
@@ -517,7 +698,34 @@ def training_details(trainer: Trainer, data: ClassificationData, model_args: Mod
         "hardware": f"{processes} × {device}",
         "train_runtime_s": runtime,
         "seed": args.seed,
+        **recipe_details(trainer, data_args),
         "versions": {"nac_hf": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+    }
+
+
+def recipe_details(trainer: Trainer, data_args: DataArguments) -> dict:
+    """What a model card says of the recipe of a run: its name, warm-up in epochs, augmentation, weight averaging and
+    how the kept checkpoint was chosen."""
+    args = trainer.args
+    mixing = getattr(trainer, "train_collator", None)
+    augmentation = []
+    if data_args.augment:
+        augmentation.append("random-resized crop" if data_args.crop == "random-resized" else "padded random crop")
+        if data_args.horizontal_flip:
+            augmentation.append("horizontal flip")
+    if mixing is not None:
+        augmentation += [f"{name} {value:g}" for name, value in (
+            ("mixup", mixing.mixup_alpha), ("cutmix", mixing.cutmix_alpha), ("label smoothing", mixing.label_smoothing)
+        ) if value]
+    if data_args.repeated_augmentations > 1:
+        augmentation.append(f"repeated augmentation ×{data_args.repeated_augmentations}")
+    selection = f"best {args.metric_for_best_model} on the evaluation split" if args.load_best_model_at_end else "last"
+    return {
+        "recipe": getattr(args, "recipe", None),
+        "warmup_epochs": getattr(trainer, "warmup_epochs", None),
+        "augmentation": ", ".join(augmentation) or None,
+        "ema_decay": getattr(args, "ema_decay", None),
+        "model_selection": selection,
     }
 
 
@@ -534,6 +742,7 @@ def training_arguments_defaults() -> dict:
         weight_decay=0.05,
         warmup_steps=0.05,
         lr_scheduler_type="cosine",
+        do_predict=True,  # the test split, when the data has one, once at the end
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,
@@ -557,6 +766,12 @@ __all__ = [
     "build_processor",
     "end_distributed",
     "evaluate_model",
+    "evaluate_test",
+    "mixing_collator",
+    "NACTrainer",
+    "prepare_splits",
+    "recipe_details",
+    "warmup_steps",
     "last_complete_checkpoint",
     "load_run_data",
     "make_compute_metrics",
