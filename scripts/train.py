@@ -6,6 +6,7 @@ download) and evaluates on a fixed held-out 20 %. Runs unchanged under
     python scripts/train.py [--output_dir DIR]
     accelerate launch scripts/train.py
     accelerate launch --multi_gpu --num_processes N scripts/train.py
+    accelerate launch --config_file accelerate_configs/fsdp.yaml --num_processes N scripts/train.py
     torchrun --nproc_per_node N scripts/train.py
 
 Data: --dataset_name (a Hub image or text classification dataset), --train_dir/--validation_dir (image folders) or

@@ -3,15 +3,16 @@ evaluation sees, and that a resumed run goes on exactly."""
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 from nac_hf import NACForClassification
 from nac_hf.data import DataArguments, load_classification_data
-from nac_hf.ema import TRAINING_WEIGHTS, EMACallback
+from nac_hf.ema import AVERAGED_WEIGHTS, TRAINING_WEIGHTS, EMACallback
 from nac_hf.training import (
     ModelArguments,
     NACTrainingArguments,
@@ -128,3 +129,19 @@ def test_weights_of_another_model_are_refused_before_anything_is_written(tmp_pat
     with pytest.raises(KeyError, match=r"holds no weights named \['base_model.model.classifier.weight'\]"):
         replace_weights(tmp_path / "saved", {"base_model.model.classifier.weight": torch.zeros(1)})
     assert (tmp_path / "saved" / "model.safetensors").read_bytes() == before
+
+
+def test_the_kept_best_sharded_checkpoint_gets_its_average(tmp_path):
+    # A sharded FSDP checkpoint's model part holds the training weights, which `load_best_model_at_end` loads; its
+    # average lies beside it, and that is the model kept.
+    model = torch.nn.Linear(3, 2)
+    best = tmp_path / "checkpoint-2"
+    (best / "pytorch_model_fsdp_0").mkdir(parents=True)
+    average = {"weight": torch.full((2, 3), 0.25), "bias": torch.full((2,), -0.5)}
+    save_file(average, best / AVERAGED_WEIGHTS)
+    ema = EMACallback(DECAY)
+    args = SimpleNamespace(load_best_model_at_end=True)
+    ema.on_train_begin(args, None, None, model=model)
+    ema.on_train_end(args, SimpleNamespace(best_model_checkpoint=str(best)), None, model=model)
+    for name, value in model.named_parameters():
+        assert torch.equal(value.detach(), average[name]), name

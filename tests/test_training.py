@@ -24,6 +24,7 @@ from nac_hf.training import (
     NACTrainingArguments,
     build_model,
     build_processor,
+    is_complete_checkpoint,
     last_complete_checkpoint,
     make_compute_metrics,
     make_trainer,
@@ -31,6 +32,7 @@ from nac_hf.training import (
     resolve_resume,
     set_cpu_threads,
     training_arguments_defaults,
+    training_details,
 )
 
 
@@ -121,6 +123,42 @@ def test_resume_picks_the_last_complete_checkpoint(tmp_path):
     assert resolve_resume(args).endswith("checkpoint-4")
     with pytest.raises(ValueError, match="not a complete checkpoint"):
         resolve_resume(training_args(tmp_path, resume_from_checkpoint=str(tmp_path / "checkpoint-6.incomplete")))
+
+
+@pytest.mark.parametrize("part", ["pytorch_model_fsdp_0", "optimizer_0"])
+def test_a_sharded_fsdp_checkpoint_is_complete_once_each_part_has_its_index(tmp_path, part):
+    # Under FSDP with sharded checkpoints each process writes its shards of the model and of the optimizer, and
+    # the index (.metadata) is written once all of them are; the checkpoint has no model.safetensors.
+    checkpoint = tmp_path / "checkpoint-4"
+    for name in ("pytorch_model_fsdp_0", "optimizer_0"):
+        (checkpoint / name).mkdir(parents=True)
+        for file in (".metadata", "__0_0.distcp", "__1_0.distcp"):
+            (checkpoint / name / file).write_bytes(b"written")
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
+    assert is_complete_checkpoint(checkpoint)
+    assert resolve_resume(training_args(tmp_path, resume_from_checkpoint="last")) == str(checkpoint)
+    assert resolve_resume(training_args(tmp_path, resume_from_checkpoint=str(checkpoint))) == str(checkpoint)
+    (checkpoint / part / ".metadata").unlink()  # killed before this part was indexed
+    assert not is_complete_checkpoint(checkpoint)
+    with pytest.raises(ValueError, match=r"a \.metadata in each pytorch_model_fsdp_\* and optimizer_\* folder"):
+        resolve_resume(training_args(tmp_path, resume_from_checkpoint=str(checkpoint)))
+    assert resolve_resume(training_args(tmp_path, resume_from_checkpoint="last")) is None  # and set aside
+    assert (tmp_path / "checkpoint-4.incomplete").is_dir() and not checkpoint.exists()
+
+
+def test_the_recorded_precision_is_the_one_the_run_computed_in(tmp_path, monkeypatch):
+    data = load_classification_data(DataArguments(max_train_samples=20, max_eval_samples=10))
+    model_args = ModelArguments(preset="tiny", config_overrides=TINY)
+    model = build_model(model_args, data)
+    processor = build_processor(ModelArguments(), model.config, data)
+    # `accelerate launch` with a config's `mixed_precision: bf16` (or --mixed_precision bf16) sets
+    # ACCELERATE_MIXED_PRECISION, and the run computes in bf16 without --bf16.
+    runs = [("no", {}, "float32"), ("bf16", {}, "bf16 mixed precision"), ("no", {"bf16": True}, "bf16 mixed precision")]
+    for launched, flags, expected in runs:
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launched)
+        trainer = make_trainer(model, processor, data, DataArguments(), training_args(tmp_path, **flags))
+        details = training_details(trainer, data, model_args, DataArguments(), None)
+        assert details["precision"] == expected, (launched, flags)
 
 
 def test_text_training_end_to_end(tmp_path):

@@ -11,6 +11,11 @@ average)`. The averaged weights are the model a run keeps:
 - at the end of training they are copied into the model (unless `load_best_model_at_end` has just loaded the best
   checkpoint, whose averaged weights stay), so that `trainer.save_model()` saves them.
 
+Under FSDP the average is sharded as the parameters are. A checkpoint is saved as FSDP is configured to: with whole
+weights (`FULL_STATE_DICT`) as above; sharded (`SHARDED_STATE_DICT`), its model part holds the training weights and
+the average is gathered into `averaged_weights.safetensors` beside it, which a resumed run and
+`load_best_model_at_end` read.
+
 The average needs many steps: its half-life is ln 2 / (1 − decay) steps, about 17,300 at DeiT's 0.99996 and 6,900
 at 0.9999. For a short run choose a smaller decay.
 """
@@ -27,13 +32,23 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
+from transformers.trainer import FSDP_MODEL_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+
+if torch.distributed.is_available():
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor, distribute_tensor
+else:  # a torch built without distributed training: nothing is ever sharded
+    FSDPModule = DTensor = ()
 
 
 logger = logging.getLogger(__name__)
 
 # What a checkpoint keeps of the weights training continues from (its model.safetensors holds the average).
 TRAINING_WEIGHTS = "training_weights.safetensors"
+# Where a sharded FSDP checkpoint (no model.safetensors; its model part holds the training weights) keeps the average.
+AVERAGED_WEIGHTS = "averaged_weights.safetensors"
 
 
 class EMACallback(TrainerCallback):
@@ -66,20 +81,30 @@ class EMACallback(TrainerCallback):
         torch._foreach_lerp_(averages, [parameters[name].detach().float() for name in names], 1.0 - self.decay)
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        if not args.should_save:  # one process writes, as Trainer's own save
-            return
         checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        parameters = trained_parameters(model)
-        trained = {name: parameter.detach().contiguous().cpu() for name, parameter in parameters.items()}
-        save_file(trained, checkpoint / TRAINING_WEIGHTS)
-        replace_weights(checkpoint, self.average)
+        # Under FSDP every process gathers the shards together; one process writes, as Trainer's own save.
+        average = whole_tensors(self.average, keep=args.should_save)
+        if sharded_parts(checkpoint):  # its model part holds the training weights
+            if args.should_save:
+                save_file(average, checkpoint / AVERAGED_WEIGHTS)
+            return
+        trained = whole_tensors(trained_parameters(model), keep=args.should_save)
+        if args.should_save:
+            save_file(trained, checkpoint / TRAINING_WEIGHTS)
+            replace_weights(checkpoint, average)
 
     @torch.no_grad()
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if not (args.load_best_model_at_end and state.best_model_checkpoint):
-            parameters = trained_parameters(model)
-            for name, average in self.average.items():
-                parameters[name].copy_(average)
+        parameters = trained_parameters(model)
+        average = self.average
+        if args.load_best_model_at_end and state.best_model_checkpoint:
+            # The best checkpoint's average is kept: Trainer loaded it from its model.safetensors, or (a sharded
+            # checkpoint, whose model part holds training weights) it lies beside it.
+            path = Path(state.best_model_checkpoint) / AVERAGED_WEIGHTS
+            saved = load_file(path) if path.is_file() else {}
+            average = {name: like(parameters[name], value) for name, value in saved.items()}
+        for name, value in average.items():
+            parameters[name].copy_(value)
         self.finished = True
 
     @contextlib.contextmanager
@@ -97,29 +122,75 @@ class EMACallback(TrainerCallback):
         try:
             yield
         finally:
+            parameters = trained_parameters(model)  # sharded again after the block's forward passes
             with torch.no_grad():
                 for name, value in kept.items():
                     parameters[name].copy_(value)
 
     @torch.no_grad()
     def _restore(self, checkpoint: str, parameters: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
-        """The average saved in `checkpoint` (its model weights), with the training weights put back into the
-        model; a checkpoint saved without EMA starts the average from its weights."""
-        saved = read_weights(checkpoint)
-        average = {name: saved[name].to(p.device, torch.float32) for name, p in parameters.items()}
-        path = Path(checkpoint) / TRAINING_WEIGHTS
-        if path.is_file():
-            for name, value in load_file(path).items():
-                parameters[name].copy_(value)
+        """The average saved in `checkpoint`, with the weights training goes on from in the model: a checkpoint's
+        model weights hold the average and its training weights lie beside them; a sharded FSDP checkpoint's model
+        part holds the training weights (Trainer loaded them) and the average lies beside it. A checkpoint saved
+        without EMA starts the average from the weights it holds."""
+        folder = Path(checkpoint)
+        if (folder / AVERAGED_WEIGHTS).is_file():
+            saved = load_file(folder / AVERAGED_WEIGHTS)
+        elif sharded_parts(folder):
+            logger.warning("%s has no %s: the average starts from its weights", checkpoint, AVERAGED_WEIGHTS)
+            return {name: parameter.detach().float().clone() for name, parameter in parameters.items()}
         else:
-            logger.warning("%s has no %s: the weights it holds start both training and the average", checkpoint,
-                           TRAINING_WEIGHTS)
-        return average
+            saved = read_weights(folder)
+            path = folder / TRAINING_WEIGHTS
+            if not path.is_file():
+                logger.warning("%s has no %s: the weights it holds start both training and the average",
+                               checkpoint, TRAINING_WEIGHTS)
+            for name, value in (load_file(path) if path.is_file() else {}).items():
+                parameters[name].copy_(like(parameters[name], value))
+        return {name: like(p, saved[name].to(torch.float32)) for name, p in parameters.items()}
 
 
 def trained_parameters(model) -> dict[str, torch.nn.Parameter]:
-    """The parameters of `model` that train, by name."""
+    """The parameters of `model` that train, by name. Under FSDP2 they are the shards (DTensors) the average is kept
+    as: every unit is resharded first (a forward pass without a backward one leaves the root unit gathered)."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
     return {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+def whole_tensors(tensors: dict[str, torch.Tensor], keep: bool = True) -> dict[str, torch.Tensor]:
+    """`tensors` whole, contiguous and on the CPU, as safetensors writes them. A sharded one (a DTensor, under FSDP)
+    is gathered from every process, so all of them call this together; those that will not write pass
+    `keep=False` and get nothing back."""
+    whole = {}
+    for name, tensor in tensors.items():
+        tensor = tensor.detach()
+        if isinstance(tensor, DTensor):
+            tensor = tensor.full_tensor()
+        if keep:
+            whole[name] = tensor.contiguous().cpu()
+    return whole
+
+
+def like(parameter: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """A whole tensor `value` on `parameter`'s device, and under FSDP cut into the same shards (each process reads
+    the same file, so nothing is sent)."""
+    if isinstance(parameter, DTensor):
+        return distribute_tensor(value.to(parameter.device), parameter.device_mesh, parameter.placements,
+                                 src_data_rank=None)
+    return value.to(parameter.device)
+
+
+def sharded_parts(folder: str | os.PathLike, *more: str) -> list[Path]:
+    """The parts of a sharded FSDP checkpoint in `folder`, each a folder of per-process shards: the model's
+    (`pytorch_model_fsdp_0/`, ...), and those whose names start with one of `more` (e.g. `optimizer_`). None for a
+    checkpoint of whole weights (also under FSDP with `FULL_STATE_DICT`, whose parts are files)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    prefixes = (f"{FSDP_MODEL_NAME}_", *more)
+    return sorted(part for part in folder.iterdir() if part.is_dir() and part.name.startswith(prefixes))
 
 
 def weight_files(folder: str | os.PathLike) -> list[str]:
@@ -156,4 +227,7 @@ def replace_weights(folder: str | os.PathLike, values: dict[str, torch.Tensor]) 
         os.replace(path + ".partial", path)
 
 
-__all__ = ["EMACallback", "TRAINING_WEIGHTS", "read_weights", "replace_weights", "trained_parameters"]
+__all__ = [
+    "AVERAGED_WEIGHTS", "EMACallback", "TRAINING_WEIGHTS", "read_weights", "replace_weights", "trained_parameters",
+    "sharded_parts", "whole_tensors",
+]

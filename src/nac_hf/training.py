@@ -48,7 +48,7 @@ from .data import (
     augment_images,
     load_classification_data,
 )
-from .ema import EMACallback
+from .ema import EMACallback, sharded_parts
 from .modalities import MODALITIES, modality_of
 from .modeling_nac import CheckpointMismatchError, NACForClassification
 from .recipes import RECIPES
@@ -397,10 +397,15 @@ def make_compute_metrics(num_labels: int):
 
 
 def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
-    """A checkpoint folder `Trainer` finished writing: its trainer state (written last) parses and its weights open."""
+    """A checkpoint folder `Trainer` finished writing: its trainer state (written last) parses, and its weights were
+    all written: `model.safetensors` opens, or, for a sharded FSDP checkpoint (`fsdp_state_dict_type:
+    SHARDED_STATE_DICT`), each of its parts (`pytorch_model_fsdp_*/`, `optimizer_*/`) holds the index written after
+    all its shards (`.metadata`)."""
     folder = Path(folder)
     try:
         json.loads((folder / "trainer_state.json").read_text())
+        if sharded_parts(folder):
+            return all((part / ".metadata").is_file() for part in sharded_parts(folder, "optimizer_"))
         with safe_open(folder / "model.safetensors", framework="pt") as weights:
             weights.keys()
     except Exception:  # a missing or truncated file: OSError, JSONDecodeError, or safetensors' own error type
@@ -442,7 +447,8 @@ def resolve_resume(training_args: TrainingArguments) -> str | None:
     if not is_complete_checkpoint(resume):
         raise ValueError(
             f"--resume_from_checkpoint {resume!r} is not a complete checkpoint (it needs trainer_state.json and "
-            "model.safetensors); pass another, or 'last' for the newest complete one in --output_dir"
+            "model.safetensors, or for a sharded FSDP checkpoint a .metadata in each pytorch_model_fsdp_* and "
+            "optimizer_* folder); pass another, or 'last' for the newest complete one in --output_dir"
         )
     return str(resume)
 
@@ -607,13 +613,13 @@ def examples(dataset) -> int | None:
 
 
 def train_model(trainer: Trainer, resume_from_checkpoint: str | None = None) -> dict:
-    """Train, then save the model (the averaged weights with EMA), its processor, the trainer state and
-    `train_results.json`; the train metrics."""
+    """Train, then save the model (whole under FSDP, `save_whole_model`; the averaged weights with EMA), its
+    processor, the trainer state and `train_results.json`; the train metrics."""
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, EMACallback):
             callback.resume_from = resume_from_checkpoint  # the average and the training weights come back from it
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    trainer.save_model()
+    save_whole_model(trainer)
     metrics = {**result.metrics}
     if examples(trainer.train_dataset) is not None:
         metrics["train_samples"] = examples(trainer.train_dataset)
@@ -621,6 +627,22 @@ def train_model(trainer: Trainer, resume_from_checkpoint: str | None = None) -> 
     trainer.save_metrics("train", metrics)
     trainer.save_state()
     return metrics
+
+
+def save_whole_model(trainer: Trainer) -> None:
+    """`trainer.save_model()` as `from_pretrained` reads it. Under FSDP with sharded checkpoints `save_model` writes
+    no weights, so for this save the shards are gathered into one state dict (a collective: every process calls
+    this), which the main process writes as `model.safetensors`."""
+    if not trainer.is_fsdp_enabled:
+        trainer.save_model()
+        return
+    plugin = trainer.accelerator.state.fsdp_plugin
+    kept = plugin.state_dict_type
+    plugin.set_state_dict_type("FULL_STATE_DICT")
+    try:
+        trainer.save_model()
+    finally:
+        plugin.set_state_dict_type(kept)  # checkpoints of a later `train` stay as configured
 
 
 def evaluate_model(trainer: Trainer) -> dict:
@@ -661,10 +683,9 @@ def training_details(trainer: Trainer, data: ClassificationData, model_args: Mod
     """What a model card says of the run: data, schedule, batch, hardware, time and versions."""
     args = trainer.args
     processes = args.world_size
-    if args.bf16 or args.fp16:
-        precision = "bf16 mixed precision" if args.bf16 else "fp16 mixed precision"
-    else:
-        precision = "float32"
+    # What the run computed in: --bf16/--fp16, or the mixed precision of an accelerate config or launch flag.
+    mixed = str(trainer.accelerator.mixed_precision)
+    precision = "float32" if mixed == "no" else f"{mixed} mixed precision"
     if torch.cuda.is_available() and not args.use_cpu:
         device = torch.cuda.get_device_name(0)
     else:
@@ -772,6 +793,7 @@ __all__ = [
     "prepare_splits",
     "recipe_details",
     "warmup_steps",
+    "is_complete_checkpoint",
     "last_complete_checkpoint",
     "load_run_data",
     "make_compute_metrics",
@@ -782,6 +804,7 @@ __all__ = [
     "record_run",
     "reinitialize",
     "resolve_resume",
+    "save_whole_model",
     "keep_freed_memory",
     "set_cpu_threads",
     "train_model",
