@@ -57,6 +57,7 @@ METRIC_NAMES = {"top1_accuracy": "Top-1 accuracy", "top5_accuracy": "Top-5 accur
 # What a folder must hold before it may be uploaded (beside the processor or tokenizer files).
 REQUIRED_FILES = (
     "config.json", "model.safetensors", "configuration_nac.py", "modeling_nac.py", "functional_nac.py", "modalities.py",
+    "support_nac.py",
     "graph_priors.py", "README.md",
 )
 # The only `--hub_strategy` a run publishes with (TrainingArguments' default): the model, once, at the end.
