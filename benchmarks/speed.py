@@ -159,10 +159,15 @@ def example_batch(config, batch_size: int, image_size: int, seed: int = 0) -> tu
     return pixels, torch.randint(0, config.num_labels, (batch_size,), generator=generator)
 
 
+def nac_config(preset: str, image_size: int | None = None, overrides: dict | None = None) -> NACConfig:
+    """The config of `preset`, at `image_size` when given, with the fields in `overrides` changed."""
+    fields = {**(overrides or {}), **({"image_size": image_size} if image_size else {})}
+    return NACConfig.from_preset(preset, **fields)
+
+
 def nac_model(preset: str, image_size: int | None = None, overrides: dict | None = None) -> NACForClassification:
     """A NAC of `preset`, at `image_size` when given, with the config fields in `overrides` changed."""
-    fields = {**(overrides or {}), **({"image_size": image_size} if image_size else {})}
-    return NACForClassification(NACConfig.from_preset(preset, **fields))
+    return NACForClassification(nac_config(preset, image_size, overrides))
 
 
 def vit_model(num_labels: int, num_channels: int, image_size: int, patch_size: int, num_layers: int):
@@ -333,8 +338,7 @@ def measure_one(args: SpeedArguments) -> dict:
     if args.keep_freed_memory:  # as scripts/train.py does on CPUs
         keep_freed_memory()
     torch.manual_seed(0)
-    nac = nac_model(args.preset, args.image_size, parse_config_overrides(args.config_overrides))
-    config = nac.config
+    config = nac_config(args.preset, args.image_size, parse_config_overrides(args.config_overrides))
     pixels, labels = (t.to(args.device) for t in example_batch(config, args.batch_size, config.image_size))
     dtype = getattr(torch, args.dtype)
 
@@ -343,8 +347,7 @@ def measure_one(args: SpeedArguments) -> dict:
 
     if args.model == "nac":
         changed = f" ({args.config_overrides})" if args.config_overrides else ""
-        return {"model": f"NAC {args.preset}{changed}", **timed(nac)}
-    del nac
+        return {"model": f"NAC {args.preset}{changed}", **timed(NACForClassification(config))}
     model, layers = matched_baseline(args.model, args.target_gflop * 1e9, config.num_labels, config.num_channels,
                                      config.image_size, config.patch_size)
     name = {"vit": "ViTForImageClassification", "perceiver": "PerceiverForImageClassificationLearned"}[args.model]

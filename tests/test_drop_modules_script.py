@@ -49,7 +49,7 @@ def test_a_bad_keep_or_order_is_refused_and_nothing_is_written(tmp_path):
     saved_digits_model(tmp_path / "ckpt")
     for arguments, message in ((["--keep_processor", "two"], "takes a count"),
                                (["--keep_processor", "99"], "between 1 and the 8"),
-                               (["--keep_processor", "2", "--order", "size"], "--order takes one of")):
+                               (["--keep_processor", "2", "--order", "size"], "invalid choice")):
         done = run("--checkpoint", str(tmp_path / "ckpt"), "--output_dir", str(tmp_path / "small"), *arguments)
         assert done.returncode != 0 and message in done.stderr, done.stderr[-2000:]
         assert not (tmp_path / "small").exists()

@@ -18,7 +18,6 @@ from benchmarks.gpu_check import (
     junit_counts,
     speed_command,
     train_command,
-    train_help,
     write_synthetic_cifar,
 )
 from nac_hf.data import DataArguments, load_classification_data
@@ -54,10 +53,10 @@ def test_the_cuda_tests_it_runs_fail_without_a_gpu_instead_of_skipping(tmp_path)
 
 def test_its_commands_are_ones_the_scripts_take(tmp_path):
     args = GPUCheckArguments(output_dir=str(tmp_path))
-    flags = train_help()
-    recipe = "--recipe" in flags
-    command = train_command(args, tmp_path / "data", tmp_path / "train", recipe=recipe)
-    assert command[1] == "scripts/train.py" and ("--recipe" in command) == recipe
+    flags = subprocess.run([sys.executable, "scripts/train.py", "--help"], cwd=ROOT, capture_output=True,
+                           text=True).stdout
+    command = train_command(args, tmp_path / "data", tmp_path / "train")
+    assert command[1] == "scripts/train.py" and command[command.index("--recipe") + 1] == "cifar"
     unknown = [arg for arg in command if arg.startswith("--") and not re.search(rf"{arg}\b", flags)]
     assert not unknown, f"scripts/train.py takes no {unknown}"
     assert command[command.index("--bf16") + 1] == command[command.index("--torch_compile") + 1] == "true"

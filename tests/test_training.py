@@ -392,7 +392,7 @@ def test_warmup_epochs_are_counted_in_optimizer_steps(tmp_path):
 def test_label_smoothing_trains_soft_targets_and_evaluation_keeps_labels(tmp_path):
     data_args = DataArguments(max_train_samples=96, max_eval_samples=32, repeated_augmentations=3, augment=True)
     trainer = digits_trainer(tmp_path, data_args, label_smoothing_factor=0.1, per_device_train_batch_size=12)
-    assert trainer.args.label_smoothing_factor == 0.0 and trainer.label_smoother is None  # folded into the targets
+    assert trainer.args.label_smoothing_factor == 0.1 and trainer.label_smoother is None  # folded into the targets
     train_batch = next(iter(trainer.get_train_dataloader()))
     assert train_batch["labels"].shape == (12, 10) and train_batch["labels"].max() == pytest.approx(0.91)
     assert next(iter(trainer.get_eval_dataloader()))["labels"].dtype == torch.long

@@ -20,12 +20,11 @@ from transformers.utils import TensorType, logging
 
 from .configuration_nac import NACConfig
 from .modalities import modality_of
+from .support_nac import HUB_ARGUMENTS
 
 
 logger = logging.get_logger(__name__)
 
-# The arguments of `from_pretrained` that say where the files are (the others set the processor's fields).
-HUB_ARGUMENTS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 # Weights of ITU-R 601-2 luma, the ones PIL's "L" mode uses, so arrays and PIL images turn gray alike.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -144,7 +143,8 @@ class NACImageProcessor(BaseImageProcessor):
                 raise missing from None
         logger.info("%s has no image processor: using the one of its model config", pretrained_model_name_or_path)
         with_unused = kwargs.pop("return_unused_kwargs", False)
-        processor = cls.from_config(config, **kwargs)
+        fields = set(cls().to_dict())  # what the processor saves; loading options (trust_remote_code, ...) are not
+        processor = cls.from_config(config, **{key: value for key, value in kwargs.items() if key in fields})
         return (processor, {}) if with_unused else processor
 
     def preprocess(

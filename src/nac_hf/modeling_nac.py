@@ -11,7 +11,6 @@ attention uses are in functional_nac.py.
 from __future__ import annotations
 
 import math
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -143,10 +142,9 @@ class NACClassifierOutput(ModelOutput):
 def eager_attention(config: NACConfig) -> bool:
     """Whether the attentions run written out (`attn_implementation="eager"`) rather than through fused kernels
     (`"sdpa"`, the default). Read when an attention runs, as transformers models read it, so that
-    `model.set_attn_implementation(...)` takes effect at once."""
-    implementation = config._attn_implementation
-    check_attn_implementation(implementation)
-    return implementation == "eager"
+    `model.set_attn_implementation(...)` takes effect at once; the config and `_check_and_adjust_attn_implementation`
+    refuse other values."""
+    return config._attn_implementation == "eager"
 
 
 def written_out_attention(
@@ -967,18 +965,6 @@ class NACPreTrainedModel(PreTrainedModel):
     def __init__(self, config: NACConfig, *inputs, **kwargs):
         super().__init__(config, *inputs, **kwargs)
         self.main_input_name = config.main_input_name
-        self.name_main_input_in_forward()
-
-    def name_main_input_in_forward(self) -> None:
-        """The class's `forward` names `pixel_values` first; a model that reads another input gets a `forward` that
-        names its own main input first (`main_input_first`)."""
-        forward = type(self).forward
-        if self.main_input_name != type(self).main_input_name and getattr(forward, "names_main_input", False):
-            self.forward = types.MethodType(main_input_first(self.main_input_name)(forward), self)
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        self.name_main_input_in_forward()  # a pickled bound method comes back as the class's
 
     def _check_and_adjust_attn_implementation(
         self, attn_implementation: str | None, is_init_check: bool = False, allow_all_kernels: bool = False
@@ -1078,13 +1064,13 @@ class NACPreTrainedModel(PreTrainedModel):
             return super().save_pretrained(save_directory, *args, **kwargs)
         # A wrapper's subclass (FSDP2 makes `FSDPNACForClassification`, defined in torch): save this module's code
         # and AUTO_MAP's classes, not the wrapper's.
-        cls._auto_class = None
+        cls._auto_class = None  # shadows the class's registration for this save only
         try:
             saved = super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             del cls._auto_class
-        if kwargs.get("is_main_process", True):
-            custom_object_save(own.__new__(own), save_directory)
+        if self.should_save_on_this_rank(kwargs.get("is_main_process", True)):
+            custom_object_save(own, save_directory)
         return saved
 
 

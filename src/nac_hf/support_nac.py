@@ -17,7 +17,7 @@ from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cache
 
 
 # The arguments of `from_pretrained` that say where a checkpoint's files are.
-HUB_ARGUMENTS = ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+HUB_ARGUMENTS = ("cache_dir", "force_download", "revision", "token", "local_files_only", "subfolder")
 
 
 def unreadable_weights(source, hub_arguments: dict) -> list[str]:
@@ -55,7 +55,7 @@ def main_input_first(name: str) -> Callable[[Callable], Callable]:
     takes the main input positionally or by its keyword, so that its signature names that first parameter after the
     main input `name`: `forward(self, <name>=None, *, ...)`, as transformers expects the first parameter of `forward`
     to be `main_input_name` (`inspect.signature`). The code is the same; only the signature shown differs, and it
-    accepts the same calls. `NACPreTrainedModel` gives a model reading another input a copy named after its own."""
+    accepts the same calls."""
 
     def decorate(forward: Callable) -> Callable:
         renamed = types.FunctionType(
@@ -69,7 +69,6 @@ def main_input_first(name: str) -> Callable[[Callable], Callable]:
         others = [parameter for parameter in keywords if parameter.name != name]
         main = main.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
         renamed.__signature__ = inspect.signature(renamed).replace(parameters=[self_parameter, main, *others])
-        renamed.names_main_input = True
         return renamed
 
     return decorate

@@ -481,6 +481,9 @@ class NACTrainer(Trainer):
 
     def __init__(self, *args, train_collator=None, repeated_augmentations: int = 1, test_dataset=None, **kwargs):
         super().__init__(*args, **kwargs)
+        # Label smoothing is folded into the training collator's soft targets (`MixingCollator`); `args` keeps the
+        # factor for the run's record and card, as Trainer itself sets no smoother when the factor is 0.
+        self.label_smoother = None
         self.train_collator = train_collator
         self.repeated_augmentations = repeated_augmentations
         self.test_dataset = test_dataset
@@ -535,9 +538,9 @@ def make_trainer(
     """A `NACTrainer` for `model` on `data`: its transforms, collators, sampler, averaged weights and top-k metrics.
     `training_args` is not changed: the Trainer gets a copy that keeps the raw columns (the transforms make the model
     inputs from them), does not push checkpoints (a run is published once, at the end, with `nac_hf.hub.publish`),
-    counts `warmup_epochs` in steps, and leaves label smoothing to the soft targets."""
+    and counts `warmup_epochs` in steps."""
     train_collator = mixing_collator(model, data, data_args, training_args)
-    changes = {"remove_unused_columns": False, "push_to_hub": False, "label_smoothing_factor": 0.0}
+    changes = {"remove_unused_columns": False, "push_to_hub": False}
     if isinstance(data.dataset["train"], IterableDataset):
         # Each process reads its own part of the stream, rather than the first process reading for all.
         changes["accelerator_config"] = dataclasses.replace(training_args.accelerator_config, dispatch_batches=False)
