@@ -1,5 +1,6 @@
-"""Classification data for training NACs: Hub datasets, image folders, csv/json/parquet text files, and the
-handwritten digits that ship with scikit-learn (the default, which needs no download).
+"""Classification data for training NACs: Hub datasets, folders written by `DatasetDict.save_to_disk`, image folders,
+csv/json/parquet text files, and the handwritten digits that ship with scikit-learn (the default, which needs no
+download). A dataset holds images, texts or point clouds (a `points` column of [x, y, z] rows), as its columns say.
 
 A run's data has a training split, a validation split (evaluated while training, and what model selection looks at)
 and, where the data has one, a test split, evaluated once at the end. A dataset with a validation split (validation,
@@ -12,10 +13,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, IterableDataset, Value, load_dataset
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    Image,
+    IterableDataset,
+    IterableDatasetDict,
+    Value,
+    load_dataset,
+    load_from_disk,
+)
 
 from .augmentation import random_resized_crop
 
@@ -24,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ("image", "img", "picture", "photo")
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document", "question")
+POINT_COLUMNS = ("points", "point_cloud", "xyz")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target", "category", "sentiment")
 VALIDATION_SPLITS = ("validation", "valid", "val", "dev")
 TEST_SPLITS = ("test",)
@@ -43,7 +57,11 @@ class DataArguments:
     scikit-learn are used (1,797 8×8 images, 10 labels; 20 % held out for evaluation)."""
 
     dataset_name: str | None = field(
-        default=None, metadata={"help": "A dataset on the Hub (e.g. uoft-cs/cifar10, stanfordnlp/imdb) or a local one."}
+        default=None,
+        metadata={
+            "help": "A dataset on the Hub (e.g. uoft-cs/cifar10, stanfordnlp/imdb), a local one, or a folder "
+            "written by DatasetDict.save_to_disk."
+        },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of that dataset."})
     train_dir: str | None = field(default=None, metadata={"help": "An image folder (one sub-folder per label)."})
@@ -181,7 +199,7 @@ class ClassificationData:
     """Train and evaluation splits with the columns that matter and the label names."""
 
     dataset: DatasetDict  # "train", "validation", and "test" when a split is evaluated once at the end
-    modality: str  # what the inputs are, a key of `nac_hf.modalities.MODALITIES`: "image" or "text"
+    modality: str  # what the inputs are, a key of `nac_hf.modalities.MODALITIES`: "image", "text" or "points"
     input_column: str
     label_column: str
     label_names: list[str]
@@ -240,6 +258,8 @@ def load_raw(
     """The dataset as it comes (as streams with `streaming`; only `split` when one is named), with a description of
     where it came from."""
     common = {"cache_dir": cache_dir, "streaming": streaming, "split": split}
+    if args.dataset_name and is_saved_to_disk(args.dataset_name):
+        return load_saved(args.dataset_name, streaming, split), args.dataset_name
     if args.dataset_name:
         return load_dataset(args.dataset_name, args.dataset_config_name, **common), args.dataset_name
     if args.train_dir:
@@ -259,9 +279,30 @@ def load_raw(
     return digits_dataset(), DIGITS_SOURCE
 
 
+def is_saved_to_disk(path: str) -> bool:
+    """Whether `path` is a folder written by `DatasetDict.save_to_disk` or `Dataset.save_to_disk`."""
+    folder = Path(path)
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def load_saved(path: str, streaming: bool = False, split: str | None = None):
+    """A folder written by `save_to_disk`, memory-mapped where it lies (a saved `Dataset` is the training split): as
+    streams with `streaming`, only `split` when one is named."""
+    saved = load_from_disk(path)
+    if isinstance(saved, Dataset):
+        saved = DatasetDict(train=saved)
+    if split is not None:
+        if split not in saved:
+            raise ValueError(f"no split {split!r} in {path}; it has {sorted(saved)}")
+        return saved[split].to_iterable_dataset() if streaming else saved[split]
+    if streaming:
+        return IterableDatasetDict({name: part.to_iterable_dataset() for name, part in saved.items()})
+    return saved
+
+
 def find_columns(split, args: DataArguments, source: str) -> tuple[str, str, str]:
-    """What a split holds: its modality ("image" or "text"), input column and label column, as the arguments name
-    them or as found from the features and the usual column names."""
+    """What a split holds: its modality ("image", "points" or "text"), input column and label column, as the
+    arguments name them or as found from the features and the usual column names."""
     train, columns = split, split.column_names
     image_column = args.image_column or next(
         (name for name, feature in train.features.items() if isinstance(feature, Image)), None
@@ -273,8 +314,11 @@ def find_columns(split, args: DataArguments, source: str) -> tuple[str, str, str
     ) or _first_of(columns, LABEL_COLUMNS)
     if label_column is None or label_column not in columns:
         raise ValueError(f"cannot find the label column of {source} among {columns}; name it with --label_column")
+    points_column = None if args.text_column else _first_of(columns, POINT_COLUMNS)
     if image_column is not None and not args.text_column:
         modality, input_column = "image", image_column
+    elif points_column is not None:
+        modality, input_column = "points", points_column
     else:
         text_column = args.text_column or _first_of(columns, TEXT_COLUMNS) or next(
             (
@@ -286,8 +330,8 @@ def find_columns(split, args: DataArguments, source: str) -> tuple[str, str, str
         )
         if text_column is None or text_column not in columns:
             raise ValueError(
-                f"cannot find an image or text column in {source} among {columns}; "
-                "name it with --image_column or --text_column"
+                f"cannot find an image, point-cloud ({', '.join(POINT_COLUMNS)}) or text column in {source} among "
+                f"{columns}; name it with --image_column or --text_column"
             )
         modality, input_column = "text", text_column
     return modality, input_column, label_column

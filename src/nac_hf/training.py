@@ -333,10 +333,13 @@ def prepare_splits(data: ClassificationData, processor, data_args: DataArguments
 
     Inputs of one shape (images) are made from the raw column as they are read, the training split augmented with
     `data_args.augment`; inputs whose length varies (texts) are encoded once, cut to `data_args.max_length`, and
-    padded per batch."""
+    padded per batch; inputs the model reads as they are (point clouds) are read as float tensors and padded per
+    batch where their lengths differ."""
     reads = MODALITIES[data.modality]
     if reads.length_axis is None:
         return _transformed_datasets(data, processor, data_args, reads.main_input_name)
+    if reads.processor_class is None:
+        return _raw_datasets(data, reads.main_input_name, reads.mask_name)
     longest = reads.longest(config)
     return _encoded_datasets(data, processor, min(data_args.max_length or longest, longest))
 
@@ -378,6 +381,34 @@ def _encoded_datasets(data: ClassificationData, processor, max_length: int):
         progress = {} if isinstance(split, IterableDataset) else {"desc": "bytes"}  # a stream maps as it is read
         encoded[name] = split.map(encode, batched=True, remove_columns=[column, label], **progress)
     return encoded, DataCollatorWithPadding(processor)
+
+
+def _raw_datasets(data: ClassificationData, input_name: str, mask_name: str):
+    renames = {data.input_column: input_name, data.label_column: "labels"}
+    renames = {old: new for old, new in renames.items() if old != new}
+    splits = {name: split.rename_columns(renames).with_format("torch") for name, split in data.dataset.items()}
+    return splits, PaddingCollator(input_name, mask_name)
+
+
+@dataclass
+class PaddingCollator:
+    """Batches of inputs whose first axis differs in length between examples (the points of clouds, `(N, 3)`):
+    stacked as float tensors `(B, N, 3)` when all have one length, else zero-padded to the longest with a mask under
+    `mask_name` (1 for a real row, 0 for padding), so that padding is never read as points."""
+
+    input_name: str
+    mask_name: str
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        inputs = [torch.as_tensor(example[self.input_name], dtype=torch.float32) for example in examples]
+        batch = {"labels": torch.stack([torch.as_tensor(example["labels"]) for example in examples])}
+        if len({len(rows) for rows in inputs}) == 1:
+            return {self.input_name: torch.stack(inputs), **batch}  # (B, N, 3)
+        padded = torch.nn.utils.rnn.pad_sequence(inputs, batch_first=True)  # (B, N_max, 3)
+        mask = torch.zeros(padded.shape[:2], dtype=torch.long)  # (B, N_max)
+        for row, rows in enumerate(inputs):
+            mask[row, : len(rows)] = 1
+        return {self.input_name: padded, self.mask_name: mask, **batch}
 
 
 def make_compute_metrics(num_labels: int):
