@@ -1,125 +1,108 @@
-"""The paper's claims measured side by side: a NAC against a non-modular baseline of about as many parameters (a
-transformers ViT, `benchmarks.few_shot.vit_baseline`), same data, same training, several seeds.
-`python -m benchmarks.paper_claims` runs the protocol; this module holds its parts: accuracy on a `datasets` split,
-the claim rows and their Markdown table.
+"""The paper's claims as rows of `docs/results/claims.json`, each measured under the fair protocol
+(`benchmarks.protocol`) by `python -m benchmarks.paper_claims`, and their Markdown table.
 
-Claims (ids of `paper_claims.json`'s rows):
+Row ids and what the paper claims (the margin a row's 95 % interval must clear for the claim to hold):
 
-- `low_shot_1`, `low_shot_5`, `low_shot_10`: pre-trained on digits 0-4, adapted to 5-9 from k examples per digit
-  (`benchmarks.few_shot`); each model's best adaptation mode, mean ± std over the adaptation seeds. The paper:
-  about 10 points ahead of a ViT / Perceiver in the low-shot regime (CIFAR, CUB).
-- `ood`: trained on the handwritten digits, evaluated on digits rendered from fonts (`benchmarks.robustness`); mean ±
-  std over training seeds. The paper: about 2.5 points ahead out of distribution (Tiny-ImageNet-R).
-- `ood_corruptions`: the same models on corrupted test digits, mean over corruptions and severities.
-- `module_dropping` (when a `module_dropping.json` is given): the measured speed-up of the forward pass with modules
-  dropped at most 3 points below the full model. The paper: 8× at under 3 % loss. No baseline: a ViT has no modules.
+- `low_shot_1`, `low_shot_5`, `low_shot_10`: adaptation to classes never seen from k examples each: about +10
+  points over a ViT / Perceiver (CIFAR, CUB);
+- `ood_fonts`, `ood_corruptions`, `ood_mnist`, `ood_mnist_reverse`: out of distribution (fonts never trained on,
+  corrupted test images, scikit-learn's digits → MNIST and back): about +2.5 points (Tiny-ImageNet-R);
+- `dropping`: modules dropped at a point chosen on validation, every model measured at least 8× faster at less than
+  3 points of loss (the paper: 8× at < 3 %). Its baseline is the same model with all its modules;
+- `early_exit`: read out before the last layer at a threshold chosen on validation, at less than 3 points of loss,
+  faster than the full model. The paper makes no early-exit claim; the row says what it costs and saves.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from .common import mean_std, top1
+from .common import top1
 
 
-RESULTS_FILE = "paper_claims.json"
+RESULTS_FILE = "claims.json"
 
-# What the paper claims, per row id: the claim in words, the paper's figure in words, and the margin (in points of
-# top-1 for accuracy rows, a factor for module dropping) at which a row counts as reproduced.
-# `low_shot_{k}` rows exist for any k (`claim`).
+# Row id: (the claim in words, the paper's figure, the margin the interval's lower end must reach, in points).
 CLAIMS = {
-    "ood": ("out of distribution: digits rendered from fonts", "≈ +2.5 points (Tiny-ImageNet-R)", 2.5),
-    "ood_corruptions": ("out of distribution: corrupted digits", "≈ +2.5 points (Tiny-ImageNet-R)", 2.5),
-    "module_dropping": ("speed-up with modules dropped at ≤ 3 points loss", "8× at < 3 % loss", 8.0),
+    "ood_fonts": ("out of distribution: font families never trained on", "≈ +2.5 points (Tiny-ImageNet-R)", 2.5),
+    "ood_corruptions": ("out of distribution: corrupted test images", "≈ +2.5 points (Tiny-ImageNet-R)", 2.5),
+    "ood_mnist": ("out of distribution: trained on scikit-learn's digits, tested on MNIST",
+                  "≈ +2.5 points (Tiny-ImageNet-R)", 2.5),
+    "ood_mnist_reverse": ("out of distribution: trained on MNIST, tested on scikit-learn's digits",
+                          "≈ +2.5 points (Tiny-ImageNet-R)", 2.5),
+    "dropping": ("modules dropped: ≥ 8× faster at < 3 points loss, every model", "8× at < 3 % loss", -3.0),
+    "early_exit": ("early exit at < 3 points loss, faster than the full model", "no claim", -3.0),
 }
+SPEEDUP_CLAIM = 8.0  # the dropping row's speed-up, measured per model
 
 
 def claim(claim_id: str) -> tuple[str, str, float]:
     """The claim in words, the paper's figure and the margin of a row id (`low_shot_{k}` for any k)."""
     if claim_id.startswith("low_shot_"):
         k = int(claim_id.removeprefix("low_shot_"))
-        text = f"low-shot adaptation, {k} example{'s' if k > 1 else ''} per class"
-        return text, "≈ +10 points over ViT / Perceiver", 10.0
+        return f"low-shot adaptation, {k} example{'s' if k > 1 else ''} per class", "≈ +10 points", 10.0
+    if claim_id not in CLAIMS:
+        raise ValueError(f"unknown claim {claim_id!r}; known: low_shot_K, {', '.join(CLAIMS)}")
     return CLAIMS[claim_id]
 
 
+# Pixel values of the sets evaluated, by the set's fingerprint and the processor's settings: every model reading
+# images alike reuses them instead of running the processor over the set again.
+_PIXEL_VALUES: dict[tuple[str, str], torch.Tensor] = {}
+
+
+def pixel_values(processor, dataset, batch_size: int = 512) -> torch.Tensor:
+    """The `image` column of `dataset` through `processor`, once per set and processor settings."""
+    key = (dataset._fingerprint, processor.to_json_string())
+    if key not in _PIXEL_VALUES:
+        _PIXEL_VALUES[key] = torch.cat([
+            processor(dataset[start : start + batch_size]["image"], return_tensors="pt")["pixel_values"]
+            for start in range(0, len(dataset), batch_size)
+        ])
+    return _PIXEL_VALUES[key]
+
+
 @torch.no_grad()
-def accuracy_on(model, processor, dataset, batch_size: int = 256) -> float:
+def accuracy_on(model, processor, dataset, batch_size: int = 512) -> float:
     """Top-1 of `model` (evaluation mode) on a split of images and labels (`image`, `label` columns)."""
     model.eval()
-    logits = []
-    for start in range(0, len(dataset), batch_size):
-        images = dataset[start : start + batch_size]["image"]
-        logits.append(model(pixel_values=processor(images, return_tensors="pt")["pixel_values"]).logits)
+    pixels = pixel_values(processor, dataset)
+    logits = [model(pixel_values=pixels[start : start + batch_size]).logits for start in range(0, len(pixels), batch_size)]
     return top1(torch.cat(logits), torch.tensor(list(dataset["label"])))
 
 
-def best_mode(results: dict, shots: int) -> tuple[str, float, float]:
-    """The adaptation mode of `run_few_shot`'s results with the best mean top-1 at `shots`: (mode, mean, std)."""
-    cells = {mode: entry["shots"][str(shots)] for mode, entry in results["modes"].items()}
-    mode = max(cells, key=lambda name: cells[name]["mean"])
-    return mode, cells[mode]["mean"], cells[mode]["std"]
-
-
-def accuracy_row(claim_id: str, nac: list[float], baseline: list[float], **extra) -> dict:
-    """A claim row from per-seed top-1 fractions of both models: means and sample standard deviations in %."""
-    text, paper, _ = claim(claim_id)
-    (nac_mean, nac_std), (base_mean, base_std) = mean_std(nac), mean_std(baseline)
-    return {
-        "id": claim_id, "claim": text, "paper": paper,
-        "nac": 100 * nac_mean, "baseline": 100 * base_mean, "nac_std": 100 * nac_std, "baseline_std": 100 * base_std,
-        "seeds": len(nac), **extra,
-    }
-
-
-def dropping_row(dropping: dict | list[dict], max_loss_points: float = 3.0) -> dict:
-    """The `module_dropping` row from `benchmarks.module_dropping`'s results (one, or several: one per trained
-    model): the largest measured speed-up whose top-1 is on average at most `max_loss_points` below the full
-    model's, the mean over the results and over the seeds of a random order."""
-    text, paper, _ = CLAIMS["module_dropping"]
-    grouped: dict[tuple, list[tuple[float, float]]] = {}
-    for results in [dropping] if isinstance(dropping, dict) else dropping:
-        for row in results["rows"]:
-            loss = 100 * (results["baseline"]["accuracy"] - row["accuracy"])
-            grouped.setdefault((row["order"], row["keep_input"], row["keep_processor"]), []).append(
-                (loss, row["speedup"]))
-    best = (1.0, 0.0, "none kept fewer")
-    for (order, keep_input, keep_processor), measured in grouped.items():
-        loss = float(np.mean([loss for loss, _ in measured]))
-        speedup = float(np.mean([speedup for _, speedup in measured]))
-        if loss <= max_loss_points and speedup > best[0]:
-            best = (speedup, float(np.std([speedup for _, speedup in measured])),
-                    f"{order}, inputs ×{keep_input:g}, processors ×{keep_processor:g}")
-    return {"id": "module_dropping", "claim": text, "paper": paper, "nac": best[0], "baseline": None,
-            "nac_std": best[1], "baseline_std": None, "setting": best[2]}
-
-
-def verdict(row: dict) -> str:
-    """Whether the row reproduces the paper: `reproduced` at the paper's margin, `partly` when the NAC is ahead (or
-    faster) but by less, `not reproduced` otherwise."""
-    margin = claim(row["id"])[2]
-    if row["baseline"] is None:  # a factor, not a comparison
-        return "reproduced" if row["nac"] >= margin else ("partly" if row["nac"] > 1 else "not reproduced")
-    difference = row["nac"] - row["baseline"]
-    return "reproduced" if difference >= margin else ("partly" if difference > 0 else "not reproduced")
+def row(claim_id: str, benchmark: str, baseline_name: str, paired: dict, *, speedups: list[float] | None = None,
+        **extra) -> dict:
+    """A claims.json row from `benchmarks.protocol.paired_interval`'s result (points), with its verdict: "holds"
+    where the interval's lower end reaches the claim's margin (and, for dropping, every model's measured speed-up
+    reaches 8×; for early exit, the mean speed-up exceeds 1), "not reproduced" otherwise."""
+    text, paper, margin = claim(claim_id)
+    holds = paired["ci_low"] >= margin
+    if claim_id == "dropping":
+        holds = holds and min(speedups) >= SPEEDUP_CLAIM
+    elif claim_id == "early_exit":
+        holds = holds and sum(speedups) / len(speedups) > 1.0
+    result = {"id": claim_id, "benchmark": benchmark, "baseline_name": baseline_name, "claim": text, "paper": paper,
+              "margin": margin, **paired, "verdict": "holds" if holds else "not reproduced", **extra}
+    if speedups is not None:
+        result["speedups"] = speedups
+    return result
 
 
 def claims_table(rows: list[dict]) -> str:
-    """The Markdown table "the paper's claims and this implementation"."""
-    lines = ["| claim | paper | NAC | ViT baseline | NAC − ViT | |", "|---|---|---|---|---|---|"]
-    for row in rows:
-        if row["baseline"] is None:
-            nac, base, difference = f"{row['nac']:.1f}× ({row['setting']})", "—", "—"
-        else:
-            nac = f"{row['nac']:.1f} ± {row['nac_std']:.1f} %"
-            base = f"{row['baseline']:.1f} ± {row['baseline_std']:.1f} %"
-            difference = f"{row['nac'] - row['baseline']:+.1f}"
-            if "nac_mode" in row:
-                nac, base = f"{nac} ({row['nac_mode']})", f"{base} ({row['baseline_mode']})"
-        lines.append(f"| {row['claim']} | {row['paper']} | {nac} | {base} | {difference} | {verdict(row)} |")
+    """The Markdown table of the claims: each row's benchmark, baseline, both means, the difference and its 95 %
+    interval, and the verdict."""
+    lines = ["| claim | benchmark | paper | NAC | baseline | NAC − baseline [95 % CI] | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for entry in rows:
+        nac = f"{entry['nac']:.1f} %"
+        if entry.get("speedups"):
+            nac += f" ({', '.join(f'{s:.1f}×' for s in entry['speedups'])})"
+        lines.append(
+            f"| {entry['claim']} | {entry['benchmark']} | {entry['paper']} | {nac} | {entry['baseline_name']}: "
+            f"{entry['baseline']:.1f} % | {entry['diff']:+.1f} [{entry['ci_low']:+.1f}, {entry['ci_high']:+.1f}] | "
+            f"{entry['verdict']} |")
     return "\n".join(lines)
 
 
-__all__ = ["CLAIMS", "RESULTS_FILE", "accuracy_on", "accuracy_row", "best_mode", "claim", "claims_table",
-           "dropping_row", "verdict"]
+__all__ = ["CLAIMS", "RESULTS_FILE", "SPEEDUP_CLAIM", "accuracy_on", "claim", "claims_table", "pixel_values", "row"]

@@ -136,12 +136,13 @@ def pretrain(model: PreTrainedModel, processor, data_args: DataArguments, traini
     return trainer.evaluate()
 
 
-def vit_baseline(num_labels: int, id2label: dict, label2id: dict) -> ViTForImageClassification:
+def vit_baseline(num_labels: int, id2label: dict, label2id: dict, dropout: float = 0.0) -> ViTForImageClassification:
     """A ViT with about as many parameters as the NAC `digits` preset (1.1 M), reading the same 16×16 gray images:
-    patches of 4, hidden size 128, 6 layers of 4 heads, MLP 448."""
+    patches of 4, hidden size 128, 6 layers of 4 heads, MLP 448; `dropout` on its hidden states and attention."""
     config = ViTConfig(
         image_size=16, patch_size=4, num_channels=1, hidden_size=128, num_hidden_layers=6, num_attention_heads=4,
-        intermediate_size=448, num_labels=num_labels, id2label=id2label, label2id=label2id,
+        intermediate_size=448, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
+        num_labels=num_labels, id2label=id2label, label2id=label2id,
     )
     return ViTForImageClassification(config)
 

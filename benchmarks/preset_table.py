@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> None:
         config = NACConfig.from_preset(name)
         with torch.device("meta"):  # sizes only: no weights, no graph-prior fit
             count = sum(p.numel() for p in NACForClassification(config).parameters())
-        size = f"{config.tokenizer_type} {config.image_size}×{config.image_size}, {config.num_labels} labels"
+        reads = {"image": f"{config.tokenizer_type} {config.image_size}×{config.image_size}",
+                 "text": f"bytes, {config.max_position_embeddings} positions", "points": "point clouds"}
+        size = f"{reads[config.modality]}, {config.num_labels} labels"
         modules = f"{config.num_input_modules} / {config.num_processor_modules} / {config.num_output_modules}"
         print(
             f"| `{name}` | {size} | {modules} | {config.hidden_size} | {config.num_hidden_layers} | "

