@@ -34,6 +34,9 @@ CLAIMS = {
     "early_exit": ("early exit at < 3 points loss, faster than the full model", "no claim", -3.0),
 }
 SPEEDUP_CLAIM = 8.0  # the dropping row's speed-up, measured per model
+# A comparison says nothing about the NAC where the baseline did not learn its pre-training task: below this share of
+# the NAC's validation top-1 there, a row is "baseline did not learn" whatever its interval.
+LEARNED_SHARE = 0.5
 
 
 def claim(claim_id: str) -> tuple[str, str, float]:
@@ -72,18 +75,25 @@ def accuracy_on(model, processor, dataset, batch_size: int = 512) -> float:
 
 
 def row(claim_id: str, benchmark: str, baseline_name: str, paired: dict, *, speedups: list[float] | None = None,
-        **extra) -> dict:
+        learned: tuple[float, float] | None = None, **extra) -> dict:
     """A claims.json row from `benchmarks.protocol.paired_interval`'s result (points), with its verdict: "holds"
     where the interval's lower end reaches the claim's margin (and, for dropping, every model's measured speed-up
-    reaches 8×; for early exit, the mean speed-up exceeds 1), "not reproduced" otherwise."""
+    reaches 8×; for early exit, the mean speed-up exceeds 1), "not reproduced" otherwise; "baseline did not learn"
+    where `learned` (the NAC's and the baseline's mean validation top-1 on the pre-training task) shows the baseline
+    below `LEARNED_SHARE` of the NAC."""
     text, paper, margin = claim(claim_id)
     holds = paired["ci_low"] >= margin
     if claim_id == "dropping":
         holds = holds and min(speedups) >= SPEEDUP_CLAIM
     elif claim_id == "early_exit":
         holds = holds and sum(speedups) / len(speedups) > 1.0
+    verdict = "holds" if holds else "not reproduced"
+    if learned is not None and learned[1] < LEARNED_SHARE * learned[0]:
+        verdict = "baseline did not learn"
     result = {"id": claim_id, "benchmark": benchmark, "baseline_name": baseline_name, "claim": text, "paper": paper,
-              "margin": margin, **paired, "verdict": "holds" if holds else "not reproduced", **extra}
+              "margin": margin, **paired, "verdict": verdict, **extra}
+    if learned is not None:
+        result["pretrain_validation"] = {"nac": learned[0], "baseline": learned[1]}
     if speedups is not None:
         result["speedups"] = speedups
     return result
@@ -105,4 +115,4 @@ def claims_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CLAIMS", "RESULTS_FILE", "SPEEDUP_CLAIM", "accuracy_on", "claim", "claims_table", "pixel_values", "row"]
+__all__ = ["CLAIMS", "LEARNED_SHARE", "RESULTS_FILE", "SPEEDUP_CLAIM", "accuracy_on", "claim", "claims_table", "pixel_values", "row"]

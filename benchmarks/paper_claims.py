@@ -123,11 +123,13 @@ def pretrained(args: ClaimsArguments, families: list[str], task: dict, folder: P
         family = protocol.FAMILIES[name]
         print(f"  tuning the {family.display}: {len(trial_list)} trials", flush=True)
         tuned = protocol.tune(family, trial_list, task["pretrain"], task["epochs"], seeds[0], folder / "pretrained")
-        models = {seeds[0]: tuned["best"]["folder"]}
+        runs = {seeds[0]: tuned["best"]}
         for seed in seeds[1:]:
-            models[seed] = protocol.train_family(family, tuned["trial"], task["pretrain"], task["epochs"], seed,
-                                                 folder / "pretrained" / f"{name}-chosen-seed{seed}")["folder"]
-        result[name] = {"trial": asdict(tuned["trial"]), "tuning": tuned["runs"], "models": models,
+            runs[seed] = protocol.train_family(family, tuned["trial"], task["pretrain"], task["epochs"], seed,
+                                               folder / "pretrained" / f"{name}-chosen-seed{seed}")
+        result[name] = {"trial": asdict(tuned["trial"]), "tuning": tuned["runs"],
+                        "models": {seed: run["folder"] for seed, run in runs.items()},
+                        "validation": float(np.mean([run["validation"] for run in runs.values()])),
                         "parameters": tuned["best"]["parameters"]}
     return result
 
@@ -175,25 +177,31 @@ def evaluate_sets(checkpoint: str, sets: dict) -> dict:
     return protocol.cached(Path(checkpoint) / f"evaluation-{'-'.join(sets)}.json", compute)
 
 
-def comparison_rows(claim_ids: list[str], benchmark: str, scores: dict, families: list[str], **extra) -> list[dict]:
+def learned(models: dict, name: str) -> tuple[float, float]:
+    """The NAC's and a baseline's mean validation top-1 on the pre-training task."""
+    return models["nac"]["validation"], models[name]["validation"]
+
+
+def comparison_rows(claim_ids: list[str], benchmark: str, scores: dict, models: dict) -> list[dict]:
     """Rows comparing the NAC with each baseline from per-seed scores: scores[family][seed][claim_id]."""
     rows = []
     for claim_id in claim_ids:
-        for name in families[1:]:
+        for name in list(models)[1:]:
             paired = protocol.paired_interval({s: [v[claim_id]] for s, v in scores["nac"].items()},
                                               {s: [v[claim_id]] for s, v in scores[name].items()})
-            rows.append(row(claim_id, benchmark, protocol.FAMILIES[name].display, paired, **extra))
+            rows.append(row(claim_id, benchmark, protocol.FAMILIES[name].display, paired,
+                            learned=learned(models, name)))
     return rows
 
 
-def low_shot_rows(benchmark: str, results: dict, families: list[str]) -> list[dict]:
+def low_shot_rows(benchmark: str, results: dict, models: dict) -> list[dict]:
     rows = []
     for shots, nac in results["nac"].items():
-        for name in families[1:]:
+        for name in list(models)[1:]:
             baseline = results[name][shots]
             rows.append(row(f"low_shot_{shots}", benchmark, protocol.FAMILIES[name].display,
-                            protocol.paired_interval(nac["test"], baseline["test"]), nac_mode=nac["mode"],
-                            baseline_mode=baseline["mode"]))
+                            protocol.paired_interval(nac["test"], baseline["test"]), learned=learned(models, name),
+                            nac_mode=nac["mode"], baseline_mode=baseline["mode"]))
     return rows
 
 
@@ -250,8 +258,8 @@ def run_glyphs(args: ClaimsArguments, families: list[str], folder: Path) -> tupl
     adapted = low_shot(args, families, task, models, folder)
     scores = {name: {str(s): evaluate_sets(c, task["ood"]) for s, c in models[name]["models"].items()}
               for name in families}
-    rows = low_shot_rows("glyphs", adapted, families)
-    rows += comparison_rows(list(task["ood"]), "glyphs", scores, families)
+    rows = low_shot_rows("glyphs", adapted, models)
+    rows += comparison_rows(list(task["ood"]), "glyphs", scores, models)
     point_rows, points = operating_point_rows("glyphs", models["nac"]["models"], task["pretrain"], args.repeats)
     return rows + point_rows, {"pretrained": models, "low_shot": adapted, "ood": scores, "operating_points": points}
 
@@ -273,8 +281,8 @@ def run_digits(args: ClaimsArguments, families: list[str], folder: Path) -> tupl
                 trained[kind].setdefault(name, {})[seed] = checkpoint
             scores[name][str(seed)] = {**evaluate_sets(runs["all"], task["ood"]),
                                        "ood_mnist_reverse": evaluate_sets(runs["mnist"], {"reverse": task["reverse"]})["reverse"]}
-    rows = low_shot_rows("digits", adapted, families)
-    rows += comparison_rows([*task["ood"], "ood_mnist_reverse"], "digits", scores, families)
+    rows = low_shot_rows("digits", adapted, models)
+    rows += comparison_rows([*task["ood"], "ood_mnist_reverse"], "digits", scores, models)
     point_rows, points = operating_point_rows("digits", trained["all"]["nac"], task["all"], args.repeats)
     return rows + point_rows, {"pretrained": models, "low_shot": adapted, "trained": trained, "ood": scores,
                                "operating_points": points}

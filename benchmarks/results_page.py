@@ -221,7 +221,38 @@ def claims_summary(rows: list[dict]) -> str:
             parts.append(f"{r['id'].replace('_', ' ')} {', '.join(f'{s:.1f}×' for s in r['speedups'])} at "
                          f"{r['diff']:+.1f} points")
     held = sum(r["verdict"] == "holds" for r in rows)
-    return "; ".join(parts) + f" (points, 95 % CI); {held} of {len(rows)} claims hold"
+    unlearned = sorted({r["baseline_name"] for r in rows if r["verdict"] == "baseline did not learn"})
+    return ("; ".join(parts) + f" (points, 95 % CI); {held} of {len(rows)} claims hold"
+            + (f" ({', '.join(unlearned)}: did not learn its pre-training task)" if unlearned else ""))
+
+
+def claims_findings(data: dict) -> str:
+    """What the rows say where a claim does not hold, what the protocol tried, and what has not been run."""
+    from .paper_claims import BENCHMARKS
+
+    rows = data["rows"]
+    lines = ["**Where a claim does not hold.** Each family had the same "
+             f"{next(iter(data['protocol']['tuning_trials'].values()))} trials of learning rate and regularisation, "
+             "the NAC five adaptation modes (full, head, codes, extend, prototype) and the baselines three, each chosen "
+             "on validation."]
+    for benchmark in data["details"]:
+        mine = [r for r in rows if r["benchmark"] == benchmark]
+        unlearned = [r for r in mine if r["verdict"] == "baseline did not learn"]
+        for name in sorted({r["baseline_name"] for r in unlearned}):
+            share = next(r["pretrain_validation"] for r in unlearned if r["baseline_name"] == name)
+            lines.append(f"- {benchmark}: the {name} reached {percent(share['baseline'])} validation top-1 on the "
+                         f"pre-training task (the NAC {percent(share['nac'])}) at this training budget: its rows are no "
+                         "evidence either way.")
+        wide = [r for r in mine if r["verdict"] == "not reproduced" and r["ci_high"] - r["ci_low"] > 10]
+        if wide:
+            lines.append(f"- {benchmark}: {len(wide)} intervals are wider than 10 points: the pre-training seeds "
+                         "disagree more than the claimed margins, so more seeds, not more adaptation runs, would "
+                         "narrow them.")
+    missing = [name for name in BENCHMARKS if name not in data["details"]]
+    if missing:
+        lines.append(f"- Not yet run under this protocol: {', '.join(missing)} "
+                     f"(`python -m benchmarks.paper_claims --benchmarks {','.join(missing)}`).")
+    return "\n".join(lines)
 
 
 def claims() -> tuple[str, list[dict]]:
@@ -235,7 +266,8 @@ def claims() -> tuple[str, list[dict]]:
             f"from {protocol['adapt_seeds']} seeds; adaptation modes and operating points chosen on validation; the "
             f"test splits read once. Intervals: {protocol['interval']}. A claim holds only where the whole interval "
             f"clears the paper's margin. Wall time {data['wall_seconds'] / 60:.0f} min.\n\n" + data["table"] + "\n\n"
-            + "\n\n".join(claims_details(benchmark, details) for benchmark, details in data["details"].items()))
+            + "\n\n".join(claims_details(benchmark, details) for benchmark, details in data["details"].items())
+            + "\n\n" + claims_findings(data))
     rows = []
     for benchmark in data["details"]:
         mine = [r for r in data["rows"] if r["benchmark"] == benchmark]

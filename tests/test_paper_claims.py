@@ -59,6 +59,11 @@ def test_a_claim_holds_only_where_the_whole_interval_clears_its_margin():
     # Every model must hold the operating point: one slower model is enough to fail the claim.
     assert row("dropping", "glyphs", "whole", lossless, speedups=[12.0, 12.0, 6.6])["verdict"] == "not reproduced"
     assert row("early_exit", "digits", "whole", lossless, speedups=[0.9, 0.95, 1.0])["verdict"] == "not reproduced"
+    # A baseline that did not learn its pre-training task (below half the NAC's validation top-1) proves nothing.
+    failed = row("low_shot_5", "glyphs", "Perceiver", paired, learned=(0.70, 0.30))
+    assert failed["verdict"] == "baseline did not learn"
+    assert failed["pretrain_validation"] == {"nac": 0.70, "baseline": 0.30}
+    assert row("low_shot_5", "glyphs", "ViT", paired, learned=(0.70, 0.36))["verdict"] == "holds"
     with pytest.raises(ValueError, match="unknown claim"):
         row("ood", "glyphs", "ViT", paired)
 
@@ -128,7 +133,8 @@ def test_the_command_writes_every_row_with_its_interval_and_resumes(tmp_path, ca
                                                            ("early_exit", "the same NAC, whole")]
     for entry in written["rows"]:
         assert entry["ci_low"] <= entry["diff"] <= entry["ci_high"]
-        assert entry["verdict"] in ("holds", "not reproduced") and entry["benchmark"] == "glyphs"
+        assert entry["verdict"] in ("holds", "not reproduced", "baseline did not learn")
+        assert entry["benchmark"] == "glyphs"
     low_shot = written["details"]["glyphs"]["low_shot"]
     assert set(low_shot["nac"]["1"]["selection"]) == {"full", "head", "codes", "extend", "prototype"}
     assert set(low_shot["nac"]["1"]["test"]) == {"42", "43"}  # pre-training seeds, each with its adaptation seeds
