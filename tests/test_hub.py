@@ -190,21 +190,23 @@ def test_the_card_carries_the_module_dropping_table_when_the_folder_has_one(imag
 
 
 def test_the_card_carries_the_paper_claims_table_when_the_folder_has_one(image_checkpoint, tmp_path):
-    from benchmarks.claims import accuracy_row, claims_table
+    from benchmarks.claims import claims_table, row
 
     folder = tmp_path / "run"
     shutil.copytree(image_checkpoint, folder)
     model = NACForClassification.from_pretrained(folder)
     assert "The paper's claims" not in hub.build_model_card(model, hub.read_run(folder), "org/x", figure=None).text
-    rows = [accuracy_row("ood", [0.60, 0.62], [0.66, 0.64])]
-    claims = {"command": "python -m benchmarks.paper_claims --seeds 2", "rows": rows, "table": claims_table(rows)}
-    (folder / "paper_claims.json").write_text(json.dumps(claims))
+    paired = {"nac": 61.0, "baseline": 65.0, "diff": -4.0, "ci_low": -6.5, "ci_high": -1.5}
+    rows = [row("ood_fonts", "glyphs", "ViT", paired)]
+    claims = {"command": "python -m benchmarks.paper_claims --pretrain_seeds 2", "rows": rows,
+              "table": claims_table(rows)}
+    (folder / "claims.json").write_text(json.dumps(claims))
     card = hub.build_model_card(model, hub.read_run(folder), "org/x", figure=None).text
     assert "### The paper's claims and this implementation" in card
-    assert "`python -m benchmarks.paper_claims --seeds 2`" in card
-    assert "| out of distribution: digits rendered from fonts | ≈ +2.5 points (Tiny-ImageNet-R) | 61.0 ± 1.4 % | " \
-           "65.0 ± 1.4 % | -4.0 | not reproduced |" in card
-    assert "paper_claims.json" in hub.RESULT_FILES
+    assert "`python -m benchmarks.paper_claims --pretrain_seeds 2`" in card
+    assert "| out of distribution: font families never trained on | glyphs | ≈ +2.5 points (Tiny-ImageNet-R) | " \
+           "61.0 % | ViT: 65.0 % | -4.0 [-6.5, -1.5] | not reproduced |" in card
+    assert "claims.json" in hub.RESULT_FILES
 
 
 # ------------------------------------------------------------------------------------------------------------------

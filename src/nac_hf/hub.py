@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 MODEL_CARD_TEMPLATE = resources.files("nac_hf") / "model_cards" / "nac_model_card.md"
 CIRCUIT_FIGURE = "circuit.png"
 MODULE_DROPPING = "module_dropping.json"  # written by python -m benchmarks.module_dropping
-PAPER_CLAIMS = "paper_claims.json"  # written by python -m benchmarks.paper_claims
+PAPER_CLAIMS = "claims.json"  # written by python -m benchmarks.paper_claims
 FEW_SHOT = "few_shot.json"  # written by scripts/few_shot.py
 RESULT_FILES = (
     "all_results.json", "train_results.json", "eval_results.json", "test_results.json", TRAINING_DETAILS,
@@ -108,7 +108,7 @@ def read_run(checkpoint: str | os.PathLike) -> dict:
     metrics (`eval_results.json`, or the last evaluation in `trainer_state.json` for a `checkpoint-N` folder), the
     test metrics (`test_results.json`), the step count, `few_shot.json` (written by `scripts/few_shot.py`: it stands
     for the training details and evaluation of an adapted model), `module_dropping.json` (written by
-    `python -m benchmarks.module_dropping`) and `paper_claims.json` (written by `python -m benchmarks.paper_claims`).
+    `python -m benchmarks.module_dropping`) and `claims.json` (written by `python -m benchmarks.paper_claims`).
     Missing files give missing keys."""
     folder = Path(checkpoint)
     run = {"details": _read_json(folder / TRAINING_DETAILS) or {}, "eval": _read_json(folder / "eval_results.json")}
