@@ -37,10 +37,10 @@ TRAIN_FONTS = tuple(name for name in FONT_FILES if name.startswith(("DejaVuSans.
 OOD_FONTS = tuple(name for name in FONT_FILES if name not in TRAIN_FONTS)
 IMAGE_SIZE = 16
 
-# How far each drawing varies: the benchmark's difficulty, set on the validation letters. With ±15° rotation, ±0.3
-# shear, thinner strokes and noise up to 30 grey levels, a ViT and a NAC of 1.1 M parameters trained for 5 epochs
-# both stayed near 30 % top-1, too weak a start to adapt from; these milder settings leave both well below 100 %
-# (the tuning trials' validation top-1 are in docs/results/claims.json) and far above chance (3.8 %).
+# How far each drawing varies: the benchmark's difficulty, set on the validation letters. Wider ranges (±15°
+# rotation, ±0.3 shear, thinner strokes, noise up to 30 grey levels) left a ViT and a NAC of 1.1 M parameters too weak
+# after the protocol's epochs to adapt from; at these, both stay well below 100 % and far above chance (3.8 %): the
+# tuning trials' validation top-1 are in docs/results/claims.json.
 MAX_ROTATION = 8.0  # degrees, either way
 MAX_SHEAR = 0.15  # horizontal shear, either way
 ASPECT = (0.8, 1.25)  # width over height of the drawn glyph, relative to the font's

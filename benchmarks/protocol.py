@@ -40,7 +40,7 @@ from transformers import (
     set_seed,
 )
 
-from nac_hf import NACImageProcessor
+from nac_hf import NACConfig, NACImageProcessor
 from nac_hf.data import ClassificationData, DataArguments, load_classification_data
 from nac_hf.few_shot import FewShotArguments, adapt, few_shot_training_defaults
 from nac_hf.training import ModelArguments, build_model, new_processor, training_arguments_defaults
@@ -49,8 +49,9 @@ from .few_shot import pretrain, vit_baseline
 
 
 IMAGE_SIZE = 16
-# Regularisers of each family at strength 1 (the NAC's are its `digits` preset's).
-NAC_REGULARISERS = {"drop_path_rate": 0.1, "module_dropout": 0.2, "code_noise": 0.05}
+# Regularisers of each family at strength 1: the NAC's are its `digits` preset's own.
+NAC_REGULARISERS = {name: getattr(NACConfig.from_preset("digits"), name)
+                    for name in ("drop_path_rate", "module_dropout", "code_noise")}
 BASELINE_DROPOUT = 0.1
 # The learning-rate range and regularisation strengths the random search draws from (log-uniform, uniform).
 LEARNING_RATES = (5e-4, 5e-3)
