@@ -276,12 +276,58 @@ def claims() -> tuple[str, list[dict]]:
     return section("The paper's claims under the fair protocol", text, data["command"], [name]), rows
 
 
-SECTIONS = (learning, main_job, speed, int8, module_dropping, early_exit, claims)
+TASKS = ("reviews", "listops", "shapes")
+COMPETITIVE_MARGIN = -0.02  # "competitive": the NAC within 2 points of its baseline or ahead
+
+
+def task_verdict(diff: dict) -> str:
+    """Within 2 points or ahead only where the whole 95 % interval is at or above −2 points."""
+    return "competitive" if diff["ci_low"] >= COMPETITIVE_MARGIN else "not shown competitive"
+
+
+def task_line(data: dict) -> str:
+    nac, baseline, diff = data["nac"], data["baseline"], data["paired_diff"]
+    return (f"NAC {100 * nac['mean']:.2f} ± {100 * nac['std']:.2f} %, {baseline['name']} {100 * baseline['mean']:.2f} ± "
+            f"{100 * baseline['std']:.2f} % test top-1 over {len(nac['runs'])} seeds; NAC − {baseline['name']} "
+            f"{100 * diff['mean']:+.1f} [{100 * diff['ci_low']:+.1f}, {100 * diff['ci_high']:+.1f}] points: "
+            f"{task_verdict(diff)}")
+
+
+def tasks() -> tuple[str, list[dict]]:
+    """The comparisons of `benchmarks.task_comparison` that have been run (docs/results/TASK.json)."""
+    names = [name for name in TASKS if (RESULTS / f"{name}.json").is_file()]
+    lines, rows = [], []
+    for name in names:
+        data = read(f"{name}.json")
+        nac, baseline = data["nac"], data["baseline"]
+        chosen = "; ".join(
+            f"{family['name']} ({family['params'] / 1e6:.2f} M parameters): learning rate "
+            f"{family['trial']['learning_rate']:g}, strength {family['trial']['strength']:g} (validation top-1 of the "
+            f"trials: {', '.join(percent(run['validation']) for run in family['tuning'])}); test top-1 per seed "
+            f"{', '.join(percent(value) for value in family['runs'])}" for family in (nac, baseline))
+        lines.append(f"**{name}** (`{data['command']}`; {data['protocol']['epochs']:g} epochs per training, wall time "
+                     f"{data['wall_seconds'] / 60:.0f} min): {task_line(data)}. Chosen on validation: {chosen}. The "
+                     f"NAC of seed {data['published']['seed']} is written as a publishable folder.")
+        rows.append({"result": f"`{name}` beside a same-size {baseline['name']}", "figure": task_line(data),
+                     "json": f"{name}.json", "command": data["command"]})
+    missing = [name for name in TASKS if name not in names]
+    text = ("`python -m benchmarks.task_comparison --task TASK --output_dir DIR`: the task's NAC preset and a baseline "
+            "of its size (parameters within 10 %), the same trials of learning rate and regularisation strength "
+            "for both, each family's best trial by validation top-1, trained from 3 seeds; the test split read once "
+            "per model; NAC − baseline paired by seed with a Student-t 95 % interval. The paper calls NACs "
+            "competitive on such tasks; here that holds where the whole interval lies at or above −2 points.\n\n"
+            + "\n\n".join(lines)
+            + (f"\n\nNot yet run: {', '.join(missing)}." if missing else ""))
+    return section("Tasks beyond images", text, "python -m benchmarks.task_comparison --task TASK --output_dir DIR",
+                   [f"{name}.json" for name in names]), rows
+
+
+SECTIONS = (learning, main_job, speed, int8, module_dropping, early_exit, claims, tasks)
 
 
 def section(title: str, text: str, command: str, files: list[str]) -> str:
-    sources = ", ".join(link(name) for name in files)
-    return f"## {title}\n\n`{command}`\n\n{text}\n\nSource: {sources}.\n"
+    sources = f"\n\nSource: {', '.join(link(name) for name in files)}." if files else ""
+    return f"## {title}\n\n`{command}`\n\n{text}{sources}\n"
 
 
 def render() -> tuple[str, str]:

@@ -73,7 +73,7 @@ MODEL_KINDS = {
     "patch-conditional-pooled": dict(conditioning_dim=24, conditional_signatures=True, num_output_modules=2),
     "processors-read-in": dict(processors_read_in=True, num_input_modules=8, num_processor_modules=8),
     "conv": dict(tokenizer_type="conv"),
-    "byte": dict(tokenizer_type="byte"),
+    "byte": dict(tokenizer_type="byte", byte_context_layers=1),
     "point": dict(tokenizer_type="point"),
 }
 

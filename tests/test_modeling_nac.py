@@ -280,8 +280,10 @@ def test_point_mask_hides_points():
         assert torch.allclose(model(points=points).logits, model(points=padded, points_mask=mask).logits, atol=1e-5)
 
 
-def test_byte_padding_does_not_change_the_output():
-    config = tiny(tokenizer_type="byte")
+@pytest.mark.parametrize("context_layers", [0, 2])
+def test_byte_padding_does_not_change_the_output(context_layers):
+    torch.manual_seed(0)
+    config = tiny(tokenizer_type="byte", byte_context_layers=context_layers, layer_scale_init_value=1.0)
     model = NACForClassification(config).eval()
     input_ids = torch.randint(5, 261, (2, 9))
     mask = torch.ones(2, 9, dtype=torch.long)
@@ -293,6 +295,23 @@ def test_byte_padding_does_not_change_the_output():
         assert torch.allclose(short, long, atol=1e-6)
         # Without a mask, the pad id marks the padding.
         assert torch.allclose(short, model(input_ids=padded_ids).logits, atol=1e-6)
+
+
+def test_byte_context_layers_make_tokens_depend_on_their_neighbours_only():
+    torch.manual_seed(0)
+    config = tiny(tokenizer_type="byte", byte_context_layers=2, layer_scale_init_value=1.0)
+    embedding = NACForClassification(config).eval().nac.input_tokenizer
+    input_ids = torch.randint(5, 261, (1, 40))
+    changed = input_ids.clone()
+    changed[0, 20] = 5 if input_ids[0, 20] != 5 else 6
+    with torch.no_grad():
+        tokens, _ = embedding(input_ids, None)
+        other, _ = embedding(changed, None)
+    moved = (tokens - other).abs().amax(-1)[0] > 1e-6
+    # Two blocks of width 7 reach 6 bytes either way, and no further.
+    assert moved.nonzero().flatten().tolist() == list(range(14, 27))
+    assert sum(isinstance(m, torch.nn.Conv1d) for m in embedding.modules()) == 2
+    assert len(NACForClassification(tiny(tokenizer_type="byte")).nac.input_tokenizer.context) == 0
 
 
 @pytest.mark.parametrize("training", [False, True])

@@ -124,6 +124,9 @@ class NACConfig(PreTrainedConfig):
             `"conv"` stem's features.
         vocab_size (`int`, defaults to 261): byte ids, i.e. the 256 byte values shifted by the 5 special tokens.
         max_position_embeddings (`int`, defaults to 2048): longest byte sequence the `"byte"` tokenizer reads.
+        byte_context_layers (`int`, defaults to 0): ConvNeXt blocks along the text (depthwise convolutions over 7
+            bytes, with an MLP) through which the `"byte"` tokenizer passes the byte embeddings, so that each token
+            carries its neighbourhood (a word) and not one letter; 0 reads each byte alone.
         pad_token_id (`int`, defaults to 0): id of the padding byte token.
         num_fourier_features (`int`, defaults to 64): random Fourier features per point (`"point"`).
         fourier_feature_scale (`float`, defaults to 1.0): standard deviation of the random Fourier frequencies.
@@ -249,6 +252,7 @@ class NACConfig(PreTrainedConfig):
     conv_position_channels: int = positive(default=32)
     vocab_size: int = positive(default=256 + NUM_SPECIAL_BYTE_TOKENS)
     max_position_embeddings: int = positive(default=2048)
+    byte_context_layers: int = non_negative(default=0)
     pad_token_id: int | None = 0
     num_fourier_features: int = positive(default=64)
     fourier_feature_scale: float | int = positive(default=1.0)
@@ -491,8 +495,9 @@ class NACConfig(PreTrainedConfig):
 # Fields that shape the weights (everything but training-time behaviour and labels).
 WEIGHT_SHAPE_FIELDS = (
     "tokenizer_type", "image_size", "patch_size", "num_channels", "conv_position_channels", "vocab_size",
-    "max_position_embeddings", "num_fourier_features", "num_input_modules", "num_processor_modules",
-    "num_output_modules", "num_added_modules", "hidden_size", "code_dim", "signature_dim", "num_hidden_layers",
+    "max_position_embeddings", "byte_context_layers", "num_fourier_features", "num_input_modules",
+    "num_processor_modules", "num_output_modules", "num_added_modules", "hidden_size", "code_dim", "signature_dim",
+    "num_hidden_layers",
     "share_propagator_weights", "num_attention_heads", "attention_head_dim", "num_read_in_heads", "intermediate_size",
     "hidden_act", "share_kernel", "seeder_noise", "freeze_signatures", "conditioning_dim", "conditional_signatures",
     "output_pooling",

@@ -313,18 +313,23 @@ class PatchEmbedding(nn.Module):
 
 
 class ConvNeXtBlock(nn.Module):
-    def __init__(self, dim: int, eps: float, layer_scale_init_value: float):
+    """A ConvNeXt block (Liu et al., 2022) on channels-first features `(B, D, *spatial)`: a depthwise convolution of
+    width 7, layer norm, an MLP of 4× width, LayerScale, residual. Over a 2-D grid of patches, or over a sequence of
+    bytes (`spatial_dims=1`)."""
+
+    def __init__(self, dim: int, eps: float, layer_scale_init_value: float, spatial_dims: int = 2):
         super().__init__()
-        self.depthwise = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        convolution = nn.Conv2d if spatial_dims == 2 else nn.Conv1d
+        self.depthwise = convolution(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.fc_in = nn.Linear(dim, 4 * dim)
         self.fc_out = nn.Linear(4 * dim, dim)
         self.layer_scale = LayerScale(dim, layer_scale_init_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.depthwise(x).permute(0, 2, 3, 1)  # (B, h, w, D)
+        hidden = self.depthwise(x).movedim(1, -1)  # (B, *spatial, D)
         hidden = self.layer_scale(self.fc_out(F.gelu(self.fc_in(self.norm(hidden)))))
-        return x + hidden.permute(0, 3, 1, 2)
+        return x + hidden.movedim(-1, 1)
 
 
 class ConvEmbedding(nn.Module):
@@ -365,6 +370,12 @@ class ByteEmbedding(nn.Module):
         self.config = config
         self.token_dim = config.hidden_size
         self.embedding = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        # Each byte in the context of its neighbours (its word, rather than its letter alone): ConvNeXt blocks along
+        # the text, of 7 bytes each, before the positions are added.
+        self.context = nn.ModuleList(
+            ConvNeXtBlock(config.hidden_size, config.layer_norm_eps, config.layer_scale_init_value, spatial_dims=1)
+            for _ in range(config.byte_context_layers)
+        )
         self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
 
     def forward(
@@ -401,8 +412,15 @@ class ByteEmbedding(nn.Module):
                 f"got {tuple(attention_mask.shape)}"
             )
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        tokens = self.embedding(input_ids) + self.position_embedding(positions)  # (B, V, D)
-        return tokens, attention_mask.bool()
+        tokens = self.embedding(input_ids)  # (B, V, D)
+        if len(self.context):
+            # Padding reads as zeros, so that a text's tokens are the same however much padding its batch has.
+            keep = attention_mask.unsqueeze(1).to(tokens.dtype)  # (B, 1, V)
+            features = tokens.transpose(1, 2) * keep  # (B, D, V)
+            for block in self.context:
+                features = block(features) * keep
+            tokens = features.transpose(1, 2)
+        return tokens + self.position_embedding(positions), attention_mask.bool()
 
 
 class PointEmbedding(nn.Module):
@@ -984,7 +1002,7 @@ class NACPreTrainedModel(PreTrainedModel):
         if isinstance(module, LogVarianceLinear):
             init.zeros_(module.weight)
             init.constant_(module.bias, config.seeder_logvar_init)
-        elif isinstance(module, (nn.Linear, nn.Conv2d)):
+        elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             # Fan-in scaled as PyTorch's own default, uniform in ±1/√fan_in (std 1/√(3·fan_in)), with zero bias: the
             # scale the reference implementation trains from. With the seeder's noise at its small initial scale
             # and the read-in's LayerScale at 1, the input reaches every layer from the first step.
