@@ -714,3 +714,43 @@ def test_residual_branch_drops_whole_examples_and_scales_the_kept_ones():
     expected = states + 0.5 * update * (kept.float() / 0.75)[:, None, None]  # kept ones scaled by 1 / (1 − rate)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(branch.eval()(states, update, drop_rate=0.25), states + 0.5 * update)
+
+
+def test_modulations_are_computed_once_in_evaluation_and_again_when_the_codes_change():
+    from nac_hf.modeling_nac import ModFC
+
+    torch.manual_seed(0)
+    model = NACForClassification(tiny()).eval()
+    pixels = torch.randn(2, 3, 16, 16)
+    projections = []
+    for module in model.modules():
+        if isinstance(module, ModFC):
+            module.code_proj.register_forward_hook(lambda *_: projections.append(1))
+
+    def logits(grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            return model(pixel_values=pixels).logits.detach()
+
+    reference = logits(grad=True)  # with gradients: nothing is reused
+    computed = len(projections)
+    assert torch.equal(logits(grad=False), reference)
+    assert len(projections) == 2 * computed
+    assert torch.equal(logits(grad=False), reference)
+    assert len(projections) == 2 * computed, "the second evaluation computed its modulations again"
+    # Codes changed in place (a training step, a load): computed again, and right.
+    with torch.no_grad():
+        model.nac.generator.codes.mul_(0.5)
+    changed = logits(grad=True)
+    assert not torch.allclose(changed, reference)
+    assert torch.equal(logits(grad=False), changed)
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    state["nac.generator.codes"].mul_(2.0)
+    model.load_state_dict(state)
+    assert torch.allclose(logits(grad=False), reference, atol=1e-6)
+    # In training, never.
+    model.train()
+    before = len(projections)
+    with torch.no_grad():
+        model(pixel_values=pixels)
+        model(pixel_values=pixels)
+    assert len(projections) - before == 2 * computed

@@ -171,10 +171,35 @@ class ModFC(nn.Module):
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         self.code_proj = nn.Linear(code_dim, in_features, bias=False)
         self.eps = eps
+        self._held = None  # (what it was computed from, the modulation): see `modulation`
 
     def modulation(self, code: torch.Tensor) -> torch.Tensor:
-        """`LN(W_c c)`: one scale per input feature, `(..., code_dim) -> (..., in_features)`."""
-        return F.layer_norm(self.code_proj(code), (self.code_proj.out_features,), eps=self.eps)
+        """`LN(W_c c)`: one scale per input feature, `(..., code_dim) -> (..., in_features)`.
+
+        In evaluation without gradients, where the codes are learned parameters (rows of them, as the executor
+        passes them), the codes are the same from one forward pass to the next: the modulation is computed once and
+        reused until the codes or `W_c` change (a training step, a load or a cast changes their storage or version).
+        """
+        key = self._reuse_key(code)
+        if key is None:
+            return F.layer_norm(self.code_proj(code), (self.code_proj.out_features,), eps=self.eps)
+        if self._held is None or self._held[0] != key:
+            modulation = F.layer_norm(self.code_proj(code), (self.code_proj.out_features,), eps=self.eps)
+            # The tensors of the key are held with it, so that no other tensor can take their memory meanwhile.
+            self._held = (key, modulation, code, self.code_proj.weight)
+        return self._held[1]
+
+    def _reuse_key(self, code: torch.Tensor) -> tuple | None:
+        """What identifies the modulation of `code` when it may be reused (see `modulation`), else None."""
+        if (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+                or torch.onnx.is_in_onnx_export()):
+            return None
+        source = code if isinstance(code, nn.Parameter) else code._base
+        weight = self.code_proj.weight  # a method, not a tensor, once quantised: then nothing is reused
+        if not isinstance(source, nn.Parameter) or not isinstance(weight, torch.Tensor) or code.device.type == "meta":
+            return None
+        return (code.data_ptr(), code.shape, code.stride(), code.dtype, code._version, weight.data_ptr(),
+                weight.dtype, weight._version)
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         # x: (B, U, in); code: (U, code_dim) or (B, U, code_dim)
