@@ -190,6 +190,8 @@ class Task:
     # Trainer's order of the training examples: texts of similar lengths batched together ("group_by_length"), so
     # that little of a batch is padding; clouds, all of one size, in random order.
     train_sampling_strategy: str
+    # Changes to the NAC preset's fields (none in a comparison; `benchmarks.preset_search` tries some).
+    nac_overrides: dict = field(default_factory=dict)
 
 
 def labelled(labels: list[str]) -> dict:
@@ -205,12 +207,14 @@ def nac_regularisers(task: Task, strength: float) -> dict[str, float]:
 
 def nac_arguments(task: Task, strength: float) -> ModelArguments:
     """The NAC of `build_nac` as `scripts/train.py --preset --config_overrides` names it (its run's record)."""
-    overrides = ",".join(f"{name}={value:g}" for name, value in nac_regularisers(task, strength).items())
+    overrides = ",".join([*(f"{name}={value}" for name, value in task.nac_overrides.items()),
+                          *(f"{name}={value:g}" for name, value in nac_regularisers(task, strength).items())])
     return ModelArguments(preset=task.name, config_overrides=overrides)
 
 
 def build_nac(task: Task, labels: list[str], strength: float) -> NACForClassification:
-    config = NACConfig.from_preset(task.name, **nac_regularisers(task, strength), **labelled(labels))
+    config = NACConfig.from_preset(task.name, **task.nac_overrides, **nac_regularisers(task, strength),
+                                   **labelled(labels))
     return NACForClassification(config)
 
 
