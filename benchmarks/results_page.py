@@ -293,6 +293,19 @@ def task_line(data: dict) -> str:
             f"{task_verdict(diff)}")
 
 
+def preset_search(name: str) -> str:
+    """The variants of a task's preset tried on validation (`benchmarks.preset_search`)."""
+    data = read(f"preset-search-{name}.json")
+    setting = data["setting"]
+    cells = [f"{row['name']}" + (f" ({', '.join(f'{k}={v}' for k, v in row['overrides'].items())})"
+                                 if row["overrides"] else "")
+             + f": {percent(row['validation'])}, {row['parameters'] / 1e6:.3f} M parameters ({data['baseline']} "
+             f"{100 * row['size_gap']:+.1f} %)" for row in data["variants"]]
+    return (f"**{name}, the preset chosen on validation** (`{data['command']}`; learning rate "
+            f"{setting['learning_rate']:g}, strength {setting['strength']:g}, {setting['epochs']:g} epochs, seed "
+            f"{setting['seed']}; validation top-1): " + "; ".join(cells) + ".")
+
+
 def tasks() -> tuple[str, list[dict]]:
     """The comparisons of `benchmarks.task_comparison` that have been run (docs/results/TASK.json)."""
     names = [name for name in TASKS if (RESULTS / f"{name}.json").is_file()]
@@ -310,6 +323,9 @@ def tasks() -> tuple[str, list[dict]]:
                      f"NAC of seed {data['published']['seed']} is written as a publishable folder.")
         rows.append({"result": f"`{name}` beside a same-size {baseline['name']}", "figure": task_line(data),
                      "json": f"{name}.json", "command": data["command"]})
+    for name in TASKS:
+        if (RESULTS / f"preset-search-{name}.json").is_file():
+            lines.append(preset_search(name))
     missing = [name for name in TASKS if name not in names]
     text = ("`python -m benchmarks.task_comparison --task TASK --output_dir DIR`: the task's NAC preset and a baseline "
             "of its size (parameters within 10 %), the same trials of learning rate and regularisation strength "
@@ -318,8 +334,9 @@ def tasks() -> tuple[str, list[dict]]:
             "competitive on such tasks; here that holds where the whole interval lies at or above −2 points.\n\n"
             + "\n\n".join(lines)
             + (f"\n\nNot yet run: {', '.join(missing)}." if missing else ""))
+    searched = [f"preset-search-{name}.json" for name in TASKS if (RESULTS / f"preset-search-{name}.json").is_file()]
     return section("Tasks beyond images", text, "python -m benchmarks.task_comparison --task TASK --output_dir DIR",
-                   [f"{name}.json" for name in names]), rows
+                   [f"{name}.json" for name in names] + searched), rows
 
 
 SECTIONS = (learning, main_job, speed, int8, module_dropping, early_exit, claims, tasks)

@@ -1,6 +1,7 @@
 """The README's code runs, its results table and docs/results.md say what their json files say, and its links lead
 somewhere."""
 
+import json
 import re
 
 import torch
@@ -54,3 +55,33 @@ def test_every_local_link_of_the_docs_leads_to_a_file():
             if "://" in target:
                 continue
             assert (document.parent / target).exists(), f"{document.name} links to a missing {target}"
+
+
+def test_a_task_comparison_gets_its_row_and_a_verdict_from_its_whole_interval(tmp_path, monkeypatch):
+    def family(name, runs):
+        return {"name": name, "params": 668_311, "runs": runs, "mean": sum(runs) / len(runs), "std": 0.01,
+                "trial": {"learning_rate": 5.5e-4, "strength": 0.03},
+                "tuning": [{"validation": 0.58}, {"validation": 0.55}]}
+
+    results = {"task": "reviews", "command": "python -m benchmarks.task_comparison --task reviews --output_dir D",
+               "nac": family("NAC", [0.60, 0.62]), "baseline": family("BERT", [0.59, 0.60]),
+               "paired_diff": {"mean": 0.015, "ci_low": -0.01, "ci_high": 0.04}, "protocol": {"epochs": 5},
+               "published": {"seed": 42}, "wall_seconds": 600}
+    search = {"command": "python -m benchmarks.preset_search --task reviews", "baseline": "BERT",
+              "setting": {"learning_rate": 5.5e-4, "strength": 0.03, "epochs": 5, "seed": 42},
+              "variants": [{"name": "preset", "overrides": {}, "validation": 0.573, "parameters": 668_311,
+                            "size_gap": -0.002},
+                           {"name": "context-1", "overrides": {"byte_context_layers": 1}, "validation": 0.592,
+                            "parameters": 743_575, "size_gap": -0.103}]}
+    (tmp_path / "reviews.json").write_text(json.dumps(results))
+    (tmp_path / "preset-search-reviews.json").write_text(json.dumps(search))
+    monkeypatch.setattr(results_page, "RESULTS", tmp_path)
+    text, rows = results_page.tasks()
+    assert len(rows) == 1 and rows[0]["json"] == "reviews.json"
+    assert "NAC 61.00 ± 1.00 %, BERT 59.50 ± 1.00 %" in rows[0]["figure"]
+    assert "+1.5 [-1.0, +4.0] points: competitive" in rows[0]["figure"]
+    assert "context-1 (byte_context_layers=1): 59.20 %, 0.744 M parameters (BERT -10.3 %)" in text
+    assert "Not yet run: listops, shapes." in text
+    results["paired_diff"]["ci_low"] = -0.03
+    (tmp_path / "reviews.json").write_text(json.dumps(results))
+    assert results_page.tasks()[1][0]["figure"].endswith("not shown competitive")
