@@ -8,14 +8,16 @@ How a task's NAC preset is chosen: variants of the preset (changes to its fields
 regularisation strength, and scored on the task's **validation** split; the test split is not read. Each variant's
 parameters are given beside the baseline's: a variant more than 10 % away from it could not be compared as it stands.
 
-Writes --results (default docs/results/preset-search-TASK.json): the setting, and per variant its changes, parameters,
-size gap to the baseline, validation top-1 and training time. Every training is kept in DIR (a rerun resumes).
+Writes --results (default docs/results/preset-search-TASK.json): the setting, per variant its changes, parameters,
+size gap to the baseline (`comparable` within 10 %), validation top-1 and training time, and the variant `chosen`: the
+best on validation among the comparable ones. Every training is kept in DIR (a rerun resumes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -73,8 +75,9 @@ def search(args: SearchArguments, settings: dict) -> list[dict]:
         parameters = comparison.build_nac(variant, list(task.labels), 1.0).num_parameters()
         run = comparison.train(comparison.NAC, variant, trial, args.seed, args.epochs or task.epochs, data_args,
                                task.name, folder / "variants" / name)
-        rows.append({"name": name, "overrides": overrides, "parameters": parameters,
-                     "size_gap": round(baseline / parameters - 1, 4), "validation": run["validation"],
+        gap = baseline / parameters - 1
+        rows.append({"name": name, "overrides": overrides, "parameters": parameters, "size_gap": round(gap, 4),
+                     "comparable": abs(gap) <= comparison.MAX_SIZE_GAP, "validation": run["validation"],
                      "train_seconds": run["train_seconds"]})
         print(f"  {name}: {parameters:,} parameters ({task.baseline.display} {100 * rows[-1]['size_gap']:+.1f} %), "
               f"validation top-1 {100 * run['validation']:.2f} %", flush=True)
@@ -92,15 +95,22 @@ def main(argv: list[str] | None = None) -> dict:
     rows = search(args, settings)
     results = {
         "task": task.name,
-        "command": " ".join(["python", "-m", "benchmarks.preset_search", *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(["python", "-m", "benchmarks.preset_search", *(sys.argv[1:] if argv is None else argv)]),
         "setting": {"learning_rate": args.learning_rate, "strength": args.strength, "seed": args.seed,
                     "epochs": args.epochs or task.epochs, "data_seed": args.data_seed, "scored_on": "validation"},
         "baseline": task.baseline.display, "variants": rows, "wall_seconds": round(time.perf_counter() - start, 1),
     }
+    results["chosen"] = chosen(rows)
     path = write_json(args.results or f"docs/results/preset-search-{task.name}.json", results)
-    best = max(rows, key=lambda row: row["validation"])
-    print(f"\nbest on validation: {best['name']} ({100 * best['validation']:.2f} %); wrote {path}")
+    print(f"\nbest on validation within {100 * comparison.MAX_SIZE_GAP:.0f} % of the baseline's size: "
+          f"{results['chosen']}; wrote {path}")
     return results
+
+
+def chosen(rows: list[dict]) -> str:
+    """The variant of the best validation top-1 among those of about the baseline's size (the preset if none)."""
+    comparable = [row for row in rows if row["comparable"]] or rows[:1]
+    return max(comparable, key=lambda row: row["validation"])["name"]
 
 
 if __name__ == "__main__":

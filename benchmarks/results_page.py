@@ -300,10 +300,11 @@ def preset_search(name: str) -> str:
     cells = [f"{row['name']}" + (f" ({', '.join(f'{k}={v}' for k, v in row['overrides'].items())})"
                                  if row["overrides"] else "")
              + f": {percent(row['validation'])}, {row['parameters'] / 1e6:.3f} M parameters ({data['baseline']} "
-             f"{100 * row['size_gap']:+.1f} %)" for row in data["variants"]]
+             f"{100 * row['size_gap']:+.1f} %{'' if row['comparable'] else ', too far from its size'})"
+             for row in data["variants"]]
     return (f"**{name}, the preset chosen on validation** (`{data['command']}`; learning rate "
             f"{setting['learning_rate']:g}, strength {setting['strength']:g}, {setting['epochs']:g} epochs, seed "
-            f"{setting['seed']}; validation top-1): " + "; ".join(cells) + ".")
+            f"{setting['seed']}; validation top-1): " + "; ".join(cells) + f". Chosen: {data['chosen']}.")
 
 
 def tasks() -> tuple[str, list[dict]]:

@@ -70,9 +70,10 @@ def test_a_task_comparison_gets_its_row_and_a_verdict_from_its_whole_interval(tm
     search = {"command": "python -m benchmarks.preset_search --task reviews", "baseline": "BERT",
               "setting": {"learning_rate": 5.5e-4, "strength": 0.03, "epochs": 5, "seed": 42},
               "variants": [{"name": "preset", "overrides": {}, "validation": 0.573, "parameters": 668_311,
-                            "size_gap": -0.002},
+                            "size_gap": -0.002, "comparable": True},
                            {"name": "context-1", "overrides": {"byte_context_layers": 1}, "validation": 0.592,
-                            "parameters": 743_575, "size_gap": -0.103}]}
+                            "parameters": 743_575, "size_gap": -0.103, "comparable": False}],
+              "chosen": "preset"}
     (tmp_path / "reviews.json").write_text(json.dumps(results))
     (tmp_path / "preset-search-reviews.json").write_text(json.dumps(search))
     monkeypatch.setattr(results_page, "RESULTS", tmp_path)
@@ -80,7 +81,8 @@ def test_a_task_comparison_gets_its_row_and_a_verdict_from_its_whole_interval(tm
     assert len(rows) == 1 and rows[0]["json"] == "reviews.json"
     assert "NAC 61.00 ± 1.00 %, BERT 59.50 ± 1.00 %" in rows[0]["figure"]
     assert "+1.5 [-1.0, +4.0] points: competitive" in rows[0]["figure"]
-    assert "context-1 (byte_context_layers=1): 59.20 %, 0.744 M parameters (BERT -10.3 %)" in text
+    assert "context-1 (byte_context_layers=1): 59.20 %, 0.744 M parameters (BERT -10.3 %, too far from its size)" in text
+    assert "Chosen: preset." in text
     assert "Not yet run: listops, shapes." in text
     results["paired_diff"]["ci_low"] = -0.03
     (tmp_path / "reviews.json").write_text(json.dumps(results))

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from benchmarks.preset_search import main, parse_variants
+from benchmarks.preset_search import chosen, main, parse_variants
 from benchmarks.task_comparison import TASKS, parameter_counts
 from nac_hf import NACForClassification
 
@@ -32,6 +32,17 @@ def test_the_search_scores_each_variant_on_validation_and_keeps_its_changes(tmp_
         assert model.num_parameters() == row["parameters"]
         assert row["size_gap"] == pytest.approx(baseline / row["parameters"] - 1, abs=1e-4)
         assert 0 <= row["validation"] <= 1
+        assert row["comparable"] == (abs(row["size_gap"]) <= 0.10)
+    comparable = [row for row in results["variants"] if row["comparable"]]
+    assert results["chosen"] == max(comparable, key=lambda row: row["validation"])["name"]
     narrow = NACForClassification.from_pretrained(tmp_path / "run" / "variants" / "narrow")
     assert narrow.config.intermediate_size == 64
     assert results["variants"][1]["parameters"] < results["variants"][0]["parameters"]
+
+
+def test_the_chosen_variant_is_the_best_of_those_about_the_baselines_size():
+    rows = [{"name": "preset", "validation": 0.57, "comparable": True},
+            {"name": "big", "validation": 0.60, "comparable": False},
+            {"name": "narrow", "validation": 0.58, "comparable": True}]
+    assert chosen(rows) == "narrow"
+    assert chosen([{**rows[0], "comparable": False}, rows[1]]) == "preset"
