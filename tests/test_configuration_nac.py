@@ -115,7 +115,8 @@ def test_what_a_config_reads(tokenizer_type, modality, main_input):
 def test_weight_shape_fields_are_exactly_those_that_change_the_weights():
     changed = {
         "tokenizer_type": "conv", "image_size": 32, "patch_size": 8, "num_channels": 1, "conv_position_channels": 4,
-        "vocab_size": 300, "max_position_embeddings": 128, "num_fourier_features": 8, "num_input_modules": 6,
+        "vocab_size": 300, "max_position_embeddings": 128, "byte_context_layers": 1, "num_fourier_features": 8,
+        "num_input_modules": 6,
         "num_processor_modules": 10, "num_output_modules": 2, "num_added_modules": 2, "hidden_size": 40,
         "code_dim": 24, "signature_dim": 12,
         "num_hidden_layers": 3, "share_propagator_weights": True, "num_attention_heads": 4, "attention_head_dim": 8,
@@ -124,7 +125,8 @@ def test_weight_shape_fields_are_exactly_those_that_change_the_weights():
         "output_pooling": "mean",
     }
     needs = {"conv_position_channels": {"tokenizer_type": "conv"}, "vocab_size": {"tokenizer_type": "byte"},
-             "max_position_embeddings": {"tokenizer_type": "byte"}, "num_fourier_features": {"tokenizer_type": "point"},
+             "max_position_embeddings": {"tokenizer_type": "byte"}, "byte_context_layers": {"tokenizer_type": "byte"},
+             "num_fourier_features": {"tokenizer_type": "point"},
              "conditional_signatures": {"conditioning_dim": 8}, "output_pooling": {"num_output_modules": 2}}
     assert set(changed) == set(WEIGHT_SHAPE_FIELDS)
 
