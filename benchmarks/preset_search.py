@@ -72,9 +72,9 @@ def search(args: SearchArguments, settings: dict) -> list[dict]:
     rows = []
     for name, overrides in parse_variants(args.variants).items():
         variant = dataclasses.replace(task, nac_overrides=overrides)
-        parameters = comparison.build_nac(variant, list(task.labels), 1.0).num_parameters()
         run = comparison.train(comparison.NAC, variant, trial, args.seed, args.epochs or task.epochs, data_args,
                                task.name, folder / "variants" / name)
+        parameters = run["parameters"]  # of the model trained (kept in DIR), whatever the preset has become since
         gap = baseline / parameters - 1
         rows.append({"name": name, "overrides": overrides, "parameters": parameters, "size_gap": round(gap, 4),
                      "comparable": abs(gap) <= comparison.MAX_SIZE_GAP, "validation": run["validation"],

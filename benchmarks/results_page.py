@@ -302,7 +302,8 @@ def preset_search(name: str) -> str:
              + f": {percent(row['validation'])}, {row['parameters'] / 1e6:.3f} M parameters ({data['baseline']} "
              f"{100 * row['size_gap']:+.1f} %{'' if row['comparable'] else ', too far from its size'})"
              for row in data["variants"]]
-    return (f"**{name}, the preset chosen on validation** (`{data['command']}`; learning rate "
+    return (f"**{name}, the preset chosen on validation**, variants of the preset as it stood before "
+            f"(`{data['command']}`; learning rate "
             f"{setting['learning_rate']:g}, strength {setting['strength']:g}, {setting['epochs']:g} epochs, seed "
             f"{setting['seed']}; validation top-1): " + "; ".join(cells) + f". Chosen: {data['chosen']}.")
 
@@ -319,9 +320,14 @@ def tasks() -> tuple[str, list[dict]]:
             f"{family['trial']['learning_rate']:g}, strength {family['trial']['strength']:g} (validation top-1 of the "
             f"trials: {', '.join(percent(run['validation']) for run in family['tuning'])}); test top-1 per seed "
             f"{', '.join(percent(value) for value in family['runs'])}" for family in (nac, baseline))
-        lines.append(f"**{name}** (`{data['command']}`; {data['protocol']['epochs']:g} epochs per training, wall time "
-                     f"{data['wall_seconds'] / 60:.0f} min): {task_line(data)}. Chosen on validation: {chosen}. The "
-                     f"NAC of seed {data['published']['seed']} is written as a publishable folder.")
+        minutes = {family["name"]: sum(run["train_seconds"] for run in family["details"]) / len(family["details"]) / 60
+                   for family in (nac, baseline)}
+        lines.append(f"**{name}** (`{data['command']}`; {data['protocol']['epochs']:g} epochs per training, "
+                     f"{data['train_seconds'] / 60:.0f} min of training in all; a training of the NAC "
+                     f"{minutes[nac['name']]:.1f} min, of the {baseline['name']} {minutes[baseline['name']]:.1f} min): "
+                     f"{task_line(data)}. Chosen on "
+                     f"validation: {chosen}. The NAC of seed {data['published']['seed']} is written as a publishable "
+                     "folder.")
         rows.append({"result": f"`{name}` beside a same-size {baseline['name']}", "figure": task_line(data),
                      "json": f"{name}.json", "command": data["command"]})
     for name in TASKS:

@@ -486,6 +486,9 @@ def compare(args: ComparisonArguments, settings: dict, command: str) -> dict:
         "baseline": family_results(task.baseline, trained[task.baseline.name], tests[task.baseline.name]),
         "paired_diff": {"mean": mean, "ci_low": low, "ci_high": high, "per_seed": differences},
         "protocol": protocol_record(task, args), "data": data, "published": published,
+        # Every training of both families, however many invocations it took (a rerun resumes from the kept ones).
+        "train_seconds": round(sum(run["train_seconds"] for family in trained.values()
+                                   for run in family["tuning"] + family["runs"][1:]), 1),
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
 

@@ -61,12 +61,13 @@ def test_a_task_comparison_gets_its_row_and_a_verdict_from_its_whole_interval(tm
     def family(name, runs):
         return {"name": name, "params": 668_311, "runs": runs, "mean": sum(runs) / len(runs), "std": 0.01,
                 "trial": {"learning_rate": 5.5e-4, "strength": 0.03},
-                "tuning": [{"validation": 0.58}, {"validation": 0.55}]}
+                "tuning": [{"validation": 0.58}, {"validation": 0.55}],
+                "details": [{"train_seconds": 60}, {"train_seconds": 120}]}
 
     results = {"task": "reviews", "command": "python -m benchmarks.task_comparison --task reviews --output_dir D",
                "nac": family("NAC", [0.60, 0.62]), "baseline": family("BERT", [0.59, 0.60]),
                "paired_diff": {"mean": 0.015, "ci_low": -0.01, "ci_high": 0.04}, "protocol": {"epochs": 5},
-               "published": {"seed": 42}, "wall_seconds": 600}
+               "published": {"seed": 42}, "train_seconds": 600, "wall_seconds": 600}
     search = {"command": "python -m benchmarks.preset_search --task reviews", "baseline": "BERT",
               "setting": {"learning_rate": 5.5e-4, "strength": 0.03, "epochs": 5, "seed": 42},
               "variants": [{"name": "preset", "overrides": {}, "validation": 0.573, "parameters": 668_311,
@@ -82,7 +83,7 @@ def test_a_task_comparison_gets_its_row_and_a_verdict_from_its_whole_interval(tm
     assert "NAC 61.00 ± 1.00 %, BERT 59.50 ± 1.00 %" in rows[0]["figure"]
     assert "+1.5 [-1.0, +4.0] points: competitive" in rows[0]["figure"]
     assert "context-1 (byte_context_layers=1): 59.20 %, 0.744 M parameters (BERT -10.3 %, too far from its size)" in text
-    assert "Chosen: preset." in text
+    assert "Chosen: preset." in text and "a training of the NAC 1.5 min, of the BERT 1.5 min" in text
     assert "Not yet run: listops, shapes." in text
     results["paired_diff"]["ci_low"] = -0.03
     (tmp_path / "reviews.json").write_text(json.dumps(results))
