@@ -103,3 +103,22 @@ def test_random_resized_crop_keeps_the_size_and_zooms_in():
     assert all(crop.shape == image.shape for crop in crops)
     assert all(crop.min() >= image.min() and crop.max() <= image.max() for crop in crops)  # bilinear: no overshoot
     assert any(crop.max() - crop.min() < image.max() - image.min() for crop in crops)  # a part, enlarged
+
+
+def test_a_plain_trainer_trains_a_nac_on_mixed_soft_targets(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from nac_hf import NACConfig, NACForClassification
+
+    config = NACConfig.from_preset("tiny", image_size=8, patch_size=4, num_channels=3, num_labels=4,
+                                   problem_type="single_label_classification")
+    model = NACForClassification(config)
+    before = {name: value.clone() for name, value in model.named_parameters()}
+    collate = MixingCollator(DefaultDataCollator(), num_labels=4, mixup_alpha=0.8, cutmix_alpha=1.0,
+                             label_smoothing=0.1)
+    args = TrainingArguments(str(tmp_path), max_steps=3, per_device_train_batch_size=4, report_to="none",
+                             use_cpu=True, save_strategy="no", remove_unused_columns=False)
+    result = Trainer(model=model, args=args, train_dataset=examples(8), data_collator=collate).train()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    assert any(not torch.equal(before[name], value) for name, value in model.named_parameters())
+    assert model.config.problem_type == "single_label_classification"

@@ -527,6 +527,8 @@ def test_bad_inputs_raise_clear_errors(kind, inputs, message):
         ({}, torch.tensor([0, 1]), r"labels of shape \(3,\)"),
         ({}, torch.tensor([0, 1, 3]), r"class ids in \[0, 3\)"),
         ({"problem_type": "single_label_classification"}, torch.tensor([0.0, 1, 2]), "integer class ids"),
+        ({"problem_type": "single_label_classification"}, torch.full((3, 3), 0.5), "each row summing to 1"),
+        ({"problem_type": "single_label_classification"}, torch.tensor([[1.5, -0.5, 0]] * 3), "non-negative"),
         ({"problem_type": "multi_label_classification"}, torch.ones(3, 2), r"labels of shape \(3, 3\)"),
         ({"num_labels": 1}, torch.tensor([1, 2, 3]), "floating-point labels"),
         ({"num_labels": 1}, torch.ones(3, 2), r"labels of shape \(3,\)"),
@@ -537,6 +539,19 @@ def test_bad_labels_raise_clear_errors(overrides, labels, message):
     model = NACForClassification(config).eval()
     with pytest.raises(ValueError, match=message):
         model(**example_inputs(config), labels=labels)
+
+
+def test_soft_targets_train_single_label_classification_with_their_cross_entropy():
+    config = tiny(problem_type="single_label_classification")
+    model = NACForClassification(config).eval()
+    inputs, labels = example_inputs(config), torch.tensor([0, 2, 1])
+    hard = model(**inputs, labels=labels)
+    one_hot = model(**inputs, labels=F.one_hot(labels, 3).float())
+    torch.testing.assert_close(one_hot.loss, hard.loss)
+    mixed = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.1, 0.9], [0.25, 0.5, 0.25]])
+    loss = model(**inputs, labels=mixed).loss
+    torch.testing.assert_close(loss, -(mixed * hard.logits.log_softmax(-1)).sum(-1).mean())
+    assert model.config.problem_type == "single_label_classification"
 
 
 def test_checkpoint_with_another_config_raises_a_clear_error(tmp_path, tiny_config):

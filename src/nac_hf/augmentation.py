@@ -64,6 +64,10 @@ class MixingCollator:
     the reversed batch covering a fraction 1 − λ of each image (λ then set to the fraction the clipped box leaves). With
     both, each batch takes cutmix with probability 1/2, else mixup. The labels are mixed by the same λ after label
     smoothing by `label_smoothing`. With both alphas 0 only the smoothing applies (texts too).
+
+    `NACTrainer` trains any model on these labels. With a plain `Trainer`, a NAC takes them as class probabilities when
+    its `config.problem_type` is `"single_label_classification"` (unset, float labels `(B, num_labels)` mean
+    multi-label classification, as in transformers).
     """
 
     collator: Callable[[list], dict]

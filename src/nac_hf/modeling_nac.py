@@ -983,6 +983,8 @@ Head = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 # The parameters of processor modules added to a trained classifier (`add_modules`).
 ADDED_MODULE_PARAMETERS = ("nac.generator.added_codes", "nac.generator.added_signatures")
+# How far from 1 a row of soft targets may sum (float32 rounding of mixed, smoothed one-hot rows is far smaller).
+SOFT_TARGET_TOLERANCE = 1e-3
 
 
 class CheckpointMismatchError(RuntimeError, ValueError):
@@ -1679,13 +1681,20 @@ class NACForClassification(NACPreTrainedModel):
         """The task loss of every read-out's logits, summed (several with `config.exit_training`), plus the weighted
         graph-prior regulariser; and the regulariser, computed here outside training (it matches nodes on the CPU)."""
         config = self.config
-        loss = sum(self.loss_function(labels=labels, pooled_logits=logits, config=config) for logits in all_logits)
+        loss = sum(self.task_loss(logits, labels) for logits in all_logits)
         regularizer = outputs.graph_regularizer_loss
         if regularizer is None:
             regularizer = self.nac.graph_regularizer(outputs.connectivity)
         if regularizer is not None:
             loss = loss + config.graph_regularizer_weight * regularizer
         return loss, regularizer
+
+    def task_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of one read-out's logits `(B, num_labels)`: transformers' loss of `config.problem_type`, or for
+        class probabilities `(B, num_labels)` in single-label classification their cross-entropy, in float32."""
+        if self.config.problem_type == "single_label_classification" and labels.is_floating_point():
+            return F.cross_entropy(logits.float(), labels.float())
+        return self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
 
     def add_modules(self, count: int, init: str = "mirror", seed: int = 0, freeze_existing: bool = False) -> list[int]:
         """Add `count` processor modules (see `NACModel.add_modules`). With `freeze_existing=True`, every parameter
@@ -1721,9 +1730,22 @@ class NACForClassification(NACPreTrainedModel):
                 config.problem_type = "multi_label_classification"
 
         if config.problem_type == "single_label_classification":
+            if labels.is_floating_point() and labels.shape == (batch, num_labels):
+                # Class probabilities (soft targets: mixup, cutmix, label smoothing, e.g. `MixingCollator`'s).
+                if checks_values() and labels.numel() and (
+                    labels.min() < 0 or (labels.sum(-1) - 1).abs().max() > SOFT_TARGET_TOLERANCE
+                ):
+                    raise ValueError(
+                        f"soft targets of shape ({batch}, {num_labels}) must be class probabilities: non-negative, "
+                        f"each row summing to 1, got values in [{float(labels.min()):.3g}, {float(labels.max()):.3g}] "
+                        f"and row sums in [{float(labels.sum(-1).min()):.3g}, {float(labels.sum(-1).max()):.3g}]"
+                    )
+                return labels.to(logits.dtype)
             if labels.is_floating_point() or labels.dtype == torch.bool:
                 raise ValueError(
-                    f"single-label classification expects integer class ids, got labels of dtype {labels.dtype}"
+                    f"single-label classification expects integer class ids of shape ({batch},) or class "
+                    f"probabilities of shape ({batch}, {num_labels}), got labels of dtype {labels.dtype} and shape "
+                    f"{tuple(labels.shape)}"
                 )
             if labels.shape != (batch,):
                 raise ValueError(
