@@ -162,7 +162,7 @@ def mean_std(values) -> tuple[float, float]:
 
 def save_figure(path: str | Path, draw, **subplots) -> bool:
     """Draw a figure with matplotlib (`draw(axes)` on `plt.subplots(**subplots)`) and save it to `path`; False, and
-    nothing drawn, where matplotlib is not installed (`pip install nac-hf[viz]`)."""
+    nothing drawn, where matplotlib is not installed (the `viz` extra)."""
     try:
         import matplotlib
 

@@ -57,7 +57,7 @@ def glyph_features(characters) -> Features:
 
 
 def font_paths(names) -> list[Path]:
-    """The font files named, from matplotlib's installation (`pip install 'nac-hf[bench]'`)."""
+    """The font files named, from matplotlib's installation (the `bench` extra)."""
     by_name = {path.name: path for path in matplotlib_fonts()}
     return [by_name[name] for name in names]
 

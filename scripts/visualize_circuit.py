@@ -5,7 +5,7 @@
 
 --checkpoint is a folder written by save_pretrained (a NACModel or a NACForClassification) or a Hub model id. The PNG
 goes to --output, by default CHECKPOINT/circuit.png for a folder and ./circuit.png for a Hub id. Prints where it went
-and the circuit's numbers (nac_hf.visualization.circuit_summary). Needs matplotlib: pip install "nac-hf[viz]".
+and the circuit's numbers (nac_hf.visualization.circuit_summary). Needs matplotlib (the `viz` extra).
 """
 
 import os

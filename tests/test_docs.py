@@ -57,7 +57,7 @@ def test_every_local_link_of_the_docs_leads_to_a_file():
             assert (document.parent / target).exists(), f"{document.name} links to a missing {target}"
 
 
-def test_a_task_comparison_gets_its_row_and_a_verdict_from_its_whole_interval(tmp_path, monkeypatch):
+def test_a_task_comparison_gets_its_row_a_verdict_from_its_whole_interval_and_says_what_was_tried_when_behind(tmp_path, monkeypatch):
     def family(name, runs):
         return {"name": name, "params": 668_311, "runs": runs, "mean": sum(runs) / len(runs), "std": 0.01,
                 "trial": {"learning_rate": 5.5e-4, "strength": 0.03},
@@ -66,7 +66,9 @@ def test_a_task_comparison_gets_its_row_and_a_verdict_from_its_whole_interval(tm
 
     results = {"task": "reviews", "command": "python -m benchmarks.task_comparison --task reviews --output_dir D",
                "nac": family("NAC", [0.60, 0.62]), "baseline": family("BERT", [0.59, 0.60]),
-               "paired_diff": {"mean": 0.015, "ci_low": -0.01, "ci_high": 0.04}, "protocol": {"epochs": 5},
+               "paired_diff": {"mean": 0.015, "ci_low": -0.01, "ci_high": 0.04},
+               "protocol": {"epochs": 5, "trials": [{"learning_rate": 5.5e-4, "strength": 0.03},
+                                                    {"learning_rate": 2.2e-3, "strength": 0.54}]},
                "published": {"seed": 42}, "train_seconds": 600, "wall_seconds": 600}
     search = {"command": "python -m benchmarks.preset_search --task reviews", "baseline": "BERT",
               "setting": {"learning_rate": 5.5e-4, "strength": 0.03, "epochs": 5, "seed": 42},
@@ -84,7 +86,12 @@ def test_a_task_comparison_gets_its_row_and_a_verdict_from_its_whole_interval(tm
     assert "+1.5 [-1.0, +4.0] points: competitive" in rows[0]["figure"]
     assert "context-1 (byte_context_layers=1): 59.20 %, 0.744 M parameters (BERT -10.3 %, too far from its size)" in text
     assert "Chosen: preset." in text and "a training of the NAC 1.5 min, of the BERT 1.5 min" in text
-    assert "Not yet run: listops, shapes." in text
-    results["paired_diff"]["ci_low"] = -0.03
+    assert "Not yet run: listops, shapes." in text and "behind" not in text
+    results["paired_diff"].update(mean=-0.031, ci_low=-0.08)
     (tmp_path / "reviews.json").write_text(json.dumps(results))
-    assert results_page.tasks()[1][0]["figure"].endswith("not shown competitive")
+    text, rows = results_page.tasks()
+    assert rows[0]["figure"].endswith("not shown competitive")
+    assert ("The NAC is 3.1 points behind on the mean; tried for it: the learning rates 0.00055 at strength 0.03, "
+            "0.0022 at strength 0.54, and the preset's variants context-1 on validation (below).") in text
+    (tmp_path / "preset-search-reviews.json").unlink()
+    assert "and no variant of the preset yet." in results_page.tasks()[0]

@@ -540,7 +540,7 @@ def test_publishing_without_matplotlib_warns_and_leaves_out_the_figure(image_che
     assert done.stdout.strip() == str(tmp_path / "repo")
     assert (
         "the model card of org/name is published without the circuit figure: drawing a NAC circuit needs "
-        'matplotlib; install it with: pip install "nac-hf[viz]"'
+        'matplotlib; install it with: pip install matplotlib'
     ) in done.stderr
     assert not (tmp_path / "repo" / "circuit.png").exists()
     card = (tmp_path / "repo" / "README.md").read_text()

@@ -245,6 +245,6 @@ def test_import_error_names_the_extra_when_matplotlib_is_missing():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "edges " in result.stdout  # the summary needs no matplotlib
-    assert 'ImportError: drawing a NAC circuit needs matplotlib; install it with: pip install "nac-hf[viz]"' in (
+    assert 'ImportError: drawing a NAC circuit needs matplotlib; install it with: pip install matplotlib' in (
         result.stdout
     )

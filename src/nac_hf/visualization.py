@@ -2,7 +2,7 @@
 strongly.
 
 `circuit_summary` counts the graph in plain Python numbers and needs nothing but torch; `draw_circuit` draws it with
-matplotlib (`pip install "nac-hf[viz]"`) and networkx.
+matplotlib (the `viz` extra) and networkx.
 
 Both read the circuit of the model's own signatures (`NACModel.circuit()` without arguments). With
 `config.conditional_signatures` these are the base signatures, before any example's conditioning shifts them. Should
@@ -19,7 +19,7 @@ import torch
 from .modeling_nac import NACModel
 
 
-MATPLOTLIB_MISSING = 'drawing a NAC circuit needs matplotlib; install it with: pip install "nac-hf[viz]"'
+MATPLOTLIB_MISSING = 'drawing a NAC circuit needs matplotlib; install it with: pip install matplotlib'
 GROUP_COLORS = {"input": "#1f77b4", "processor": "#ff7f0e", "output": "#2ca02c"}
 # Above this many modules the graph gets small nodes, thin edges and no labels.
 MAX_LABELLED_MODULES = 48
@@ -264,7 +264,7 @@ def draw_circuit(model, path=None, *, title: str | None = None, dpi: int = 150):
 
     Returns a `matplotlib.figure.Figure` on its own Agg canvas, made without pyplot: no pyplot figure is opened, so
     there is nothing to close and no global state changes. Writes a PNG at `path` when given. Needs matplotlib:
-    `pip install "nac-hf[viz]"`.
+    `pip install matplotlib`.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
