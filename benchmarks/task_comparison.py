@@ -27,7 +27,8 @@ Writes --results (default docs/results/TASK.json) and the NAC of the best valida
 DIR/nac-TASK (weights, config and code, tokenizer, results and a model card; checked to load without nac_hf:
 `nac_hf.hub.publish` with `dry_run`). Publish it with `python scripts/push_to_hub.py --checkpoint CHECKPOINT
 --repo_id org/name`, CHECKPOINT being its training folder (`published_from` in the results). Every training is kept
-in DIR: a rerun into DIR goes on where it stopped.
+in DIR: a rerun into DIR goes on where it stopped (more --seeds add trainings), and refuses a kept model whose config is
+not what the task's preset now builds.
 
 The default epochs (reviews 5, listops 2, shapes 6) aim at a whole comparison, ten trainings of two families, within
 about an hour per task on two CPU cores. The baselines take most of it: BERT reads every byte in every layer where
@@ -373,7 +374,32 @@ def train(family: Family, task: Task, trial: protocol.Trial, seed: int, epochs: 
                 "train_seconds": round(metrics["train_runtime"], 1),
                 "seconds_per_step": round(metrics["train_runtime"] / max(steps, 1), 3)}
 
-    return protocol.cached(folder / "protocol_training.json", compute)
+    record = protocol.cached(folder / "protocol_training.json", compute)
+    set_seed(seed)
+    check_kept_model(folder, family.build(task, list(task.labels), trial.strength).config)
+    return record
+
+
+# Config entries that say how a model was saved, trained or first called, not what it is (Trainer gives a text model
+# its tokenizer's special tokens and turns the cache off).
+UNCOMPARED_CONFIG_KEYS = frozenset({"transformers_version", "architectures", "auto_map", "_name_or_path",
+                                    "problem_type", "dtype", "torch_dtype", "bos_token_id", "eos_token_id",
+                                    "use_cache"})
+
+
+def check_kept_model(folder: Path, config: PretrainedConfig) -> None:
+    """Refuse a training kept in `folder` whose model was built otherwise than `config` (say, the preset changed
+    since): its results would be another model's."""
+    kept = json.loads(type(config).from_pretrained(folder).to_json_string(use_diff=False))
+    asked = json.loads(config.to_json_string(use_diff=False))
+    changed = sorted(key for key in kept.keys() | asked.keys()
+                     if key not in UNCOMPARED_CONFIG_KEYS and kept.get(key) != asked.get(key))
+    if changed:
+        raise ValueError(
+            f"{folder} holds a model trained with another config than this comparison builds ("
+            + ", ".join(f"{key}: {kept.get(key)!r} there, {asked.get(key)!r} now" for key in changed[:5])
+            + "): give another --output_dir, or remove that folder to train it again"
+        )
 
 
 def train_family(family: Family, task: Task, args: ComparisonArguments, data_args: DataArguments) -> dict:

@@ -134,7 +134,9 @@ def test_the_command_on_a_text_task_writes_its_results_and_a_nac_with_its_tokeni
     assert tokenizer("[MAX 1 2 ]")["input_ids"][0] == tokenizer.cls_token_id
 
 
-def test_the_command_on_point_clouds_writes_its_results_and_a_rerun_reuses_every_training(tmp_path):
+def test_the_command_on_point_clouds_writes_its_results_and_a_rerun_reuses_every_training_of_its_config(
+    tmp_path, monkeypatch
+):
     argv = command("shapes", tmp_path / "run", tmp_path / "first.json")
     first = main(argv)
     check_results("shapes", argv, json.loads((tmp_path / "first.json").read_text()), tmp_path / "run")
@@ -146,3 +148,7 @@ def test_the_command_on_point_clouds_writes_its_results_and_a_rerun_reuses_every
     assert again["nac"]["runs"] == first["nac"]["runs"] and again["baseline"]["runs"] == first["baseline"]["runs"]
     with pytest.raises(ValueError, match="give another --output_dir"):
         main([*argv[:-2], "--num_points", "16"])
+    changed = dataclasses.replace(TASKS["shapes"], nac_overrides={"fourier_feature_scale": 3.0})
+    monkeypatch.setitem(TASKS, "shapes", changed)
+    with pytest.raises(ValueError, match=r"another config.*fourier_feature_scale: 1.0 there, 3.0 now"):
+        main(argv)
