@@ -353,9 +353,9 @@ def tasks() -> tuple[str, list[dict]]:
     missing = [name for name in TASKS if name not in names]
     text = ("The task's NAC preset and a baseline of its size (parameters within 10 %), the same trials of learning "
             "rate and regularisation strength for both, each family's best trial by validation top-1, trained from "
-            "--seeds seeds; the test split read once per model; NAC − baseline paired by seed with a Student-t 95 % interval. "
-            "The paper calls NACs competitive on such tasks; here that holds where the whole interval lies at or above "
-            "−2 points.\n\n"
+            "--seeds seeds; the test split read once per model; NAC − baseline paired by seed with a Student-t 95 % "
+            "interval. The paper calls NACs competitive on such tasks; here that holds where the whole interval lies at "
+            "or above −2 points.\n\n"
             + "\n\n".join(lines)
             + (f"\n\nNot yet run: {', '.join(missing)}." if missing else ""))
     searched = [f"preset-search-{name}.json" for name in TASKS if (RESULTS / f"preset-search-{name}.json").is_file()]
