@@ -57,7 +57,7 @@ def test_every_local_link_of_the_docs_leads_to_a_file():
             assert (document.parent / target).exists(), f"{document.name} links to a missing {target}"
 
 
-def test_a_task_comparison_gets_its_row_a_verdict_from_its_whole_interval_and_says_what_was_tried_when_behind(tmp_path, monkeypatch):
+def test_a_task_comparison_gets_its_row_its_verdict_and_what_was_tried_when_behind(tmp_path, monkeypatch):
     def family(name, runs):
         return {"name": name, "params": 668_311, "runs": runs, "mean": sum(runs) / len(runs), "std": 0.01,
                 "trial": {"learning_rate": 5.5e-4, "strength": 0.03},
