@@ -503,6 +503,9 @@ WEIGHT_SHAPE_FIELDS = (
     "output_pooling",
 )
 
+# The modules of the task presets: `small`'s at three quarters of its width (96, 3 heads of 32) with 32 processors.
+TASK_WIDTH = dict(num_processor_modules=32, hidden_size=96, code_dim=48, num_attention_heads=3)
+
 # Each preset is a base (another preset, or None for the defaults above) and the fields it changes.
 PRESETS: dict[str, tuple[str | None, dict]] = {
     # A few thousand parameters' worth of work, for tests and quick checks.
@@ -569,30 +572,27 @@ PRESETS: dict[str, tuple[str | None, dict]] = {
     ),
     # The tasks of benchmarks.tasks (`python -m benchmarks.task_comparison`), each sized to be trained from several
     # seeds, beside a baseline of its size, within about an hour on two CPU cores: `small` at three quarters of its
-    # width (96, 3 heads) with 32 processors. `shapes`: point clouds of twelve shapes, read through their random
-    # Fourier features, 0.64 M parameters.
+    # width (`TASK_WIDTH`), each chosen on validation (docs/results.md, "Tasks beyond images"). `shapes`: point clouds
+    # of twelve shapes, read through their random Fourier features by the 32 processors themselves (as many input
+    # modules), 0.64 M parameters.
     "shapes": ("small", dict(
         tokenizer_type="point",
         num_labels=12,
-        num_processor_modules=32,
-        hidden_size=96,
-        code_dim=48,
-        num_attention_heads=3,
+        **TASK_WIDTH,
         intermediate_size=128,
+        num_input_modules=32,
+        processors_read_in=True,
     )),
     # `reviews`: movie-review snippets read byte by byte, positive or negative (the 2 labels of the defaults), each
     # byte in the context of its neighbours (one ConvNeXt block of 7 bytes) and a narrower MLP to keep the size, 0.68
-    # M parameters (chosen on validation: docs/results.md, "Tasks beyond images"); 288 positions hold the longest
-    # snippet (257 bytes) with its <cls> and <sep>.
-    "reviews": ("shapes", dict(
+    # M parameters; 288 positions hold the longest snippet (257 bytes) with its <cls> and <sep>.
+    "reviews": ("small", dict(
         tokenizer_type="byte",
-        num_labels=2,
+        **TASK_WIDTH,
         max_position_embeddings=288,
         byte_context_layers=1,
         intermediate_size=96,
     )),
-    # `listops`: expressions of 20 to 100 tokens (up to about 250 bytes) in ten classes, the bytes read alone with the
-    # MLP of `shapes`, 0.67 M parameters (chosen on validation over the `reviews` model with ten labels: docs/results.md).
     "listops": ("reviews", dict(num_labels=10, byte_context_layers=0, intermediate_size=128)),
 }
 
