@@ -301,7 +301,8 @@ def preset_search(name: str) -> str:
     cells = [f"{row['name']}" + (f" ({', '.join(f'{k}={v}' for k, v in row['overrides'].items())})"
                                  if row["overrides"] else "")
              + f": {percent(row['validation'])}, {row['parameters'] / 1e6:.3f} M parameters ({data['baseline']} "
-             f"{100 * row['size_gap']:+.1f} %{'' if row['comparable'] else ', too far from its size'})"
+             f"{100 * row['size_gap']:+.1f} %{'' if row['comparable'] else ', too far from its size'}), trained in "
+             f"{row['train_seconds'] / 60:.1f} min"
              for row in data["variants"]]
     return (f"**{name}, the preset chosen on validation**, variants of the preset as it stood before "
             f"(`{data['command']}`; learning rate "

@@ -73,9 +73,10 @@ def test_a_task_comparison_gets_its_row_its_verdict_and_what_was_tried_when_behi
     search = {"command": "python -m benchmarks.preset_search --task reviews", "baseline": "BERT",
               "setting": {"learning_rate": 5.5e-4, "strength": 0.03, "epochs": 5, "seed": 42},
               "variants": [{"name": "preset", "overrides": {}, "validation": 0.573, "parameters": 668_311,
-                            "size_gap": -0.002, "comparable": True},
+                            "size_gap": -0.002, "comparable": True, "train_seconds": 60.0},
                            {"name": "context-1", "overrides": {"byte_context_layers": 1}, "validation": 0.592,
-                            "parameters": 743_575, "size_gap": -0.103, "comparable": False}],
+                            "parameters": 743_575, "size_gap": -0.103, "comparable": False,
+                            "train_seconds": 90.0}],
               "chosen": "preset"}
     (tmp_path / "reviews.json").write_text(json.dumps(results))
     (tmp_path / "preset-search-reviews.json").write_text(json.dumps(search))
@@ -84,7 +85,7 @@ def test_a_task_comparison_gets_its_row_its_verdict_and_what_was_tried_when_behi
     assert len(rows) == 1 and rows[0]["json"] == "reviews.json"
     assert "NAC 61.00 ± 1.00 %, BERT 59.50 ± 1.00 %" in rows[0]["figure"]
     assert "+1.5 [-1.0, +4.0] points: competitive" in rows[0]["figure"]
-    assert "context-1 (byte_context_layers=1): 59.20 %, 0.744 M parameters (BERT -10.3 %, too far from its size)" in text
+    assert "context-1 (byte_context_layers=1): 59.20 %, 0.744 M parameters (BERT -10.3 %, too far from its size), trained in 1.5 min" in text
     assert "Chosen: preset." in text and "a training of the NAC 1.5 min, of the BERT 1.5 min" in text
     assert "Not yet run: listops, shapes." in text and "behind" not in text
     results["paired_diff"].update(mean=-0.031, ci_low=-0.08)
