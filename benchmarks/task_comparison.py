@@ -43,12 +43,13 @@ import logging
 import math
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
-from datasets import DatasetDict
+from datasets import DatasetDict, load_from_disk
 from torch import nn
 from transformers import (
     BertConfig,
@@ -331,6 +332,15 @@ def write_data(task: Task, settings: dict, data_seed: int, folder: Path) -> dict
     return record
 
 
+def majority_answer(folder: Path) -> dict:
+    """What always answering the test split's most common label scores: the label and its test top-1 (the floor a
+    model that learned nothing reaches)."""
+    test = load_from_disk(str(folder / "data"))["test"]
+    counts = Counter(test["label"])
+    label, count = counts.most_common(1)[0]
+    return {"label": test.features["label"].int2str(label), "test_top1": count / len(test)}
+
+
 def training_arguments(task: Task, folder: Path, seed: int, **changes) -> TrainingArguments:
     """scripts/train.py's defaults, the task's batching, nothing saved or evaluated while training."""
     settings = {
@@ -511,7 +521,8 @@ def compare(args: ComparisonArguments, settings: dict, command: str) -> dict:
         "nac": {**family_results(NAC, trained[NAC.name], tests[NAC.name]), "preset": task.name},
         "baseline": family_results(task.baseline, trained[task.baseline.name], tests[task.baseline.name]),
         "paired_diff": {"mean": mean, "ci_low": low, "ci_high": high, "per_seed": differences},
-        "protocol": protocol_record(task, args), "data": data, "published": published,
+        "protocol": protocol_record(task, args), "data": data, "majority_answer": majority_answer(folder),
+        "published": published,
         # Every training of both families, however many invocations it took (a rerun resumes from the kept ones).
         "train_seconds": round(sum(run["train_seconds"] for family in trained.values()
                                    for run in family["tuning"] + family["runs"][1:]), 1),

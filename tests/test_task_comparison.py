@@ -119,6 +119,8 @@ def check_results(name: str, argv: list[str], results: dict, folder) -> NACForCl
     assert abs(baseline["params"] / nac["params"] - 1) <= MAX_SIZE_GAP
     assert paired["mean"] == pytest.approx(np.mean(np.subtract(nac["runs"], baseline["runs"])))
     assert paired["ci_low"] <= paired["mean"] <= paired["ci_high"]
+    constant = results["majority_answer"]
+    assert constant["label"] in TASKS[name].labels and 0 < constant["test_top1"] <= 1
     best = max(nac["details"], key=lambda run: run["validation"])
     assert results["published"]["published_from"] == best["folder"]
     model = NACForClassification.from_pretrained(folder / f"nac-{name}")
