@@ -287,9 +287,10 @@ def task_verdict(diff: dict) -> str:
 
 
 def task_line(data: dict) -> str:
-    nac, baseline, diff = data["nac"], data["baseline"], data["paired_diff"]
+    nac, baseline, diff, constant = data["nac"], data["baseline"], data["paired_diff"], data["majority_answer"]
     return (f"NAC {100 * nac['mean']:.2f} ± {100 * nac['std']:.2f} %, {baseline['name']} {100 * baseline['mean']:.2f} ± "
-            f"{100 * baseline['std']:.2f} % test top-1 over {len(nac['runs'])} seeds; NAC − {baseline['name']} "
+            f"{100 * baseline['std']:.2f} % test top-1 over {len(nac['runs'])} seeds (always answering "
+            f"{constant['label']!r}: {percent(constant['test_top1'])}); NAC − {baseline['name']} "
             f"{100 * diff['mean']:+.1f} [{100 * diff['ci_low']:+.1f}, {100 * diff['ci_high']:+.1f}] points: "
             f"{task_verdict(diff)}")
 
@@ -326,6 +327,12 @@ def task_gap(name: str, data: dict) -> str:
             f"{searched}.")
 
 
+def training_minutes(family: dict) -> str:
+    """The span of a family's training times (every trial and seed), in minutes."""
+    seconds = [run["train_seconds"] for run in family["tuning"] + family["details"][1:]]
+    return f"{min(seconds) / 60:.1f} to {max(seconds) / 60:.1f} min"
+
+
 def tasks() -> tuple[str, list[dict]]:
     """The comparisons of `benchmarks.task_comparison` that have been run (docs/results/TASK.json)."""
     names = [name for name in TASKS if (RESULTS / f"{name}.json").is_file()]
@@ -338,11 +345,11 @@ def tasks() -> tuple[str, list[dict]]:
             f"{family['trial']['learning_rate']:g}, strength {family['trial']['strength']:g} (validation top-1 of the "
             f"trials: {', '.join(percent(run['validation']) for run in family['tuning'])}); test top-1 per seed "
             f"{', '.join(percent(value) for value in family['runs'])}" for family in (nac, baseline))
-        minutes = {family["name"]: sum(run["train_seconds"] for run in family["details"]) / len(family["details"]) / 60
-                   for family in (nac, baseline)}
+        minutes = {family["name"]: training_minutes(family) for family in (nac, baseline)}
         lines.append(f"**{name}** (`{data['command']}`; {data['protocol']['epochs']:g} epochs per training, "
-                     f"{data['train_seconds'] / 60:.0f} min of training in all; a training of the NAC "
-                     f"{minutes[nac['name']]:.1f} min, of the {baseline['name']} {minutes[baseline['name']]:.1f} min): "
+                     f"{data['train_seconds'] / 60:.0f} min of training in all; a training of the NAC took "
+                     f"{minutes[nac['name']]}, of the {baseline['name']} {minutes[baseline['name']]}, the slower ones "
+                     "beside other jobs): "
                      f"{task_line(data)}. Chosen on "
                      f"validation: {chosen}. The NAC of seed {data['published']['seed']} is written as a publishable "
                      "folder." + task_gap(name, data))

@@ -61,7 +61,7 @@ def test_a_task_comparison_gets_its_row_its_verdict_and_what_was_tried_when_behi
     def family(name, runs):
         return {"name": name, "params": 668_311, "runs": runs, "mean": sum(runs) / len(runs), "std": 0.01,
                 "trial": {"learning_rate": 5.5e-4, "strength": 0.03},
-                "tuning": [{"validation": 0.58}, {"validation": 0.55}],
+                "tuning": [{"validation": 0.58, "train_seconds": 60}, {"validation": 0.55, "train_seconds": 90}],
                 "details": [{"train_seconds": 60}, {"train_seconds": 120}]}
 
     results = {"task": "reviews", "command": "python -m benchmarks.task_comparison --task reviews --output_dir D",
@@ -69,7 +69,8 @@ def test_a_task_comparison_gets_its_row_its_verdict_and_what_was_tried_when_behi
                "paired_diff": {"mean": 0.015, "ci_low": -0.01, "ci_high": 0.04},
                "protocol": {"epochs": 5, "trials": [{"learning_rate": 5.5e-4, "strength": 0.03},
                                                     {"learning_rate": 2.2e-3, "strength": 0.54}]},
-               "published": {"seed": 42}, "train_seconds": 600, "wall_seconds": 600}
+               "published": {"seed": 42}, "train_seconds": 600, "wall_seconds": 600,
+               "majority_answer": {"label": "negative", "test_top1": 0.5044}}
     search = {"command": "python -m benchmarks.preset_search --task reviews", "baseline": "BERT",
               "setting": {"learning_rate": 5.5e-4, "strength": 0.03, "epochs": 5, "seed": 42},
               "variants": [{"name": "preset", "overrides": {}, "validation": 0.573, "parameters": 668_311,
@@ -84,9 +85,10 @@ def test_a_task_comparison_gets_its_row_its_verdict_and_what_was_tried_when_behi
     text, rows = results_page.tasks()
     assert len(rows) == 1 and rows[0]["json"] == "reviews.json"
     assert "NAC 61.00 ± 1.00 %, BERT 59.50 ± 1.00 %" in rows[0]["figure"]
+    assert "over 2 seeds (always answering 'negative': 50.44 %)" in rows[0]["figure"]
     assert "+1.5 [-1.0, +4.0] points: competitive" in rows[0]["figure"]
     assert "context-1 (byte_context_layers=1): 59.20 %, 0.744 M parameters (BERT -10.3 %, too far from its size), trained in 1.5 min" in text
-    assert "Chosen: preset." in text and "a training of the NAC 1.5 min, of the BERT 1.5 min" in text
+    assert "Chosen: preset." in text and "a training of the NAC took 1.0 to 2.0 min, of the BERT 1.0 to 2.0 min" in text
     assert "Not yet run: listops, shapes." in text and "behind" not in text
     results["paired_diff"].update(mean=-0.031, ci_low=-0.08)
     (tmp_path / "reviews.json").write_text(json.dumps(results))
