@@ -176,8 +176,12 @@ class Family:
     name: str
     display: str
     model_class: type[PreTrainedModel]
-    # (task, label names, strength) -> a new model of the task's size for these labels
-    build: Callable[["Task", list[str], float], PreTrainedModel]
+    # (task, label names, strength) -> the config of a model of the task's size for these labels
+    config: Callable[["Task", list[str], float], PretrainedConfig]
+
+    def build(self, task: "Task", labels: list[str], strength: float) -> PreTrainedModel:
+        """A new model of `config(task, labels, strength)`."""
+        return self.model_class(self.config(task, labels, strength))
 
 
 @dataclass(frozen=True)
@@ -208,38 +212,35 @@ def nac_regularisers(task: Task, strength: float) -> dict[str, float]:
 
 
 def nac_arguments(task: Task, strength: float) -> ModelArguments:
-    """The NAC of `build_nac` as `scripts/train.py --preset --config_overrides` names it (its run's record)."""
+    """The NAC of `nac_config` as `scripts/train.py --preset --config_overrides` names it (its run's record)."""
     overrides = ",".join([*(f"{name}={value}" for name, value in task.nac_overrides.items()),
                           *(f"{name}={value:g}" for name, value in nac_regularisers(task, strength).items())])
     return ModelArguments(preset=task.name, config_overrides=overrides)
 
 
-def build_nac(task: Task, labels: list[str], strength: float) -> NACForClassification:
-    config = NACConfig.from_preset(task.name, **task.nac_overrides, **nac_regularisers(task, strength),
-                                   **labelled(labels))
-    return NACForClassification(config)
+def nac_config(task: Task, labels: list[str], strength: float) -> NACConfig:
+    return NACConfig.from_preset(task.name, **task.nac_overrides, **nac_regularisers(task, strength),
+                                 **labelled(labels))
 
 
-def build_bert(task: Task, labels: list[str], strength: float) -> BertForSequenceClassification:
+def bert_config(task: Task, labels: list[str], strength: float) -> BertConfig:
     """BERT over the NAC preset's byte ids: its vocabulary, padding id and positions; one token type."""
     preset = NACConfig.from_preset(task.name)
     dropout = protocol.BASELINE_DROPOUT * strength
-    config = BertConfig(
+    return BertConfig(
         vocab_size=preset.vocab_size, pad_token_id=preset.pad_token_id,
         max_position_embeddings=preset.max_position_embeddings, type_vocab_size=1, hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout, **task.baseline_size, **labelled(labels),
     )
-    return BertForSequenceClassification(config)
 
 
-def build_pointnet(task: Task, labels: list[str], strength: float) -> PointNetForClassification:
-    config = PointNetConfig(dropout=protocol.BASELINE_DROPOUT * strength, **task.baseline_size, **labelled(labels))
-    return PointNetForClassification(config)
+def pointnet_config(task: Task, labels: list[str], strength: float) -> PointNetConfig:
+    return PointNetConfig(dropout=protocol.BASELINE_DROPOUT * strength, **task.baseline_size, **labelled(labels))
 
 
-NAC = Family("nac", "NAC", NACForClassification, build_nac)
-BERT = Family("bert", "BERT", BertForSequenceClassification, build_bert)
-POINTNET = Family("pointnet", "PointNet", PointNetForClassification, build_pointnet)
+NAC = Family("nac", "NAC", NACForClassification, nac_config)
+BERT = Family("bert", "BERT", BertForSequenceClassification, bert_config)
+POINTNET = Family("pointnet", "PointNet", PointNetForClassification, pointnet_config)
 
 # BERT of 4 layers of width 128 (4 heads), MLP 304: 0.67 M parameters, as the `reviews` and `listops` NACs.
 BERT_SIZE = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=304)
@@ -385,8 +386,7 @@ def train(family: Family, task: Task, trial: protocol.Trial, seed: int, epochs: 
                 "seconds_per_step": round(metrics["train_runtime"] / max(steps, 1), 3)}
 
     record = protocol.cached(folder / "protocol_training.json", compute)
-    set_seed(seed)
-    check_kept_model(folder, family.build(task, list(task.labels), trial.strength).config)
+    check_kept_model(folder, family.config(task, list(task.labels), trial.strength))
     return record
 
 

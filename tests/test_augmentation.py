@@ -121,4 +121,3 @@ def test_a_plain_trainer_trains_a_nac_on_mixed_soft_targets(tmp_path):
     result = Trainer(model=model, args=args, train_dataset=examples(8), data_collator=collate).train()
     assert torch.isfinite(torch.tensor(result.training_loss))
     assert any(not torch.equal(before[name], value) for name, value in model.named_parameters())
-    assert model.config.problem_type == "single_label_classification"

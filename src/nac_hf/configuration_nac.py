@@ -593,6 +593,8 @@ PRESETS: dict[str, tuple[str | None, dict]] = {
         byte_context_layers=1,
         intermediate_size=96,
     )),
+    # `listops`: expressions of 20 to 100 tokens (up to about 250 bytes) in ten classes, each byte read alone, with the
+    # MLP of `shapes`, 0.67 M parameters.
     "listops": ("reviews", dict(num_labels=10, byte_context_layers=0, intermediate_size=128)),
 }
 
