@@ -1,8 +1,12 @@
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,26 +27,69 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(script: Path, args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=launch_env(), cwd=ROOT)
+# A launch that runs longer than this has hung: the runs here take seconds.
+HANG_SECONDS = 240
+
+
+def torchrun(script: Path, args: list[str], timeout: int = HANG_SECONDS) -> subprocess.CompletedProcess:
+    def command() -> list[str]:
+        return [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script), *args,
+        ]
+
+    return launch(command, timeout)
 
 
 def accelerate_launch(config: str, launch_flags: list[str], script: Path, args: list[str],
-                      timeout: int = 600) -> subprocess.CompletedProcess:
+                      timeout: int = HANG_SECONDS) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file accelerate_configs/<config>.yaml [launch_flags] script [args]`."""
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml"),
-        "--main_process_port", str(free_port()), *launch_flags, str(script), *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=launch_env(), cwd=ROOT)
+    def command() -> list[str]:
+        return [
+            sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / f"{config}.yaml"),
+            "--main_process_port", str(free_port()), *launch_flags, str(script), *args,
+        ]
+
+    return launch(command, timeout)
+
+
+def launch(command: Callable[[], list[str]], timeout: int) -> subprocess.CompletedProcess:
+    """Run a launcher and its processes to the end. Gloo groups on CPUs have, rarely and only under load, left a
+    process waiting for good: a launch still running after `timeout` seconds is stopped with SIGABRT, on which every
+    process of it prints its Python stacks (faulthandler), and is run once more on a fresh port, the stacks given as a
+    warning. A second hang fails the test with its stacks."""
+    for attempt in range(2):
+        process = subprocess.Popen(
+            command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=launch_env(), cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+            return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        except subprocess.TimeoutExpired:
+            stderr = stop_hung(process)
+        report = f"{' '.join(process.args)} hung for {timeout} s; the stacks of its processes:\n{stderr[-8000:]}"
+        if attempt:
+            pytest.fail(report)
+        warnings.warn(report)
+
+
+def stop_hung(process: subprocess.Popen) -> str:
+    """Abort every process of a hung launch (its own session) and return what they wrote to stderr."""
+    os.killpg(process.pid, signal.SIGABRT)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+    with contextlib.suppress(ProcessLookupError):  # a worker that outlived the launcher
+        os.killpg(process.pid, signal.SIGKILL)
+    return stderr
 
 
 def launch_env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # PYTHONFAULTHANDLER: a process aborted as hung prints where each of its threads was.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"}
 
 
 TINY_RUN = [
@@ -161,3 +208,22 @@ def test_each_accelerate_config_launches_the_processes_it_describes(tmp_path, co
         assert ranks[0]["FSDP_VERSION"] == version and ranks[0]["FSDP_AUTO_WRAP_POLICY"] == wrap
         assert ranks[0]["FSDP_STATE_DICT_TYPE"] == state_dict and ranks[0]["FSDP_RESHARD_AFTER_FORWARD"] == "true"
         assert ranks[0]["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
+
+
+HANGING = """import subprocess, sys, time
+def waiting():
+    time.sleep(600)
+if len(sys.argv) == 1:
+    subprocess.Popen([sys.executable, __file__, "worker"])
+waiting()
+"""
+
+
+def test_a_hung_launch_is_stopped_with_its_stacks_and_fails_when_its_rerun_hangs(tmp_path):
+    script = tmp_path / "hanging.py"
+    script.write_text(HANGING)
+    with pytest.warns(UserWarning, match="hung for 1 s") as warned, pytest.raises(pytest.fail.Exception) as failed:
+        launch(lambda: [sys.executable, str(script)], timeout=1)
+    for report in (str(warned[0].message), str(failed.value)):
+        # both processes, the launcher and the one it started, were aborted where they waited
+        assert report.count("in waiting") == 2, report
