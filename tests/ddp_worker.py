@@ -4,6 +4,7 @@ its dataloader serves in the first epoch and a checksum of its final weights."""
 import hashlib
 import json
 import sys
+import weakref
 
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 
@@ -50,10 +51,13 @@ def main() -> None:
         "weights": digest.hexdigest(),
         "parallel_mode": str(training_args.parallel_mode),
         "find_unused_parameters": training_args.ddp_find_unused_parameters,
+        "wrapper": type(trainer.model_wrapped).__name__,
     }
-    with open(f"{training_args.output_dir}/rank{training_args.process_index}.json", "w") as handle:
+    wrapper = weakref.ref(trainer.model_wrapped)
+    end_distributed(trainer)  # as scripts/train.py does, with the trainer still in use
+    record["wrapper_released"] = wrapper() is None
+    with open(f"{training_args.output_dir}/rank{record['rank']}.json", "w") as handle:
         json.dump(record, handle)
-    end_distributed()  # as scripts/train.py does
 
 
 if __name__ == "__main__":

@@ -75,16 +75,33 @@ def launch(command: Callable[[], list[str]], timeout: int) -> subprocess.Complet
 
 
 def stop_hung(process: subprocess.Popen) -> str:
-    """Abort every process of a hung launch (its own session) and return what they wrote to stderr."""
-    os.killpg(process.pid, signal.SIGABRT)
+    """Abort a hung launch and every process under it (torchrun starts its workers in sessions of their own) and
+    return what they wrote to stderr."""
+    pids = [process.pid, *descendants(process.pid)]
+    signal_all(pids, signal.SIGABRT)
     try:
         _, stderr = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        stderr = ""
+    signal_all(pids, signal.SIGKILL)  # those the abort did not end
+    if stderr == "":
         _, stderr = process.communicate()
-    with contextlib.suppress(ProcessLookupError):  # a worker that outlived the launcher
-        os.killpg(process.pid, signal.SIGKILL)
     return stderr
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started by `pid`, by their children, and so on (Linux's /proc)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return [grandchild for child in children for grandchild in (child, *descendants(child))]
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def launch_env() -> dict:
@@ -112,6 +129,8 @@ def test_two_process_ddp_ranks_shard_the_data_and_agree(tmp_path):
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert all("DISTRIBUTED" in r["parallel_mode"] for r in ranks)
     assert ranks[0]["find_unused_parameters"] is False
+    # The DDP wrapper (its gradient reducer holds the gloo group) was freed before the group was destroyed.
+    assert [(r["wrapper"], r["wrapper_released"]) for r in ranks] == [("DistributedDataParallel", True)] * 2
     first, second = (set(r["indices"]) for r in ranks)
     assert first and second and not first & second, "both ranks were served the same examples"
     assert first | second == set(range(96))
@@ -213,8 +232,8 @@ def test_each_accelerate_config_launches_the_processes_it_describes(tmp_path, co
 HANGING = """import subprocess, sys, time
 def waiting():
     time.sleep(600)
-if len(sys.argv) == 1:
-    subprocess.Popen([sys.executable, __file__, "worker"])
+if len(sys.argv) == 1:  # in a session of its own, as torchrun starts its workers
+    subprocess.Popen([sys.executable, __file__, "worker"], start_new_session=True)
 waiting()
 """
 

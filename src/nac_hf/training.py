@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -183,14 +184,25 @@ def keep_freed_memory() -> bool:
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, 2**30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def end_distributed() -> None:
-    """Leave the process group this process joined (under `torchrun` or `accelerate launch`), if any: a barrier, then
-    `destroy_process_group`. Left to the interpreter's exit, the teardown of a gloo group sometimes aborted a process
-    that had finished its run ("terminate called without an active exception"), and torchrun reported the run as
-    failed; destroying the group without the barrier first could hang a rank."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+def end_distributed(*trainers: Trainer) -> None:
+    """Leave the process group this process joined (under `torchrun` or `accelerate launch`), if any, after releasing
+    the distributed wrapper of each of `trainers` that is still in use: a barrier, then `destroy_process_group`.
+
+    The wrapper's gradient reducer holds the group. Freed after `destroy_process_group`, it would be the one to tear
+    the group down, holding the interpreter lock, while a gloo worker thread may still be dropping its last finished
+    collective, which needs that lock: the process then never exits, and torchrun waits for it for good. So the
+    wrappers go first (`gc.collect()` frees those only cycles still hold), while the group is still registered.
+    Left to the interpreter's exit, the teardown of a gloo group sometimes aborted a process that had finished its run
+    ("terminate called without an active exception"); destroying the group without the barrier first could hang a
+    rank."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    for trainer in trainers:
+        trainer.model_wrapped = trainer.model
+        trainer.accelerator.free_memory()
+    gc.collect()
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def parse_config_overrides(text: str | None) -> dict:
