@@ -54,7 +54,7 @@ def main() -> None:
         "wrapper": type(trainer.model_wrapped).__name__,
     }
     wrapper = weakref.ref(trainer.model_wrapped)
-    end_distributed(trainer)  # as scripts/train.py does, with the trainer still in use
+    end_distributed(trainer)  # the trainer is still in use here; scripts/train.py calls it once its trainer is gone
     record["wrapper_released"] = wrapper() is None
     with open(f"{training_args.output_dir}/rank{record['rank']}.json", "w") as handle:
         json.dump(record, handle)

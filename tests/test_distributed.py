@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -78,7 +79,9 @@ def stop_hung(process: subprocess.Popen) -> str:
     """Abort a hung launch and every process under it (torchrun starts its workers in sessions of their own) and
     return what they wrote to stderr."""
     pids = [process.pid, *descendants(process.pid)]
-    signal_all(pids, signal.SIGABRT)
+    for pid in reversed(pids):  # one at a time, workers first, so that their stacks do not interleave
+        signal_all([pid], signal.SIGABRT)
+        wait_until_ended(pid)
     try:
         _, stderr = process.communicate(timeout=60)
     except subprocess.TimeoutExpired:
@@ -96,6 +99,18 @@ def descendants(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             children += [int(child) for child in (task / "children").read_text().split()]
     return [grandchild for child in children for grandchild in (child, *descendants(child))]
+
+
+def wait_until_ended(pid: int, seconds: float = 10) -> None:
+    """Wait, at most `seconds`, for `pid` to end (or to be left unreaped)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+                return
+        except OSError:
+            return
+        time.sleep(0.05)
 
 
 def signal_all(pids: list[int], signum: int) -> None:
