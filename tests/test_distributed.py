@@ -55,8 +55,8 @@ def accelerate_launch(config: str, launch_flags: list[str], script: Path, args: 
 
 
 def launch(command: Callable[[], list[str]], timeout: int) -> subprocess.CompletedProcess:
-    """Run a launcher and its processes to the end. Gloo groups on CPUs have, rarely and only under load, left a
-    process waiting for good: a launch still running after `timeout` seconds is stopped with SIGABRT, on which every
+    """Run a launcher and its processes to the end. A launch still running after `timeout` seconds has hung (as the
+    gloo teardown did before `end_distributed` freed the DDP wrapper first): it is stopped with SIGABRT, on which every
     process of it prints its Python stacks (faulthandler), and is run once more on a fresh port, the stacks given as a
     warning. A second hang fails the test with its stacks."""
     for attempt in range(2):
@@ -83,13 +83,10 @@ def stop_hung(process: subprocess.Popen) -> str:
         signal_all([pid], signal.SIGABRT)
         wait_until_ended(pid)
     try:
-        _, stderr = process.communicate(timeout=60)
+        return process.communicate(timeout=60)[1]
     except subprocess.TimeoutExpired:
-        stderr = ""
-    signal_all(pids, signal.SIGKILL)  # those the abort did not end
-    if stderr == "":
-        _, stderr = process.communicate()
-    return stderr
+        signal_all(pids, signal.SIGKILL)  # those the abort did not end
+        return process.communicate()[1]
 
 
 def descendants(pid: int) -> list[int]:

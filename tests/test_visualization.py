@@ -230,7 +230,7 @@ def test_script_errors_name_the_problem(tmp_path, monkeypatch, capsys):
         assert message in str(exit_info.value.code)
 
 
-def test_import_error_names_the_extra_when_matplotlib_is_missing():
+def test_import_error_names_the_package_when_matplotlib_is_missing():
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
         "from nac_hf import NACConfig, NACModel\n"
